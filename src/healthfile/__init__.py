@@ -1,0 +1,67 @@
+"""healthfile: keep one small JSON health file that monitors outside the process can read.
+
+Names are imported on first use, so that the ``healthfile check`` probe, which imports this
+package, never pays for asyncio, aiosqlite or aiofiles.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._checks import Check, CheckStillRunning, DiskSpaceCheck, FunctionCheck, LoopLagCheck, SQLiteCheck, check
+    from ._report import CheckResult, HealthReport
+    from ._service import AsyncHealthService
+    from ._threaded import HealthCheckService
+    from ._writer import AtomicWriter, UnsafeDirectoryError
+
+__all__ = [
+    "AsyncHealthService",
+    "AtomicWriter",
+    "Check",
+    "CheckResult",
+    "CheckStillRunning",
+    "DiskSpaceCheck",
+    "FunctionCheck",
+    "HealthCheckService",
+    "HealthReport",
+    "LoopLagCheck",
+    "SQLiteCheck",
+    "UnsafeDirectoryError",
+    "__version__",
+    "check",
+]
+
+_HOMES = {
+    "AsyncHealthService": "._service",
+    "AtomicWriter": "._writer",
+    "Check": "._checks",
+    "CheckResult": "._report",
+    "CheckStillRunning": "._checks",
+    "DiskSpaceCheck": "._checks",
+    "FunctionCheck": "._checks",
+    "HealthCheckService": "._threaded",
+    "HealthReport": "._report",
+    "LoopLagCheck": "._checks",
+    "SQLiteCheck": "._checks",
+    "UnsafeDirectoryError": "._writer",
+    "check": "._checks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("healthfile")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'healthfile' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,431 @@
+"""Checks: the protocol, the built-in SQLite, disk-space and loop-lag checks, and ``check()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+from urllib.parse import quote
+
+import aiosqlite
+
+from ._report import CheckResult, describe_exception, format_timestamp
+
+__all__ = [
+    "Check",
+    "CheckStillRunning",
+    "DiskSpaceCheck",
+    "FunctionCheck",
+    "LoopLagCheck",
+    "SQLiteCheck",
+    "check",
+]
+
+T = TypeVar("T")
+
+# The SQLite busy timeout of one attempt. A locked database is retried from the event loop
+# in slices this short, so that nothing ever waits long for a busy handler to return:
+# sqlite3_interrupt cannot cut a busy wait short.
+_BUSY_SLICE = 0.01
+# Reads the schema: fails on a file that is not a database and on one locked exclusively,
+# where `SELECT 1` would succeed without touching the file.
+_PROBE_QUERY = "SELECT count(*) FROM sqlite_master"
+
+
+@runtime_checkable
+class Check(Protocol):
+    """Anything with a ``name`` and an async ``run()`` returning a :class:`CheckResult`.
+
+    ``run()`` may also raise: the check then fails with the exception's type and message.
+    Optional attributes the service honours: ``timeout`` (seconds, or ``None`` for the
+    service's ``check_timeout``), ``failure_threshold`` and ``success_threshold`` (flap
+    damping, default 1), and ``on_start()`` / ``on_stop()`` called on the loop when the
+    service starts and stops.
+    """
+
+    name: str
+
+    async def run(self) -> CheckResult:
+        """Run the check once."""
+        ...
+
+
+class CheckStillRunning(Exception):
+    """The previous run of a check has not returned; it is not started a second time."""
+
+    def __init__(self, since: datetime) -> None:
+        super().__init__(f"still running since {format_timestamp(since)}")
+        self.since = since
+
+
+def _validate_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a check needs a non-empty name, not {name!r}")
+    return name
+
+
+def _validate_timeout(timeout: float | None) -> float | None:
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    return None if timeout is None else float(timeout)
+
+
+def _validate_threshold(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+    return value
+
+
+class _DaemonThreadRunner:
+    """Run a blocking function in a fresh daemon thread, never two at a time.
+
+    A thread cannot be cancelled: one that hangs keeps the runner busy (and reported as
+    "still running") until it returns, and being a daemon it never holds interpreter exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._thread_name = f"healthfile-check-{name}"
+        self._busy_since: datetime | None = None
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a daemon thread and return (or raise) what it does."""
+        if self._busy_since is not None:
+            raise CheckStillRunning(self._busy_since)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def target() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:
+                deliver: Callable[[], None] = lambda: _set_exception(future, exc)  # noqa: E731
+            else:
+                deliver = lambda: _set_result(future, result)  # noqa: E731
+            self._busy_since = None
+            try:
+                loop.call_soon_threadsafe(deliver)
+            except RuntimeError:  # the loop closed while the function ran: nobody is waiting
+                pass
+
+        self._busy_since = datetime.now(timezone.utc)
+        try:
+            threading.Thread(target=target, name=self._thread_name, daemon=True).start()
+        except BaseException:
+            self._busy_since = None
+            raise
+        return await future
+
+
+def _set_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _to_result(value: object) -> CheckResult:
+    """Interpret what a check function returned."""
+    if isinstance(value, CheckResult):
+        return value
+    if value is None or value is True:
+        return CheckResult("pass")
+    if value is False:
+        return CheckResult("fail", "check returned False")
+    return CheckResult(
+        "fail", f"check returned {type(value).__name__}; expected bool, None or CheckResult"
+    )
+
+
+class FunctionCheck:
+    """A check made from a plain function; see :func:`check`."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[], object],
+        *,
+        timeout: float | None = None,
+        failure_threshold: int = 1,
+        success_threshold: int = 1,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"check {name!r} needs a callable, not {type(fn).__name__}")
+        self.name = _validate_name(name)
+        self.fn = fn
+        self.timeout = _validate_timeout(timeout)
+        self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
+        self.success_threshold = _validate_threshold("success_threshold", success_threshold)
+        self._is_async = _is_async_callable(fn)
+        self._runner = _DaemonThreadRunner(name)
+
+    def __repr__(self) -> str:
+        kind = "async" if self._is_async else "sync"
+        return f"<FunctionCheck {self.name!r} {kind} timeout={self.timeout}>"
+
+    async def run(self) -> CheckResult:
+        """Call the function (a sync one in its own daemon thread) and interpret its result."""
+        value = self.fn() if self._is_async else await self._runner.call(self.fn)
+        if inspect.isawaitable(value):
+            value = await value
+        return _to_result(value)
+
+
+def _is_async_callable(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def check(
+    name: str,
+    fn: Callable[[], object] | Callable[[], Awaitable[object]],
+    *,
+    timeout: float | None = None,
+    failure_threshold: int = 1,
+    success_threshold: int = 1,
+) -> FunctionCheck:
+    """Make a check from a function, sync or async, that takes no arguments.
+
+    The function may return ``True`` or ``None`` (pass), ``False`` (fail), a
+    :class:`CheckResult`, or raise (fail, with the exception's type and message as output).
+    A sync function runs in its own daemon thread, so a hung one never blocks the loop nor
+    the interpreter's exit; while it hangs the check reads fail, "still running since …".
+
+    :param timeout: seconds one run may take, or ``None`` for the service's ``check_timeout``.
+    :param failure_threshold: consecutive failures before the check reads fail (warn before).
+    :param success_threshold: consecutive passes before a failed check reads pass again.
+    """
+    return FunctionCheck(
+        name,
+        fn,
+        timeout=timeout,
+        failure_threshold=failure_threshold,
+        success_threshold=success_threshold,
+    )
+
+
+def sqlite_readonly_uri(path: str | os.PathLike[str]) -> str:
+    """Return a ``file:`` URI that opens ``path`` read-only and never creates it."""
+    text = os.fspath(path)
+    if text.startswith("//"):  # would read as a URI authority; POSIX treats it as "/"
+        text = "/" + text.lstrip("/")
+    return f"file:{quote(text)}?mode=ro"
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc)  # pragma: no cover - Python 3.10 has no sqlite_errorcode
+
+
+class SQLiteCheck:
+    """Read an SQLite database, read-only, to prove it is there, readable and unlocked.
+
+    The file is opened by URI with ``mode=ro``: it is never created, written or locked. The
+    probe reads the schema, so a missing, unreadable, corrupt or exclusively locked database
+    fails. While the database is locked the probe retries in 10 ms slices until its timeout
+    (``timeout``, or the service's ``check_timeout``); when cancelled or timed out, the
+    running statement is interrupted and the connection closes as soon as its thread
+    returns, without anyone waiting for it.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, name: str = "database", timeout: float | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.name = _validate_name(name)
+        self.timeout = _validate_timeout(timeout)
+        self._uri = sqlite_readonly_uri(self.path)
+        self._probe: asyncio.Task[CheckResult] | None = None
+        self._probe_since = datetime.now(timezone.utc)
+        self._connection: aiosqlite.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteCheck {self.name!r} path={str(self.path)!r}>"
+
+    async def run(self) -> CheckResult:
+        """Probe the database once; raise :class:`CheckStillRunning` if a probe lingers."""
+        if self._probe is not None:
+            raise CheckStillRunning(self._probe_since)
+        probe = asyncio.get_running_loop().create_task(self._run_probe())
+        self._probe, self._probe_since = probe, datetime.now(timezone.utc)
+        probe.add_done_callback(self._probe_done)
+        try:
+            # Shielded so that a timeout or stop() does not wait for the connection's thread.
+            return await asyncio.shield(probe)
+        except asyncio.CancelledError:
+            # Cancelled by our caller (timeout or stop): stop the statement, then let the
+            # probe close its connection in the background when the thread comes back.
+            connection = self._connection
+            if connection is not None:
+                with contextlib.suppress(ValueError):  # closed in the meantime
+                    await connection.interrupt()  # returns at once: sqlite3_interrupt
+            probe.cancel()
+            raise
+
+    async def wait_closed(self) -> None:
+        """Wait until an abandoned probe has closed its connection."""
+        probe = self._probe
+        if probe is not None:
+            await asyncio.wait({probe})
+
+    def _probe_done(self, probe: asyncio.Task[CheckResult]) -> None:
+        if self._probe is probe:
+            self._probe = None
+        if not probe.cancelled():
+            probe.exception()  # retrieved here: a late failure of an abandoned probe is not news
+
+    async def _run_probe(self) -> CheckResult:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        try:
+            async with aiosqlite.connect(self._uri, uri=True, timeout=_BUSY_SLICE) as connection:
+                self._connection = connection
+                while True:
+                    try:
+                        await connection.execute_fetchall(_PROBE_QUERY)
+                    except sqlite3.OperationalError as exc:
+                        if not _is_busy(exc) or (deadline is not None and time.monotonic() > deadline):
+                            raise
+                        await asyncio.sleep(_BUSY_SLICE)
+                    else:
+                        return CheckResult("pass")
+        except sqlite3.Error as exc:
+            return CheckResult("fail", f"{describe_exception(exc)} ({self.path})")
+        finally:
+            self._connection = None
+
+
+class DiskSpaceCheck:
+    """Fail when the file system holding ``path`` has too little space left.
+
+    :param min_free_bytes: fail below this many bytes available to unprivileged users.
+    :param min_free_ratio: fail below this fraction (0 to 1) of the file system available.
+        When neither is given, the check fails below 5 % free.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        min_free_bytes: int | None = None,
+        min_free_ratio: float | None = None,
+        name: str = "disk",
+        timeout: float | None = None,
+    ) -> None:
+        if min_free_bytes is None and min_free_ratio is None:
+            min_free_ratio = 0.05
+        if min_free_bytes is not None and (isinstance(min_free_bytes, bool) or min_free_bytes < 0):
+            raise ValueError(f"min_free_bytes must be >= 0, not {min_free_bytes!r}")
+        if min_free_ratio is not None and not 0 <= min_free_ratio <= 1:
+            raise ValueError(f"min_free_ratio must be between 0 and 1, not {min_free_ratio!r}")
+        self.path = Path(path)
+        self.name = _validate_name(name)
+        self.timeout = _validate_timeout(timeout)
+        self.min_free_bytes = min_free_bytes
+        self.min_free_ratio = min_free_ratio
+        self._runner = _DaemonThreadRunner(name)
+
+    def __repr__(self) -> str:
+        return (
+            f"<DiskSpaceCheck {self.name!r} path={str(self.path)!r} "
+            f"min_free_bytes={self.min_free_bytes} min_free_ratio={self.min_free_ratio}>"
+        )
+
+    async def run(self) -> CheckResult:
+        """Read the file system's free space (in a daemon thread: statvfs can hang on NFS)."""
+        usage = await self._runner.call(lambda: os.statvfs(self.path))
+        free = usage.f_bavail * usage.f_frsize
+        total = usage.f_blocks * usage.f_frsize
+        ratio = free / total if total else 0.0
+        summary = f"{_format_bytes(free)} free ({ratio:.1%}) on {self.path}"
+        if self.min_free_bytes is not None and free < self.min_free_bytes:
+            return CheckResult("fail", f"{summary}; minimum {_format_bytes(self.min_free_bytes)}")
+        if self.min_free_ratio is not None and ratio < self.min_free_ratio:
+            return CheckResult("fail", f"{summary}; minimum {self.min_free_ratio:.1%}")
+        return CheckResult("pass", summary)
+
+
+def _format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class LoopLagCheck:
+    """Report how late the host event loop runs a scheduled callback.
+
+    A timer on the loop measures lateness continuously (with ``time.perf_counter``, since
+    uvloop's clock has millisecond resolution); each run reports the worst lateness seen since
+    the previous run. A wedged loop is the failure no other check can see.
+
+    :param warn_after: seconds of lateness from which the check warns.
+    :param fail_after: seconds of lateness from which it fails.
+    """
+
+    def __init__(
+        self, *, warn_after: float = 0.1, fail_after: float = 1.0, name: str = "event_loop"
+    ) -> None:
+        if not warn_after > 0 or not fail_after > 0:
+            raise ValueError("warn_after and fail_after must be positive numbers of seconds")
+        if warn_after > fail_after:
+            raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
+        self.name = _validate_name(name)
+        self.timeout: float | None = None
+        self.warn_after = float(warn_after)
+        self.fail_after = float(fail_after)
+        self._period = max(0.01, min(0.1, self.warn_after / 2))
+        self._handle: asyncio.TimerHandle | None = None
+        self._expected = 0.0
+        self._worst = 0.0
+
+    def __repr__(self) -> str:
+        state = "measuring" if self._handle is not None else "idle"
+        return f"<LoopLagCheck {self.name!r} {state} warn_after={self.warn_after} fail_after={self.fail_after}>"
+
+    def on_start(self) -> None:
+        """Start measuring on the running loop."""
+        if self._handle is None:
+            self._worst = 0.0
+            self._schedule(asyncio.get_running_loop())
+
+    def on_stop(self) -> None:
+        """Stop measuring."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._expected = time.perf_counter() + self._period
+        self._handle = loop.call_later(self._period, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._worst = max(self._worst, time.perf_counter() - self._expected)
+        self._schedule(loop)
+
+    async def run(self) -> CheckResult:
+        """Report the worst lateness since the previous run, then start a new window."""
+        self.on_start()
+        # A tick that is overdue right now counts too: the loop may have been blocked a
+        # moment ago and not yet have run the timer.
+        worst = max(self._worst, time.perf_counter() - self._expected, 0.0)
+        self._worst = 0.0
+        output = f"event loop ran a callback {worst * 1000:.1f} ms late"
+        if worst >= self.fail_after:
+            return CheckResult("fail", f"{output} (fail after {self.fail_after * 1000:.0f} ms)")
+        if worst >= self.warn_after:
+            return CheckResult("warn", f"{output} (warn after {self.warn_after * 1000:.0f} ms)")
+        return CheckResult("pass", output)

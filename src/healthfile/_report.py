@@ -1,0 +1,155 @@
+"""The health report: check results, the contract-v1 JSON object, and output redaction."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "API_VERSION",
+    "CheckResult",
+    "CheckStatus",
+    "DatabaseState",
+    "HealthReport",
+    "HealthStatus",
+    "clean_output",
+    "format_timestamp",
+]
+
+API_VERSION = "v1"
+MAX_OUTPUT_CHARS = 256
+
+CheckStatus = Literal["pass", "warn", "fail"]
+HealthStatus = Literal["starting", "online", "degraded", "stopped"]
+DatabaseState = Literal["connected", "disconnected", "timeout"]
+
+_CHECK_STATUSES: frozenset[str] = frozenset(get_args(CheckStatus))
+
+# `scheme://user:secret@host`: keep the scheme and user, hide what follows the colon.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/@]+(?=@)")
+# `password=...`, `token: ...`, `"api_key": "..."`: hide the value up to a separator.
+_KEY_VALUE = re.compile(
+    r"""(?P<head>\b(?:password|passwd|secret|token|api_key)["']?\s*[=:]\s*["']?)"""
+    r"""[^\s&;,"']+""",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """Replace passwords in URLs and secret-looking ``key=value`` pairs with ``***``."""
+    text = _URL_PASSWORD.sub(r"\g<head>***", text)
+    return _KEY_VALUE.sub(r"\g<head>***", text)
+
+
+def clean_output(text: str | None) -> str | None:
+    """Redact secrets, then cut to at most 256 characters (the contract's bound)."""
+    if text is None:
+        return None
+    text = redact(text)
+    if len(text) > MAX_OUTPUT_CHARS:
+        text = text[: MAX_OUTPUT_CHARS - 1] + "…"
+    return text
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Render an exception as ``Type: message`` (or just ``Type``), redacted and bounded."""
+    message = str(exc)
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return clean_output(text) or type(exc).__name__
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Render an aware datetime as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (what jq's fromdateiso8601 reads)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ceil_to_second(moment: datetime) -> datetime:
+    """Round an aware datetime up to the next whole second (unchanged when already whole)."""
+    seconds = math.ceil(moment.timestamp())
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one check in one cycle.
+
+    A check's ``run()`` returns ``CheckResult("pass")``, ``CheckResult("warn", "why")`` or
+    ``CheckResult("fail", "why")``; the service fills in ``duration_ms``,
+    ``consecutive_failures`` and ``last_success`` when it puts the result in a report, and
+    applies flap damping to ``status``. ``output`` is redacted and cut to 256 characters.
+    """
+
+    status: CheckStatus
+    output: str | None = None
+    duration_ms: float = 0.0
+    consecutive_failures: int = 0
+    last_success: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in _CHECK_STATUSES:
+            raise ValueError(f"CheckResult status must be 'pass', 'warn' or 'fail', not {self.status!r}")
+        if self.output is not None and not isinstance(self.output, str):
+            raise TypeError(f"CheckResult output must be a str or None, not {type(self.output).__name__}")
+        cleaned = clean_output(self.output)
+        if cleaned != self.output:
+            object.__setattr__(self, "output", cleaned)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON object this result takes in the health file's ``checks``."""
+        return {
+            "status": self.status,
+            "output": self.output,
+            "duration_ms": round(self.duration_ms, 3),
+            "consecutive_failures": self.consecutive_failures,
+            "last_success": None if self.last_success is None else format_timestamp(self.last_success),
+        }
+
+    def with_state(self, **changes: Any) -> CheckResult:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """One cycle's report: exactly what the health file holds (contract v1).
+
+    ``timestamp``, ``expires_at`` and ``started_at`` are aware UTC datetimes; ``as_dict()``
+    returns the JSON object with every key of the contract, in order, and ``to_json()`` the
+    text written to the file.
+    """
+
+    status: HealthStatus
+    database: DatabaseState
+    timestamp: datetime
+    app_version: str
+    interval_seconds: float
+    expires_at: datetime
+    sequence: int
+    started_at: datetime
+    pid: int
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+    api_version: str = API_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the health file's JSON object, keys in contract order."""
+        return {
+            "status": self.status,
+            "database": self.database,
+            "timestamp": format_timestamp(self.timestamp),
+            "app_version": self.app_version,
+            "api_version": self.api_version,
+            "interval_seconds": self.interval_seconds,
+            "expires_at": format_timestamp(self.expires_at),
+            "sequence": self.sequence,
+            "started_at": format_timestamp(self.started_at),
+            "pid": self.pid,
+            "checks": {name: result.as_dict() for name, result in self.checks.items()},
+        }
+
+    def to_json(self) -> str:
+        """Render the file's text: 2-space indented JSON with a final newline."""
+        return json.dumps(self.as_dict(), indent=2) + "\n"

@@ -1,0 +1,589 @@
+"""AsyncHealthService: the lifecycle and the cycle loop on the host application's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Union
+
+from ._checks import Check, CheckStillRunning, SQLiteCheck, _DaemonThreadRunner
+from ._report import (
+    CheckResult,
+    DatabaseState,
+    HealthReport,
+    HealthStatus,
+    ceil_to_second,
+    describe_exception,
+)
+from ._version import UNKNOWN_VERSION, read_app_version
+from ._writer import AtomicWriter
+
+__all__ = ["AsyncHealthService", "OnChange", "serve_until"]
+
+logger = logging.getLogger("healthfile")
+
+OnChange = Callable[[Union[HealthReport, None], HealthReport], Union[Awaitable[object], object]]
+
+# How long stop() gives abandoned checks (a database connection whose thread is coming back
+# from an interrupted statement) to close, before leaving them to finish on their own.
+_STOP_GRACE = 0.1
+
+_State = Literal["stopped", "starting", "running", "stopping"]
+
+
+class _Stopped(Exception):
+    """stop() cancelled the cycle this caller was waiting for."""
+
+
+@dataclass
+class _Observation:
+    """What one run of one check observed, before flap damping."""
+
+    result: CheckResult
+    database: DatabaseState
+    duration_ms: float
+
+
+class _CheckState:
+    """Flap damping and history of one check across cycles."""
+
+    def __init__(self, check: Check) -> None:
+        self.check = check
+        self.failure_threshold: int = getattr(check, "failure_threshold", 1)
+        self.success_threshold: int = getattr(check, "success_threshold", 1)
+        self.consecutive_failures = 0
+        self.consecutive_passes = 0
+        self.last_success: datetime | None = None
+        self.failed = False  # latched once the check reads fail, until it has recovered
+        self.task: asyncio.Task[CheckResult] | None = None
+        self.task_since = datetime.now(timezone.utc)
+
+    def record(self, observed: _Observation, now: datetime) -> CheckResult:
+        """Fold one observation into the history; return the damped result for the report."""
+        raw = observed.result
+        if raw.status == "pass":
+            self.consecutive_failures = 0
+            self.consecutive_passes += 1
+            self.last_success = now
+            if self.failed and self.consecutive_passes < self.success_threshold:
+                status, output = "fail", (
+                    f"recovering: {self.consecutive_passes} of {self.success_threshold} "
+                    "consecutive passes"
+                )
+            else:
+                self.failed = False
+                status, output = "pass", raw.output
+        elif raw.status == "fail":
+            self.consecutive_passes = 0
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.failure_threshold:
+                self.failed = True
+            status, output = ("fail" if self.failed else "warn"), raw.output
+        else:
+            self.consecutive_passes = 0
+            status, output = ("fail" if self.failed else "warn"), raw.output
+        return CheckResult(
+            status,
+            output,
+            duration_ms=observed.duration_ms,
+            consecutive_failures=self.consecutive_failures,
+            last_success=self.last_success,
+        )
+
+
+class AsyncHealthService:
+    """Check the application's health every ``interval`` seconds and keep the health file true.
+
+    Runs as one task on the running event loop of whoever calls :meth:`start`. Every cycle
+    runs all checks concurrently, each bounded by its timeout, builds a
+    :class:`HealthReport` and replaces the health file atomically. File and database I/O
+    run off the loop.
+
+    :param database: the SQLite database to probe (a path), or any :class:`Check` whose
+        outcome feeds the report's ``database`` field, or ``None`` when ``checks`` holds a
+        check named ``"database"``.
+    :param health_file: the JSON file to keep (its directory is created when missing).
+    :param interval: seconds between the starts of two cycles.
+    :param check_timeout: seconds a check may run before it counts as timed out (checks may
+        set their own ``timeout``); also bounds ``on_change``.
+    :param pyproject: the pyproject.toml to read ``app_version`` from, or ``None``.
+    :param app_version: a version string that wins over ``pyproject``.
+    :param start_period: seconds after :meth:`start` in which failing checks that have never
+        passed read ``starting`` rather than ``degraded``.
+    :param checks: more checks to run every cycle.
+    :param on_change: ``callback(previous, current)``, sync or async, called when the status
+        or a check's status changes. Sync callbacks run in a daemon thread.
+    :param file_mode: the health file's permission bits, whatever the umask.
+    :raises ValueError: for a non-positive interval or check_timeout, a negative
+        start_period, or duplicate check names.
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str] | Check | None = "data/app.db",
+        *,
+        health_file: str | os.PathLike[str] = "data/health.json",
+        interval: float = 30.0,
+        check_timeout: float = 3.0,
+        pyproject: str | os.PathLike[str] | None = "pyproject.toml",
+        app_version: str | None = None,
+        start_period: float = 0.0,
+        checks: Iterable[Check] = (),
+        on_change: OnChange | None = None,
+        file_mode: int = 0o644,
+    ) -> None:
+        self.interval = _positive("interval", interval)
+        self.check_timeout = _positive("check_timeout", check_timeout)
+        if isinstance(start_period, bool) or not (
+            isinstance(start_period, (int, float)) and 0 <= start_period <= MAX_SECONDS
+        ):
+            raise ValueError(f"start_period must be 0 to {MAX_SECONDS:g} seconds, not {start_period!r}")
+        if not (isinstance(file_mode, int) and 0 <= file_mode <= 0o7777):
+            raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
+        if app_version is not None and not (isinstance(app_version, str) and app_version.strip()):
+            raise ValueError(f"app_version must be a non-empty string or None, not {app_version!r}")
+        if on_change is not None and not callable(on_change):
+            raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
+        self.start_period = float(start_period)
+        self.health_file = Path(health_file)
+        self.pyproject = None if pyproject is None else Path(pyproject)
+        self._app_version_override = app_version
+        self._checks, self._database_check = _collect_checks(database, checks)
+        self._on_change = on_change
+        self._on_change_runner = _DaemonThreadRunner("on_change")
+        self._writer = AtomicWriter(self.health_file, mode=file_mode)
+        self._states = {check.name: _CheckState(check) for check in self._checks}
+
+        self._state: _State = "stopped"
+        self._generation = 0  # counts start() calls, so a start() that stop() overtook knows
+        self._app_version = UNKNOWN_VERSION
+        self._sequence = 0
+        self._started_at = datetime.now(timezone.utc)
+        self._started_monotonic = 0.0
+        self._grid_origin = 0.0
+        self._loop_task: asyncio.Task[None] | None = None
+        self._cycle_task: asyncio.Task[HealthReport] | None = None
+        self._cycle_lock: asyncio.Lock | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._previous: HealthReport | None = None
+        self._last_report: HealthReport | None = None
+        self._write_error: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<AsyncHealthService {self._state} interval={self.interval} "
+            f"health_file={str(self.health_file)!r}>"
+        )
+
+    @property
+    def running(self) -> bool:
+        """True from the end of :meth:`start` until :meth:`stop` begins."""
+        return self._state == "running"
+
+    @property
+    def last_report(self) -> HealthReport | None:
+        """The last report written to the health file, or ``None``."""
+        return self._last_report
+
+    @property
+    def checks(self) -> Sequence[Check]:
+        """The checks every cycle runs, the database check first."""
+        return tuple(self._checks)
+
+    async def __aenter__(self) -> AsyncHealthService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Run the first cycle, then keep running cycles in a background task.
+
+        Returns once the first report is on disk (or its write failed and was logged).
+        :raises RuntimeError: if the service is already started.
+        """
+        if self._state != "stopped":
+            raise RuntimeError(f"AsyncHealthService is already {self._state}")
+        loop = asyncio.get_running_loop()
+        self._state = "starting"
+        self._generation += 1
+        generation = self._generation
+        self._cycle_lock = asyncio.Lock()
+        self._started_at = datetime.now(timezone.utc)
+        self._started_monotonic = time.monotonic()
+        self._grid_origin = loop.time()
+        try:
+            self._app_version = await asyncio.to_thread(self._prepare)
+            if self._generation != generation or self._state != "starting":
+                return  # stop() was called meanwhile
+            for check in self._checks:
+                hook = getattr(check, "on_start", None)
+                if hook is not None:
+                    hook()
+            await self._run_cycle()
+        except _Stopped:
+            return  # stop() was called while starting: it has written the final report
+        except BaseException:
+            if self._generation == generation and self._state == "starting":
+                self._close_checks()
+                self._state = "stopped"
+            raise
+        if self._generation != generation or self._state != "starting":
+            return  # pragma: no cover - stop() cancels the first cycle, raising _Stopped
+        self._state = "running"
+        self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
+        logger.debug("health service started: %r", self)
+
+    async def check_now(self) -> HealthReport:
+        """Run one extra cycle now and return its report.
+
+        :raises RuntimeError: if the service is not running, or is stopped meanwhile.
+        """
+        if self._state != "running":
+            raise RuntimeError(f"AsyncHealthService is not running ({self._state})")
+        try:
+            return await self._run_cycle()
+        except _Stopped:
+            raise RuntimeError("AsyncHealthService was stopped during check_now()") from None
+
+    async def stop(self) -> None:
+        """Stop promptly and write the final ``stopped`` report.
+
+        A cycle in flight is cancelled; no hung check is waited for. A no-op when the service
+        is not started. If the task calling ``stop()`` is itself cancelled,
+        ``CancelledError`` propagates.
+        """
+        if self._state == "stopped":
+            return
+        if self._state == "stopping":
+            # Another caller is stopping the service: return when it is done.
+            assert self._stopped is not None
+            await asyncio.wait({self._stopped})
+            return
+        self._state = "stopping"
+        self._stopped = asyncio.get_running_loop().create_future()
+        tasks = {task for task in (self._loop_task, self._cycle_task) if task is not None}
+        for task in tasks:
+            task.cancel()
+        try:
+            if tasks:
+                # asyncio.wait never raises the tasks' own CancelledError (the one we caused);
+                # it raises only when our caller is cancelled, which must propagate.
+                await asyncio.wait(tasks)
+            await self._publish(self._final_report())
+            await self._wait_for_abandoned_checks()
+        finally:
+            self._loop_task = None
+            self._close_checks()
+            self._state = "stopped"
+            self._stopped.set_result(None)
+        logger.debug("health service stopped: %r", self)
+
+    def _prepare(self) -> str:
+        """Remove temporary files a killed writer left and read the version (in a thread)."""
+        removed = self._writer.sweep()
+        if removed:
+            logger.info("removed %d stale temporary file(s) next to %s", removed, self.health_file)
+        if self._app_version_override is not None:
+            return self._app_version_override
+        return read_app_version(self.pyproject)
+
+    async def _run_loop(self) -> None:
+        """Run a cycle at every due time on the monotonic grid until cancelled by stop()."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            due = self._grid_origin + (math.floor((now - self._grid_origin) / self.interval) + 1) * self.interval
+            # stop() cancels this task: the sleep is the stop wait, and a cancellation can
+            # only end it, never be swallowed by it (unlike wait_for on 3.10/3.11, gh-86296).
+            await asyncio.sleep(due - now)
+            try:
+                await self._run_cycle()
+            except _Stopped:  # pragma: no cover - stop() cancels this task first
+                return
+            except Exception:
+                logger.exception("health check cycle failed")
+
+    async def _run_cycle(self) -> HealthReport:
+        """Run one cycle in its own task, one cycle at a time, so that stop() can cancel it."""
+        assert self._cycle_lock is not None
+        async with self._cycle_lock:
+            if self._state not in ("starting", "running"):
+                raise _Stopped
+            task = asyncio.get_running_loop().create_task(self._cycle(), name="healthfile-cycle")
+            self._cycle_task = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                # Our caller was cancelled: take the cycle down with it, and do not leave
+                # it running behind the lock.
+                task.cancel()
+                await asyncio.wait({task})
+                raise
+            finally:
+                self._cycle_task = None
+        if task.cancelled():
+            raise _Stopped
+        return task.result()
+
+    async def _cycle(self) -> HealthReport:
+        """Run every check, build the report, write it, tell on_change."""
+        observations = await asyncio.gather(*(self._observe(state) for state in self._states.values()))
+        now = datetime.now(timezone.utc)
+        results: dict[str, CheckResult] = {}
+        database: DatabaseState = "disconnected"
+        for state, observed in zip(self._states.values(), observations):
+            results[state.check.name] = state.record(observed, now)
+            if state.check is self._database_check:
+                database = observed.database
+        report = self._new_report(self._overall_status(results), database, results, now)
+        await self._publish(report)
+        return report
+
+    async def _observe(self, state: _CheckState) -> _Observation:
+        """Run one check under its timeout; never raise for the check's own failures."""
+        check = state.check
+        timeout = getattr(check, "timeout", None) or self.check_timeout
+        started = time.perf_counter()
+        result: CheckResult
+        database: DatabaseState = "disconnected"
+        if state.task is not None:
+            result, database = CheckResult("fail", str(CheckStillRunning(state.task_since))), "timeout"
+        else:
+            task = asyncio.get_running_loop().create_task(check.run(), name=f"healthfile-check-{check.name}")
+            state.task, state.task_since = task, datetime.now(timezone.utc)
+            task.add_done_callback(lambda done: _forget_task(state, done))
+            try:
+                finished, _ = await asyncio.wait({task}, timeout=timeout)
+            except asyncio.CancelledError:
+                task.cancel()  # the cycle is being cancelled: so is this check
+                raise
+            if not finished:
+                task.cancel()
+                result, database = CheckResult("fail", f"timed out after {timeout:g} s"), "timeout"
+            elif task.cancelled():
+                result = CheckResult("fail", "cancelled")
+            elif (exc := task.exception()) is not None:
+                result = CheckResult("fail", describe_exception(exc))
+                if isinstance(exc, CheckStillRunning):
+                    database = "timeout"
+            else:
+                value = task.result()
+                if isinstance(value, CheckResult):
+                    result = value
+                    database = "disconnected" if value.status == "fail" else "connected"
+                else:
+                    result = CheckResult("fail", f"run() returned {type(value).__name__}, not CheckResult")
+        return _Observation(result, database, (time.perf_counter() - started) * 1000)
+
+    def _overall_status(self, results: dict[str, CheckResult]) -> HealthStatus:
+        """online when every check passes; starting or degraded otherwise (SPEC §3.1)."""
+        failing = [name for name, result in results.items() if result.status != "pass"]
+        if not failing:
+            return "online"
+        in_start_period = time.monotonic() - self._started_monotonic < self.start_period
+        if in_start_period and all(self._states[name].last_success is None for name in failing):
+            return "starting"
+        return "degraded"
+
+    def _new_report(
+        self,
+        status: HealthStatus,
+        database: DatabaseState,
+        checks: dict[str, CheckResult],
+        now: datetime,
+    ) -> HealthReport:
+        self._sequence += 1
+        longest_check = max(
+            (getattr(check, "timeout", None) or self.check_timeout for check in self._checks),
+            default=self.check_timeout,
+        )
+        # One second of slack for the write and the rounding of the timestamps.
+        expires = now + timedelta(seconds=self.interval + longest_check + 1.0)
+        return HealthReport(
+            status=status,
+            database=database,
+            timestamp=now,
+            app_version=self._app_version,
+            interval_seconds=self.interval,
+            expires_at=ceil_to_second(expires),
+            sequence=self._sequence,
+            started_at=self._started_at,
+            pid=os.getpid(),
+            checks=checks,
+        )
+
+    def _final_report(self) -> HealthReport:
+        previous = self._previous
+        return self._new_report(
+            "stopped",
+            previous.database if previous is not None else "disconnected",
+            dict(previous.checks) if previous is not None else {},
+            datetime.now(timezone.utc),
+        )
+
+    async def _publish(self, report: HealthReport) -> None:
+        """Write the report, log status changes and write errors, and tell on_change."""
+        previous, self._previous = self._previous, report
+        try:
+            await self._writer.replace(report.to_json().encode("utf-8"))
+        except OSError as exc:
+            error = describe_exception(exc)
+            if error != self._write_error:
+                logger.error("cannot write %s: %s (will retry every cycle)", self.health_file, error)
+            self._write_error = error
+        else:
+            if self._write_error is not None:
+                logger.info("writing %s again after: %s", self.health_file, self._write_error)
+                self._write_error = None
+            self._last_report = report
+        if _changed(previous, report):
+            _log_change(previous, report)
+            if self._on_change is not None:
+                await self._call_on_change(previous, report)
+
+    async def _call_on_change(self, previous: HealthReport | None, current: HealthReport) -> None:
+        """Call on_change, bounded by check_timeout; log and swallow what it raises."""
+        callback = self._on_change
+        assert callback is not None
+        if inspect.iscoroutinefunction(callback):
+            call = asyncio.ensure_future(callback(previous, current))
+        else:
+            call = asyncio.ensure_future(self._on_change_runner.call(lambda: callback(previous, current)))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self.check_timeout)
+            if not done:
+                call.cancel()
+                raise TimeoutError(f"on_change took longer than {self.check_timeout:g} s")
+            call.result()
+        except Exception as exc:
+            logger.error("on_change callback failed: %s", describe_exception(exc), exc_info=exc)
+
+    async def _wait_for_abandoned_checks(self) -> None:
+        """Give checks cancelled mid-run a moment to close their resources."""
+        pending: set[asyncio.Future[object]] = set()
+        for state in self._states.values():
+            if state.task is not None:
+                pending.add(state.task)
+            wait_closed = getattr(state.check, "wait_closed", None)
+            if wait_closed is not None:
+                pending.add(asyncio.ensure_future(wait_closed()))
+        if not pending:
+            return
+        _, still = await asyncio.wait(pending, timeout=_STOP_GRACE)
+        for future in still:
+            logger.warning("a check did not finish within %g s of stop(); left to finish", _STOP_GRACE)
+            future.cancel()
+
+    def _close_checks(self) -> None:
+        for check in self._checks:
+            hook = getattr(check, "on_stop", None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    logger.exception("on_stop of check %r failed", check.name)
+
+
+# Longer than any sensible interval, and short enough for datetime arithmetic.
+MAX_SECONDS = 366 * 24 * 3600.0
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    if not value <= MAX_SECONDS:
+        raise ValueError(f"{name} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
+    return float(value)
+
+
+def _collect_checks(
+    database: str | os.PathLike[str] | Check | None, checks: Iterable[Check]
+) -> tuple[list[Check], Check]:
+    """Order the checks (database first), find the database check, refuse duplicate names."""
+    extra = list(checks)
+    for check in extra:
+        if not isinstance(check, Check):
+            raise TypeError(f"checks must have a name and an async run(), not {check!r}")
+    if database is None:
+        named = [check for check in extra if check.name == "database"]
+        if not named:
+            raise ValueError("database=None needs a check named 'database' in checks")
+        database_check = named[0]
+        extra.remove(database_check)
+    elif isinstance(database, Check):
+        database_check = database
+    elif isinstance(database, (str, os.PathLike)):
+        database_check = SQLiteCheck(database)
+    else:
+        raise TypeError(f"database must be a path or a Check, not {type(database).__name__}")
+    ordered = [database_check, *extra]
+    names = [check.name for check in ordered]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
+    return ordered, database_check
+
+
+def _forget_task(state: _CheckState, task: asyncio.Task[CheckResult]) -> None:
+    """Clear a finished check task, retrieving its outcome so nothing is reported twice."""
+    if state.task is task:
+        state.task = None
+    if not task.cancelled():
+        task.exception()
+
+
+def _changed(previous: HealthReport | None, current: HealthReport) -> bool:
+    if previous is None or previous.status != current.status:
+        return True
+    before = {name: result.status for name, result in previous.checks.items()}
+    return before != {name: result.status for name, result in current.checks.items()}
+
+
+def _log_change(previous: HealthReport | None, current: HealthReport) -> None:
+    """Log one line for a change: the status now, and every check that is not passing."""
+    reasons = "; ".join(
+        f"{name} {result.status}: {result.output}" if result.output else f"{name} {result.status}"
+        for name, result in current.checks.items()
+        if result.status != "pass"
+    )
+    before = "none" if previous is None else previous.status
+    change = current.status if before == current.status else f"{before} -> {current.status}"
+    logger.log(
+        logging.WARNING if current.status == "degraded" else logging.INFO,
+        "health %s (database %s)%s",
+        change,
+        current.database,
+        f": {reasons}" if reasons else "",
+    )
+
+
+async def serve_until(service: AsyncHealthService, stop_requested: asyncio.Event) -> None:
+    """Start ``service``, wait for ``stop_requested``, stop it (also while it is starting)."""
+    starting = asyncio.ensure_future(service.start())
+    stopping = asyncio.ensure_future(stop_requested.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a start() that failed is the caller's to report
+            await stopping
+        # stop() also stops a service that is still starting: start() then returns.
+        await service.stop()
+        await starting
+    finally:
+        stopping.cancel()

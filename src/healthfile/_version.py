@@ -1,0 +1,67 @@
+"""The application's version, read once at start: pyproject.toml, then package metadata."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised by the 3.10 CI session
+    import tomli as tomllib
+
+__all__ = ["UNKNOWN_VERSION", "read_app_version"]
+
+UNKNOWN_VERSION = "unknown"
+# A pyproject.toml larger than this is not a project file worth parsing.
+MAX_PYPROJECT_BYTES = 1 << 20
+
+logger = logging.getLogger("healthfile")
+
+
+def read_app_version(pyproject: str | os.PathLike[str] | None) -> str:
+    """Return ``[project].version`` of ``pyproject``, else the installed version, else ``unknown``.
+
+    The installed version is looked up by ``[project].name`` when the version is dynamic or
+    missing. A missing, unreadable, oversized or invalid file never raises: it logs why and
+    falls back to ``"unknown"``.
+    """
+    if pyproject is None:
+        return UNKNOWN_VERSION
+    project = _read_project_table(Path(pyproject))
+    version = project.get("version")
+    if isinstance(version, str) and version.strip():
+        return version.strip()
+    name = project.get("name")
+    if isinstance(name, str) and name.strip():
+        try:
+            return metadata.version(name.strip())
+        except metadata.PackageNotFoundError:
+            logger.info("app_version: %s is not an installed distribution", name)
+        except Exception as exc:
+            logger.warning("app_version: could not read the metadata of %s: %s", name, exc)
+    return UNKNOWN_VERSION
+
+
+def _read_project_table(path: Path) -> dict[str, Any]:
+    """Return the ``[project]`` table of a pyproject file, or ``{}`` when it cannot be had."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_PYPROJECT_BYTES + 1)
+    except OSError as exc:
+        logger.info("app_version: cannot read %s: %s", path, exc.strerror or exc)
+        return {}
+    if len(raw) > MAX_PYPROJECT_BYTES:
+        logger.warning("app_version: %s is larger than %d bytes; ignored", path, MAX_PYPROJECT_BYTES)
+        return {}
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
+        logger.warning("app_version: %s is not valid TOML: %s", path, exc)
+        return {}
+    project = document.get("project")
+    return project if isinstance(project, dict) else {}
