@@ -16,7 +16,9 @@ def main(path: str = "data/app.db") -> int:
     with sqlite3.connect(target) as connection:
         connection.executescript(
             """
-            CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL, placed_at TEXT NOT NULL);
+            CREATE TABLE orders (
+                id INTEGER PRIMARY KEY, item TEXT NOT NULL, placed_at TEXT NOT NULL
+            );
             INSERT INTO orders (item, placed_at) VALUES
                 ('sourdough', '2026-11-27T08:00:00Z'),
                 ('croissant', '2026-11-27T08:05:00Z');

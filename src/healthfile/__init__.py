@@ -10,7 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._checks import Check, CheckStillRunning, DiskSpaceCheck, FunctionCheck, LoopLagCheck, SQLiteCheck, check
+    from ._checks import (
+        Check,
+        CheckStillRunning,
+        DiskSpaceCheck,
+        FunctionCheck,
+        LoopLagCheck,
+        SQLiteCheck,
+        check,
+    )
     from ._report import CheckResult, HealthReport
     from ._service import AsyncHealthService
     from ._threaded import HealthCheckService

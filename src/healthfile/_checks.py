@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import sqlite3
@@ -35,9 +36,14 @@ T = TypeVar("T")
 # in slices this short, so that nothing ever waits long for a busy handler to return:
 # sqlite3_interrupt cannot cut a busy wait short.
 _BUSY_SLICE = 0.01
+# How long a new run waits for an abandoned probe to close before reporting it still running.
+_SETTLE = 0.05
 # Reads the schema: fails on a file that is not a database and on one locked exclusively,
 # where `SELECT 1` would succeed without touching the file.
 _PROBE_QUERY = "SELECT count(*) FROM sqlite_master"
+# Primary result codes (sqlite3.SQLITE_BUSY exists only from Python 3.11).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
 
 
 @runtime_checkable
@@ -72,13 +78,15 @@ def _validate_name(name: object) -> str:
     return name
 
 
-def _validate_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and not timeout > 0:
+def _validate_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    return None if timeout is None else float(timeout)
+    return float(timeout)
 
 
-def _validate_threshold(name: str, value: int) -> int:
+def _validate_threshold(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
     return value
@@ -104,16 +112,13 @@ class _DaemonThreadRunner:
 
         def target() -> None:
             try:
-                result = fn()
+                deliver = functools.partial(_set_result, future, fn())
             except BaseException as exc:
-                deliver: Callable[[], None] = lambda: _set_exception(future, exc)  # noqa: E731
-            else:
-                deliver = lambda: _set_result(future, result)  # noqa: E731
+                deliver = functools.partial(_set_exception, future, exc)
             self._busy_since = None
-            try:
+            # The loop may have closed while the function ran: then nobody is waiting.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(deliver)
-            except RuntimeError:  # the loop closed while the function ran: nobody is waiting
-                pass
 
         self._busy_since = datetime.now(timezone.utc)
         try:
@@ -226,7 +231,7 @@ def sqlite_readonly_uri(path: str | os.PathLike[str]) -> str:
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     return "locked" in str(exc)  # pragma: no cover - Python 3.10 has no sqlite_errorcode
 
 
@@ -257,6 +262,9 @@ class SQLiteCheck:
 
     async def run(self) -> CheckResult:
         """Probe the database once; raise :class:`CheckStillRunning` if a probe lingers."""
+        if self._probe is not None:
+            # A probe abandoned a moment ago is usually closing its connection right now.
+            await asyncio.wait({self._probe}, timeout=_SETTLE)
         if self._probe is not None:
             raise CheckStillRunning(self._probe_since)
         probe = asyncio.get_running_loop().create_task(self._run_probe())
@@ -296,7 +304,9 @@ class SQLiteCheck:
                     try:
                         await connection.execute_fetchall(_PROBE_QUERY)
                     except sqlite3.OperationalError as exc:
-                        if not _is_busy(exc) or (deadline is not None and time.monotonic() > deadline):
+                        if not _is_busy(exc) or (
+                            deadline is not None and time.monotonic() > deadline
+                        ):
                             raise
                         await asyncio.sleep(_BUSY_SLICE)
                     else:
@@ -394,7 +404,10 @@ class LoopLagCheck:
 
     def __repr__(self) -> str:
         state = "measuring" if self._handle is not None else "idle"
-        return f"<LoopLagCheck {self.name!r} {state} warn_after={self.warn_after} fail_after={self.fail_after}>"
+        return (
+            f"<LoopLagCheck {self.name!r} {state} "
+            f"warn_after={self.warn_after} fail_after={self.fail_after}>"
+        )
 
     def on_start(self) -> None:
         """Start measuring on the running loop."""

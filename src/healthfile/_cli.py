@@ -35,11 +35,20 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a number of seconds, not {text!r}"
+            ) from None
         limit = 366 * 24 * 3600
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > limit:
+        if (
+            not math.isfinite(value)
+            or value < 0
+            or (value == 0 and not allow_zero)
+            or value > limit
+        ):
             lower = ">= 0" if allow_zero else "> 0"
-            raise argparse.ArgumentTypeError(f"expected seconds {lower} and <= {limit}, not {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected seconds {lower} and <= {limit}, not {text!r}"
+            )
         return value
 
     parse.__name__ = "seconds"
@@ -73,7 +82,11 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--check-timeout", _seconds(allow_zero=False), "seconds a check may take (default: 3)"),
     ("--pyproject", _text, "pyproject.toml to read app_version from (default: pyproject.toml)"),
     ("--app-version", _text, "app_version to report; wins over --pyproject"),
-    ("--start-period", _seconds(allow_zero=True), "seconds in which failing checks read starting (default: 0)"),
+    (
+        "--start-period",
+        _seconds(allow_zero=True),
+        "seconds in which failing checks read starting (default: 0)",
+    ),
 ]
 
 _RUN_DEFAULTS: dict[str, Any] = {
@@ -109,7 +122,9 @@ def _build_parser() -> _Parser:
         ),
     )
     for option, parse, text in _RUN_OPTIONS:
-        run.add_argument(option, type=parse, default=None, help=f"{text} [env: {_env_name(option)}]")
+        run.add_argument(
+            option, type=parse, default=None, help=f"{text} [env: {_env_name(option)}]"
+        )
     run.add_argument(
         "-v",
         "--verbose",

@@ -63,7 +63,7 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """Render an aware datetime as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (what jq's fromdateiso8601 reads)."""
+    """Render an aware datetime as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (jq's fromdateiso8601 reads it)."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -91,9 +91,13 @@ class CheckResult:
 
     def __post_init__(self) -> None:
         if self.status not in _CHECK_STATUSES:
-            raise ValueError(f"CheckResult status must be 'pass', 'warn' or 'fail', not {self.status!r}")
+            raise ValueError(
+                f"CheckResult status must be 'pass', 'warn' or 'fail', not {self.status!r}"
+            )
         if self.output is not None and not isinstance(self.output, str):
-            raise TypeError(f"CheckResult output must be a str or None, not {type(self.output).__name__}")
+            raise TypeError(
+                f"CheckResult output must be a str or None, not {type(self.output).__name__}"
+            )
         cleaned = clean_output(self.output)
         if cleaned != self.output:
             object.__setattr__(self, "output", cleaned)
@@ -105,7 +109,9 @@ class CheckResult:
             "output": self.output,
             "duration_ms": round(self.duration_ms, 3),
             "consecutive_failures": self.consecutive_failures,
-            "last_success": None if self.last_success is None else format_timestamp(self.last_success),
+            "last_success": None
+            if self.last_success is None
+            else format_timestamp(self.last_success),
         }
 
     def with_state(self, **changes: Any) -> CheckResult:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Union
+from typing import Any, Literal
 
 from ._checks import Check, CheckStillRunning, SQLiteCheck, _DaemonThreadRunner
 from ._report import (
     CheckResult,
+    CheckStatus,
     DatabaseState,
     HealthReport,
     HealthStatus,
@@ -31,11 +32,15 @@ __all__ = ["AsyncHealthService", "OnChange", "serve_until"]
 
 logger = logging.getLogger("healthfile")
 
-OnChange = Callable[[Union[HealthReport, None], HealthReport], Union[Awaitable[object], object]]
+OnChange = Callable[[HealthReport | None, HealthReport], Awaitable[object] | object]
 
 # How long stop() gives abandoned checks (a database connection whose thread is coming back
 # from an interrupted statement) to close, before leaving them to finish on their own.
 _STOP_GRACE = 0.1
+
+# How long a cycle waits for a check's previous run, cancelled a moment ago, to finish
+# before it reports the check as still running.
+_SETTLE = 0.05
 
 _State = Literal["stopped", "starting", "running", "stopping"]
 
@@ -70,27 +75,29 @@ class _CheckState:
     def record(self, observed: _Observation, now: datetime) -> CheckResult:
         """Fold one observation into the history; return the damped result for the report."""
         raw = observed.result
+        status: CheckStatus = raw.status
+        output = raw.output
         if raw.status == "pass":
             self.consecutive_failures = 0
             self.consecutive_passes += 1
             self.last_success = now
             if self.failed and self.consecutive_passes < self.success_threshold:
-                status, output = "fail", (
+                status = "fail"
+                output = (
                     f"recovering: {self.consecutive_passes} of {self.success_threshold} "
                     "consecutive passes"
                 )
             else:
                 self.failed = False
-                status, output = "pass", raw.output
-        elif raw.status == "fail":
-            self.consecutive_passes = 0
-            self.consecutive_failures += 1
-            if self.consecutive_failures >= self.failure_threshold:
-                self.failed = True
-            status, output = ("fail" if self.failed else "warn"), raw.output
         else:
             self.consecutive_passes = 0
-            status, output = ("fail" if self.failed else "warn"), raw.output
+            if raw.status == "fail":
+                self.consecutive_failures += 1
+                if self.consecutive_failures >= self.failure_threshold:
+                    self.failed = True
+            # Below failure_threshold a failure reads warn; once failed, nothing but enough
+            # passes reads anything but fail.
+            status = "fail" if self.failed else "warn"
         return CheckResult(
             status,
             output,
@@ -141,19 +148,15 @@ class AsyncHealthService:
         on_change: OnChange | None = None,
         file_mode: int = 0o644,
     ) -> None:
-        self.interval = _positive("interval", interval)
-        self.check_timeout = _positive("check_timeout", check_timeout)
-        if isinstance(start_period, bool) or not (
-            isinstance(start_period, (int, float)) and 0 <= start_period <= MAX_SECONDS
-        ):
-            raise ValueError(f"start_period must be 0 to {MAX_SECONDS:g} seconds, not {start_period!r}")
-        if not (isinstance(file_mode, int) and 0 <= file_mode <= 0o7777):
+        self.interval = _seconds("interval", interval)
+        self.check_timeout = _seconds("check_timeout", check_timeout)
+        self.start_period = _seconds("start_period", start_period, allow_zero=True)
+        if not _is_file_mode(file_mode):
             raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
-        if app_version is not None and not (isinstance(app_version, str) and app_version.strip()):
+        if not _is_optional_text(app_version):
             raise ValueError(f"app_version must be a non-empty string or None, not {app_version!r}")
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
-        self.start_period = float(start_period)
         self.health_file = Path(health_file)
         self.pyproject = None if pyproject is None else Path(pyproject)
         self._app_version_override = app_version
@@ -308,7 +311,10 @@ class AsyncHealthService:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            due = self._grid_origin + (math.floor((now - self._grid_origin) / self.interval) + 1) * self.interval
+            due = (
+                self._grid_origin
+                + (math.floor((now - self._grid_origin) / self.interval) + 1) * self.interval
+            )
             # stop() cancels this task: the sleep is the stop wait, and a cancellation can
             # only end it, never be swallowed by it (unlike wait_for on 3.10/3.11, gh-86296).
             await asyncio.sleep(due - now)
@@ -343,11 +349,13 @@ class AsyncHealthService:
 
     async def _cycle(self) -> HealthReport:
         """Run every check, build the report, write it, tell on_change."""
-        observations = await asyncio.gather(*(self._observe(state) for state in self._states.values()))
+        observations = await asyncio.gather(
+            *(self._observe(state) for state in self._states.values())
+        )
         now = datetime.now(timezone.utc)
         results: dict[str, CheckResult] = {}
         database: DatabaseState = "disconnected"
-        for state, observed in zip(self._states.values(), observations):
+        for state, observed in zip(self._states.values(), observations, strict=False):
             results[state.check.name] = state.record(observed, now)
             if state.check is self._database_check:
                 database = observed.database
@@ -363,9 +371,17 @@ class AsyncHealthService:
         result: CheckResult
         database: DatabaseState = "disconnected"
         if state.task is not None:
-            result, database = CheckResult("fail", str(CheckStillRunning(state.task_since))), "timeout"
+            # A run cancelled a moment ago (timeout, stop) is usually just finishing.
+            await asyncio.wait({state.task}, timeout=_SETTLE)
+        if state.task is not None:
+            result, database = (
+                CheckResult("fail", str(CheckStillRunning(state.task_since))),
+                "timeout",
+            )
         else:
-            task = asyncio.get_running_loop().create_task(check.run(), name=f"healthfile-check-{check.name}")
+            task = asyncio.get_running_loop().create_task(
+                check.run(), name=f"healthfile-check-{check.name}"
+            )
             state.task, state.task_since = task, datetime.now(timezone.utc)
             task.add_done_callback(lambda done: _forget_task(state, done))
             try:
@@ -378,17 +394,19 @@ class AsyncHealthService:
                 result, database = CheckResult("fail", f"timed out after {timeout:g} s"), "timeout"
             elif task.cancelled():
                 result = CheckResult("fail", "cancelled")
-            elif (exc := task.exception()) is not None:
+            elif isinstance(exc := task.exception(), CheckStillRunning):
+                result, database = CheckResult("fail", str(exc)), "timeout"
+            elif exc is not None:
                 result = CheckResult("fail", describe_exception(exc))
-                if isinstance(exc, CheckStillRunning):
-                    database = "timeout"
             else:
                 value = task.result()
                 if isinstance(value, CheckResult):
                     result = value
                     database = "disconnected" if value.status == "fail" else "connected"
                 else:
-                    result = CheckResult("fail", f"run() returned {type(value).__name__}, not CheckResult")
+                    result = CheckResult(
+                        "fail", f"run() returned {type(value).__name__}, not CheckResult"
+                    )
         return _Observation(result, database, (time.perf_counter() - started) * 1000)
 
     def _overall_status(self, results: dict[str, CheckResult]) -> HealthStatus:
@@ -445,7 +463,9 @@ class AsyncHealthService:
         except OSError as exc:
             error = describe_exception(exc)
             if error != self._write_error:
-                logger.error("cannot write %s: %s (will retry every cycle)", self.health_file, error)
+                logger.error(
+                    "cannot write %s: %s (will retry every cycle)", self.health_file, error
+                )
             self._write_error = error
         else:
             if self._write_error is not None:
@@ -464,7 +484,9 @@ class AsyncHealthService:
         if inspect.iscoroutinefunction(callback):
             call = asyncio.ensure_future(callback(previous, current))
         else:
-            call = asyncio.ensure_future(self._on_change_runner.call(lambda: callback(previous, current)))
+            call = asyncio.ensure_future(
+                self._on_change_runner.call(lambda: callback(previous, current))
+            )
         try:
             done, _ = await asyncio.wait({call}, timeout=self.check_timeout)
             if not done:
@@ -476,7 +498,7 @@ class AsyncHealthService:
 
     async def _wait_for_abandoned_checks(self) -> None:
         """Give checks cancelled mid-run a moment to close their resources."""
-        pending: set[asyncio.Future[object]] = set()
+        pending: set[asyncio.Future[Any]] = set()
         for state in self._states.values():
             if state.task is not None:
                 pending.add(state.task)
@@ -487,7 +509,9 @@ class AsyncHealthService:
             return
         _, still = await asyncio.wait(pending, timeout=_STOP_GRACE)
         for future in still:
-            logger.warning("a check did not finish within %g s of stop(); left to finish", _STOP_GRACE)
+            logger.warning(
+                "a check did not finish within %g s of stop(); left to finish", _STOP_GRACE
+            )
             future.cancel()
 
     def _close_checks(self) -> None:
@@ -504,12 +528,23 @@ class AsyncHealthService:
 MAX_SECONDS = 366 * 24 * 3600.0
 
 
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Validate a duration in seconds: positive (or zero) and at most a year."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, not {value!r}")
     if not value <= MAX_SECONDS:
         raise ValueError(f"{name} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
     return float(value)
+
+
+def _is_file_mode(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777
+
+
+def _is_optional_text(value: object) -> bool:
+    return value is None or (isinstance(value, str) and bool(value.strip()))
 
 
 def _collect_checks(

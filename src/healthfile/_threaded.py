@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -91,10 +92,9 @@ class HealthCheckService:
             thread, loop = self._thread, self._loop
             if thread is None or not thread.is_alive() or loop is None:
                 return
-            try:
+            # The loop may have just closed: the thread is then ending by itself.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._request_stop)
-            except RuntimeError:  # the loop has just closed: the thread is ending by itself
-                pass
             if thread is threading.current_thread():
                 return  # called from a callback on the service's own loop: cannot join
             thread.join(timeout)

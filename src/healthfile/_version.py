@@ -56,7 +56,9 @@ def _read_project_table(path: Path) -> dict[str, Any]:
         logger.info("app_version: cannot read %s: %s", path, exc.strerror or exc)
         return {}
     if len(raw) > MAX_PYPROJECT_BYTES:
-        logger.warning("app_version: %s is larger than %d bytes; ignored", path, MAX_PYPROJECT_BYTES)
+        logger.warning(
+            "app_version: %s is larger than %d bytes; ignored", path, MAX_PYPROJECT_BYTES
+        )
         return {}
     try:
         document = tomllib.loads(raw.decode("utf-8"))

@@ -9,6 +9,7 @@ one executor hop, so the event loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import re
@@ -22,7 +23,11 @@ from aiofiles.os import wrap
 __all__ = ["AtomicWriter", "UnsafeDirectoryError"]
 
 _CREATE_FLAGS = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
 )
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -177,7 +182,5 @@ def _refuse_unsafe_directory(dir_fd: int, directory: Path) -> None:
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:
     """Remove a temporary file, ignoring that it may already be gone."""
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass

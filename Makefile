@@ -1,0 +1,43 @@
+# Two commands on a fresh clone: `make run` and `make test`. Both create .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pyenv's shims resolve python3.10 ... python3.13 only when PYENV_VERSION names them.
+PYENVS := $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[0-3]\.' | paste -sd: -)
+
+.PHONY: run test lint typecheck pytest matrix bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+## run: the service on a demo database in data/, a cycle every 5 s; Ctrl-C stops it
+run: $(STAMP)
+	$(BIN)/python examples/demo_db.py data/app.db
+	$(BIN)/healthfile run --database data/app.db --health-file data/health.json --interval 5
+
+## test: everything CI checks
+test: lint typecheck pytest matrix
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	rm -f .coverage .coverage.*
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/pytest --cov --cov-branch --cov-report=term-missing -q
+
+## matrix: the suite on Python 3.10-3.13, each on asyncio and uvloop, and in asyncio debug mode
+matrix: $(STAMP)
+	PYENV_VERSION=$(PYENVS) $(BIN)/nox
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .nox .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache

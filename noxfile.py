@@ -1,0 +1,35 @@
+"""The test suite on every supported Python, on uvloop, and in asyncio debug mode."""
+
+from __future__ import annotations
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("loop", ["asyncio", "uvloop"])
+def tests(session: nox.Session, loop: str) -> None:
+    """Run the suite on one Python and one event loop."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"HEALTHFILE_TEST_LOOP": loop},
+    )
+
+
+@nox.session(python=PYTHONS[-1])
+def debug(session: nox.Session) -> None:
+    """Run the suite with PYTHONASYNCIODEBUG=1: no slow callbacks, no forgotten awaits."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env={"PYTHONASYNCIODEBUG": "1"}
+    )
