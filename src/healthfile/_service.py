@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ._checks import Check, CheckStillRunning, SQLiteCheck, _DaemonThreadRunner
+from ._prometheus import render_textfile, require_prometheus_client
 from ._report import (
     CheckResult,
     CheckStatus,
@@ -25,6 +26,7 @@ from ._report import (
     ceil_to_second,
     describe_exception,
 )
+from ._systemd import SystemdNotifier
 from ._version import UNKNOWN_VERSION, read_app_version
 from ._writer import AtomicWriter
 
@@ -130,6 +132,11 @@ class AsyncHealthService:
     :param on_change: ``callback(previous, current)``, sync or async, called when the status
         or a check's status changes. Sync callbacks run in a daemon thread.
     :param file_mode: the health file's permission bits, whatever the umask.
+    :param prometheus_file: also write every report there in the Prometheus text format, for
+        node_exporter's textfile collector (needs the extra ``healthfile[prometheus]``).
+    :param notify_systemd: send ``READY=1``, ``WATCHDOG=1`` and ``STOPPING=1`` to
+        ``NOTIFY_SOCKET`` when it is set.
+    :raises ImportError: for ``prometheus_file`` without prometheus_client installed.
     :raises ValueError: for a non-positive interval or check_timeout, a negative
         start_period, or duplicate check names.
     """
@@ -147,6 +154,8 @@ class AsyncHealthService:
         checks: Iterable[Check] = (),
         on_change: OnChange | None = None,
         file_mode: int = 0o644,
+        prometheus_file: str | os.PathLike[str] | None = None,
+        notify_systemd: bool = False,
     ) -> None:
         self.interval = _seconds("interval", interval)
         self.check_timeout = _seconds("check_timeout", check_timeout)
@@ -164,6 +173,12 @@ class AsyncHealthService:
         self._on_change = on_change
         self._on_change_runner = _DaemonThreadRunner("on_change")
         self._writer = AtomicWriter(self.health_file, mode=file_mode)
+        self.prometheus_file = None if prometheus_file is None else Path(prometheus_file)
+        self._prometheus_writer: AtomicWriter | None = None
+        if self.prometheus_file is not None:
+            require_prometheus_client()
+            self._prometheus_writer = AtomicWriter(self.prometheus_file, mode=file_mode)
+        self._systemd = SystemdNotifier() if notify_systemd else None
         self._states = {check.name: _CheckState(check) for check in self._checks}
 
         self._state: _State = "stopped"
@@ -179,7 +194,7 @@ class AsyncHealthService:
         self._stopped: asyncio.Future[None] | None = None
         self._previous: HealthReport | None = None
         self._last_report: HealthReport | None = None
-        self._write_error: str | None = None
+        self._write_errors: dict[Path, str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -250,6 +265,7 @@ class AsyncHealthService:
             return  # pragma: no cover - stop() cancels the first cycle, raising _Stopped
         self._state = "running"
         self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
+        self._notify("READY=1")
         logger.debug("health service started: %r", self)
 
     async def check_now(self) -> HealthReport:
@@ -280,6 +296,7 @@ class AsyncHealthService:
             return
         self._state = "stopping"
         self._stopped = asyncio.get_running_loop().create_future()
+        self._notify("STOPPING=1")
         tasks = {task for task in (self._loop_task, self._cycle_task) if task is not None}
         for task in tasks:
             task.cancel()
@@ -293,6 +310,8 @@ class AsyncHealthService:
         finally:
             self._loop_task = None
             self._close_checks()
+            if self._systemd is not None:
+                self._systemd.close()
             self._state = "stopped"
             self._stopped.set_result(None)
         logger.debug("health service stopped: %r", self)
@@ -300,8 +319,10 @@ class AsyncHealthService:
     def _prepare(self) -> str:
         """Remove temporary files a killed writer left and read the version (in a thread)."""
         removed = self._writer.sweep()
+        if self._prometheus_writer is not None:
+            removed += self._prometheus_writer.sweep()
         if removed:
-            logger.info("removed %d stale temporary file(s) next to %s", removed, self.health_file)
+            logger.info("removed %d stale temporary file(s) of a killed writer", removed)
         if self._app_version_override is not None:
             return self._app_version_override
         return read_app_version(self.pyproject)
@@ -456,26 +477,37 @@ class AsyncHealthService:
         )
 
     async def _publish(self, report: HealthReport) -> None:
-        """Write the report, log status changes and write errors, and tell on_change."""
+        """Write the report (and its Prometheus twin), log changes, tell systemd and on_change."""
         previous, self._previous = self._previous, report
-        try:
-            await self._writer.replace(report.to_json().encode("utf-8"))
-        except OSError as exc:
-            error = describe_exception(exc)
-            if error != self._write_error:
-                logger.error(
-                    "cannot write %s: %s (will retry every cycle)", self.health_file, error
-                )
-            self._write_error = error
-        else:
-            if self._write_error is not None:
-                logger.info("writing %s again after: %s", self.health_file, self._write_error)
-                self._write_error = None
+        if await self._write(self._writer, report.to_json().encode("utf-8")):
             self._last_report = report
+            if report.status != "stopped":
+                self._notify("WATCHDOG=1")
+        if self._prometheus_writer is not None:
+            await self._write(self._prometheus_writer, render_textfile(report))
         if _changed(previous, report):
             _log_change(previous, report)
             if self._on_change is not None:
                 await self._call_on_change(previous, report)
+
+    async def _write(self, writer: AtomicWriter, data: bytes) -> bool:
+        """Replace one output file; log a failure once per distinct error, and the recovery."""
+        try:
+            await writer.replace(data)
+        except OSError as exc:
+            error = describe_exception(exc)
+            if error != self._write_errors.get(writer.path):
+                logger.error("cannot write %s: %s (retrying every cycle)", writer.path, error)
+            self._write_errors[writer.path] = error
+            return False
+        if writer.path in self._write_errors:
+            error = self._write_errors.pop(writer.path)
+            logger.info("writing %s again after: %s", writer.path, error)
+        return True
+
+    def _notify(self, message: str) -> None:
+        if self._systemd is not None:
+            self._systemd.notify(message)
 
     async def _call_on_change(self, previous: HealthReport | None, current: HealthReport) -> None:
         """Call on_change, bounded by check_timeout; log and swallow what it raises."""
