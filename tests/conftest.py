@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 import healthfile
 
@@ -57,7 +58,7 @@ def health_file(tmp_path: Path) -> Path:
 ServiceFactory = Callable[..., healthfile.AsyncHealthService]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def make_service(
     database: Path, health_file: Path, tmp_path: Path
 ) -> AsyncIterator[ServiceFactory]:

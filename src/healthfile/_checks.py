@@ -78,12 +78,23 @@ def _validate_name(name: object) -> str:
     return name
 
 
+# Longer than any sensible interval or timeout, and short enough for datetime arithmetic.
+MAX_SECONDS = 366 * 24 * 3600.0
+
+
+def validate_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Validate a duration in seconds: positive (or zero) and at most a year."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, not {value!r}")
+    if not value <= MAX_SECONDS:
+        raise ValueError(f"{name} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
+    return float(value)
+
+
 def _validate_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    return float(timeout)
+    return None if timeout is None else validate_seconds("timeout", timeout)
 
 
 def _validate_threshold(name: str, value: object) -> int:
@@ -171,7 +182,7 @@ class FunctionCheck:
         self.timeout = _validate_timeout(timeout)
         self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
         self.success_threshold = _validate_threshold("success_threshold", success_threshold)
-        self._is_async = _is_async_callable(fn)
+        self._is_async = is_async_callable(fn)
         self._runner = _DaemonThreadRunner(name)
 
     def __repr__(self) -> str:
@@ -180,16 +191,26 @@ class FunctionCheck:
 
     async def run(self) -> CheckResult:
         """Call the function (a sync one in its own daemon thread) and interpret its result."""
-        value = self.fn() if self._is_async else await self._runner.call(self.fn)
-        if inspect.isawaitable(value):
-            value = await value
-        return _to_result(value)
+        return _to_result(await call_off_loop(self.fn, self._runner))
 
 
-def _is_async_callable(fn: object) -> bool:
+def is_async_callable(fn: object) -> bool:
+    """True for async functions, partials of them, and objects with an async ``__call__``."""
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
+
+
+async def call_off_loop(fn: Callable[[], object], runner: _DaemonThreadRunner) -> object:
+    """Await an async callable; run a sync one in ``runner``'s daemon thread.
+
+    What a sync callable returns is awaited too when it is awaitable (a lambda wrapping an
+    async function), so that no coroutine is ever dropped unawaited.
+    """
+    value = fn() if is_async_callable(fn) else await runner.call(fn)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
 def check(
@@ -336,10 +357,10 @@ class DiskSpaceCheck:
     ) -> None:
         if min_free_bytes is None and min_free_ratio is None:
             min_free_ratio = 0.05
-        if min_free_bytes is not None and (isinstance(min_free_bytes, bool) or min_free_bytes < 0):
-            raise ValueError(f"min_free_bytes must be >= 0, not {min_free_bytes!r}")
-        if min_free_ratio is not None and not 0 <= min_free_ratio <= 1:
-            raise ValueError(f"min_free_ratio must be between 0 and 1, not {min_free_ratio!r}")
+        if min_free_bytes is not None and not _is_count(min_free_bytes):
+            raise ValueError(f"min_free_bytes must be an integer >= 0, not {min_free_bytes!r}")
+        if min_free_ratio is not None and not _is_ratio(min_free_ratio):
+            raise ValueError(f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r}")
         self.path = Path(path)
         self.name = _validate_name(name)
         self.timeout = _validate_timeout(timeout)
@@ -365,6 +386,14 @@ class DiskSpaceCheck:
         if self.min_free_ratio is not None and ratio < self.min_free_ratio:
             return CheckResult("fail", f"{summary}; minimum {self.min_free_ratio:.1%}")
         return CheckResult("pass", summary)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_ratio(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
 
 def _format_bytes(count: float) -> str:

@@ -1,7 +1,7 @@
-"""The ``healthfile`` command: ``run`` keeps the health file in the foreground.
+"""The ``healthfile`` command: ``run`` keeps the health file, ``check`` judges it.
 
-Kept light: the service (and asyncio) is imported only by the ``run`` command, so that a
-probe command never pays for it.
+Kept light: the service (and asyncio) is imported only by the ``run`` command, so that the
+``check`` probe, which monitors run every few seconds, never pays for it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+
+# typing costs a probe ~10 ms at start; annotations are strings here, so only mypy needs it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -20,9 +24,21 @@ ENV_PREFIX = "HEALTHFILE_"
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit status 2.
+
+    With ``nagios_usage`` (``healthfile check --nagios``) a usage error is a plugin's
+    UNKNOWN instead: one line on stdout, exit status 3.
+    """
+
+    def __init__(self, *args: Any, nagios_usage: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nagios_usage = nagios_usage
 
     def error(self, message: str) -> NoReturn:
+        if self.nagios_usage:
+            sys.stdout.write(f"HEALTHFILE UNKNOWN - {self.prog}: error: {message}\n")
+            sys.stdout.flush()
+            self.exit(3)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -87,6 +103,12 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
         _seconds(allow_zero=True),
         "seconds in which failing checks read starting (default: 0)",
     ),
+    (
+        "--prometheus-file",
+        _output_path,
+        "also write every report there in the Prometheus text format, for node_exporter's "
+        "textfile collector (needs healthfile[prometheus])",
+    ),
 ]
 
 _RUN_DEFAULTS: dict[str, Any] = {
@@ -97,14 +119,34 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "pyproject": "pyproject.toml",
     "app_version": None,
     "start_period": 0.0,
+    "prometheus_file": None,
 }
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+_CHECK_DESCRIPTION = """\
+Judge a health file and exit with the verdict, for Docker HEALTHCHECK, Kubernetes exec probes
+and Nagios/Icinga. The file is stale once the current time is past its expires_at (or, with
+--max-age, once its timestamp is older than that). Prints one line (under 4 KiB).
+
+exit status    default (Docker, Kubernetes)         --nagios
+online         0                                    0 OK
+starting       0                                    1 WARNING
+degraded       1 (0 with --allow-degraded)          1 WARNING, 2 CRITICAL if a check fails
+stopped        1                                    2 CRITICAL
+stale          1                                    2 CRITICAL
+missing,       1                                    3 UNKNOWN
+unreadable,
+not a health file
+"""
 
 
 def _env_name(option: str) -> str:
     return ENV_PREFIX + option.lstrip("-").replace("-", "_").upper()
 
 
-def _build_parser() -> _Parser:
+def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     parser = _Parser(
         prog="healthfile",
         description="Keep a JSON health file for monitors, or judge one.",
@@ -126,11 +168,58 @@ def _build_parser() -> _Parser:
             option, type=parse, default=None, help=f"{text} [env: {_env_name(option)}]"
         )
     run.add_argument(
+        "--notify-systemd",
+        action="store_true",
+        default=None,
+        help=(
+            "send READY=1, WATCHDOG=1 and STOPPING=1 to NOTIFY_SOCKET (systemd Type=notify, "
+            "WatchdogSec=) [env: HEALTHFILE_NOTIFY_SYSTEMD=1]"
+        ),
+    )
+    run.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=None,
         help="log every cycle, not only status changes [env: HEALTHFILE_VERBOSE=1]",
+    )
+    check = commands.add_parser(
+        "check",
+        help="judge a health file; exit 0 when healthy (a probe for Docker, Kubernetes, Nagios)",
+        description=_CHECK_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        nagios_usage=nagios_usage,
+    )
+    check.add_argument(
+        "--health-file",
+        type=_text,
+        default=None,
+        metavar="PATH",
+        help="health file to judge (default: data/health.json) [env: HEALTHFILE_HEALTH_FILE]",
+    )
+    check.add_argument(
+        "--max-age",
+        type=_seconds(allow_zero=False),
+        default=None,
+        metavar="SECONDS",
+        help="also stale when the report's timestamp is older than this",
+    )
+    check.add_argument(
+        "--allow-degraded",
+        action="store_true",
+        help="exit 0 for degraded too (default convention only; e.g. a liveness probe)",
+    )
+    check.add_argument(
+        "--nagios",
+        action="store_true",
+        help="Nagios plugin output and exit codes: HEALTHFILE OK|WARNING|CRITICAL|UNKNOWN",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        dest="as_json",
+        help="print the verdict as one JSON object (verdict, status, exit_code, age_seconds, "
+        "reason, health_file)",
     )
     return parser
 
@@ -155,18 +244,79 @@ def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> d
             raise _OptionError(f"HEALTHFILE_VERBOSE: expected 0, 1 or 2, not {raw!r}")
         verbose = int(raw)
     values["verbose"] = verbose
+    notify = args.notify_systemd
+    if notify is None:
+        raw = environ.get("HEALTHFILE_NOTIFY_SYSTEMD", "0").strip().lower()
+        if raw not in _TRUE + _FALSE:
+            raise _OptionError(
+                f"HEALTHFILE_NOTIFY_SYSTEMD: expected 1, 0, true or false, not {raw!r}"
+            )
+        notify = raw in _TRUE
+    values["notify_systemd"] = notify
     return values
+
+
+def _check_health_file(args: argparse.Namespace, environ: dict[str, str]) -> str:
+    """The file to judge: --health-file, else HEALTHFILE_HEALTH_FILE, else data/health.json."""
+    if args.health_file is not None:
+        path: str = args.health_file
+        return path
+    raw = environ.get("HEALTHFILE_HEALTH_FILE")
+    if raw is None:
+        return "data/health.json"
+    try:
+        return _text(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise _OptionError(f"HEALTHFILE_HEALTH_FILE: {exc}") from None
+
+
+def _check_usage_error(message: str, *, nagios: bool) -> NoReturn:
+    """Exit for a bad ``check`` option: 2 with one line on stderr, or Nagios' UNKNOWN (3)."""
+    if nagios:
+        sys.stdout.write(f"HEALTHFILE UNKNOWN - healthfile check: error: {message}\n")
+        sys.stdout.flush()
+        raise SystemExit(3)
+    sys.stderr.write(f"healthfile check: error: {message}\n")
+    raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``healthfile`` command line; return the exit status."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    nagios = arguments[:1] == ["check"] and "--nagios" in arguments
+    parser = _build_parser(nagios_usage=nagios)
+    args = parser.parse_args(arguments)
+    if args.command == "check":
+        try:
+            health_file = _check_health_file(args, dict(os.environ))
+        except _OptionError as exc:
+            _check_usage_error(str(exc), nagios=args.nagios)
+        # Only the judge: no service, no asyncio (a probe runs every few seconds).
+        from ._judge import run_check
+
+        return run_check(
+            health_file,
+            max_age=args.max_age,
+            allow_degraded=args.allow_degraded,
+            nagios=args.nagios,
+            as_json=args.as_json,
+        )
     if args.command == "run":
         try:
             options = _resolve_run_options(args, dict(os.environ))
         except _OptionError as exc:
             parser.exit(2, f"healthfile run: error: {exc}\n")
+        if options["prometheus_file"] is not None:
+            from ._prometheus import require_prometheus_client
+
+            try:
+                require_prometheus_client()
+            except ImportError:
+                parser.exit(
+                    2,
+                    "healthfile run: error: --prometheus-file needs prometheus_client: "
+                    "pip install 'healthfile[prometheus]'\n",
+                )
         from ._run import run_service
 
         return run_service(options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
@@ -17,6 +18,7 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "clean_output",
+    "format_exception",
     "format_timestamp",
 ]
 
@@ -60,6 +62,11 @@ def describe_exception(exc: BaseException) -> str:
     message = str(exc)
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return clean_output(text) or type(exc).__name__
+
+
+def format_exception(exc: BaseException) -> str:
+    """Render an exception with its traceback, redacted, for a log line."""
+    return redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 def format_timestamp(moment: datetime) -> str:

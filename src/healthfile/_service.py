@@ -11,11 +11,19 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ._checks import Check, CheckStillRunning, SQLiteCheck, _DaemonThreadRunner
+from ._checks import (
+    Check,
+    CheckStillRunning,
+    SQLiteCheck,
+    _DaemonThreadRunner,
+    call_off_loop,
+    validate_seconds,
+)
 from ._prometheus import render_textfile, require_prometheus_client
 from ._report import (
     CheckResult,
@@ -25,6 +33,7 @@ from ._report import (
     HealthStatus,
     ceil_to_second,
     describe_exception,
+    format_exception,
 )
 from ._systemd import SystemdNotifier
 from ._version import UNKNOWN_VERSION, read_app_version
@@ -157,9 +166,9 @@ class AsyncHealthService:
         prometheus_file: str | os.PathLike[str] | None = None,
         notify_systemd: bool = False,
     ) -> None:
-        self.interval = _seconds("interval", interval)
-        self.check_timeout = _seconds("check_timeout", check_timeout)
-        self.start_period = _seconds("start_period", start_period, allow_zero=True)
+        self.interval = validate_seconds("interval", interval)
+        self.check_timeout = validate_seconds("check_timeout", check_timeout)
+        self.start_period = validate_seconds("start_period", start_period, allow_zero=True)
         if not _is_file_mode(file_mode):
             raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
         if not _is_optional_text(app_version):
@@ -343,8 +352,8 @@ class AsyncHealthService:
                 await self._run_cycle()
             except _Stopped:  # pragma: no cover - stop() cancels this task first
                 return
-            except Exception:
-                logger.exception("health check cycle failed")
+            except Exception as exc:
+                logger.error("health check cycle failed: %s", format_exception(exc))
 
     async def _run_cycle(self) -> HealthReport:
         """Run one cycle in its own task, one cycle at a time, so that stop() can cancel it."""
@@ -513,12 +522,9 @@ class AsyncHealthService:
         """Call on_change, bounded by check_timeout; log and swallow what it raises."""
         callback = self._on_change
         assert callback is not None
-        if inspect.iscoroutinefunction(callback):
-            call = asyncio.ensure_future(callback(previous, current))
-        else:
-            call = asyncio.ensure_future(
-                self._on_change_runner.call(lambda: callback(previous, current))
-            )
+        call = asyncio.ensure_future(
+            call_off_loop(partial(callback, previous, current), self._on_change_runner)
+        )
         try:
             done, _ = await asyncio.wait({call}, timeout=self.check_timeout)
             if not done:
@@ -526,7 +532,7 @@ class AsyncHealthService:
                 raise TimeoutError(f"on_change took longer than {self.check_timeout:g} s")
             call.result()
         except Exception as exc:
-            logger.error("on_change callback failed: %s", describe_exception(exc), exc_info=exc)
+            logger.error("on_change callback failed: %s", format_exception(exc))
 
     async def _wait_for_abandoned_checks(self) -> None:
         """Give checks cancelled mid-run a moment to close their resources."""
@@ -552,23 +558,10 @@ class AsyncHealthService:
             if hook is not None:
                 try:
                     hook()
-                except Exception:
-                    logger.exception("on_stop of check %r failed", check.name)
-
-
-# Longer than any sensible interval, and short enough for datetime arithmetic.
-MAX_SECONDS = 366 * 24 * 3600.0
-
-
-def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Validate a duration in seconds: positive (or zero) and at most a year."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    if not (value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, not {value!r}")
-    if not value <= MAX_SECONDS:
-        raise ValueError(f"{name} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
-    return float(value)
+                except Exception as exc:
+                    logger.error(
+                        "on_stop of check %r failed: %s", check.name, format_exception(exc)
+                    )
 
 
 def _is_file_mode(value: object) -> bool:
@@ -585,8 +578,7 @@ def _collect_checks(
     """Order the checks (database first), find the database check, refuse duplicate names."""
     extra = list(checks)
     for check in extra:
-        if not isinstance(check, Check):
-            raise TypeError(f"checks must have a name and an async run(), not {check!r}")
+        _require_check(check)
     if database is None:
         named = [check for check in extra if check.name == "database"]
         if not named:
@@ -594,7 +586,7 @@ def _collect_checks(
         database_check = named[0]
         extra.remove(database_check)
     elif isinstance(database, Check):
-        database_check = database
+        database_check = _require_check(database)
     elif isinstance(database, (str, os.PathLike)):
         database_check = SQLiteCheck(database)
     else:
@@ -605,6 +597,13 @@ def _collect_checks(
     if duplicates:
         raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
     return ordered, database_check
+
+
+def _require_check(check: object) -> Check:
+    """Refuse objects that are not checks, or whose run() is not async."""
+    if not isinstance(check, Check) or not inspect.iscoroutinefunction(check.run):
+        raise TypeError(f"a check needs a name and an async run() method, not {check!r}")
+    return check
 
 
 def _forget_task(state: _CheckState, task: asyncio.Task[CheckResult]) -> None:

@@ -1,0 +1,560 @@
+"""``healthfile check``: read one health file and judge it, for Docker, Kubernetes and Nagios.
+
+A monitor runs this every few seconds on every pod, so it imports only light standard-library
+modules: never asyncio, aiosqlite, aiofiles, prometheus_client, nor the service. Whatever the
+file holds, the outcome is a :class:`Verdict` and one line of output, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import sys
+import time
+
+# The writer's own redaction, so that the probe never prints a secret the file would not
+# hold. (_report also brings dataclasses, inspect and datetime, which the probe never uses.)
+from ._report import redact
+
+# typing costs a probe ~10 ms at start; annotations are strings here, so only mypy needs it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_LINE_BYTES",
+    "NotAHealthFile",
+    "Verdict",
+    "judge",
+    "parse_timestamp",
+    "render",
+    "run_check",
+]
+
+# A health file is a few hundred bytes; anything past this is not one, and is never read whole.
+MAX_FILE_BYTES = 64 * 1024
+# Docker and Consul keep only the first 4096 bytes of a probe's output: one line, newline
+# included, stays below that.
+MAX_LINE_BYTES = 4000
+# A check's output in the summary, as in the file's contract.
+_MAX_OUTPUT_CHARS = 256
+# Perfdata never crowds the summary out of the line.
+_MAX_PERFDATA_BYTES = 1500
+_MAX_LABEL_CHARS = 64
+
+ONLINE = "online"
+STARTING = "starting"
+DEGRADED = "degraded"
+STOPPED = "stopped"
+STALE = "stale"
+MISSING = "missing"
+UNREADABLE = "unreadable"
+INVALID = "invalid"
+
+_STATUSES = ("starting", "online", "degraded", "stopped")
+_DATABASE_STATES = ("connected", "disconnected", "timeout")
+_CHECK_STATUSES = ("pass", "warn", "fail")
+_NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+_REQUIRED_KEYS = (
+    "status",
+    "database",
+    "timestamp",
+    "app_version",
+    "api_version",
+    "interval_seconds",
+    "expires_at",
+    "sequence",
+    "started_at",
+    "pid",
+    "checks",
+)
+_CHECK_KEYS = ("status", "output", "duration_ms", "consecutive_failures", "last_success")
+
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    # A FIFO at the path must not hang the probe until the kubelet kills it.
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+class NotAHealthFile(Exception):
+    """The file is missing, unreadable, or does not hold a contract-v1 health report."""
+
+    def __init__(self, verdict: str, reason: str) -> None:
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+class Verdict:
+    """What ``healthfile check`` concluded about one health file.
+
+    ``verdict`` is one of ``online``, ``starting``, ``degraded``, ``stopped``, ``stale``,
+    ``missing``, ``unreadable`` or ``invalid``; ``status`` is the file's own status (``None``
+    when it could not be read); ``age`` the whole seconds since the report's ``timestamp``
+    (``None`` likewise); ``reason`` the one-line, redacted summary; ``failing`` whether a
+    check reads ``fail``; ``durations`` each check's name and duration in milliseconds.
+    """
+
+    __slots__ = ("age", "durations", "failing", "health_file", "reason", "status", "verdict")
+
+    def __init__(
+        self,
+        verdict: str,
+        reason: str,
+        *,
+        health_file: str,
+        status: str | None = None,
+        age: int | None = None,
+        failing: bool = False,
+        durations: tuple[tuple[str, float], ...] = (),
+    ) -> None:
+        self.verdict = verdict
+        self.reason = reason
+        self.health_file = health_file
+        self.status = status
+        self.age = age
+        self.failing = failing
+        self.durations = durations
+
+    def __repr__(self) -> str:
+        return f"<Verdict {self.verdict} status={self.status} age={self.age}>"
+
+    def exit_code(self, *, nagios: bool = False, allow_degraded: bool = False) -> int:
+        """The exit status in the Docker/Kubernetes convention, or the Nagios one.
+
+        Docker/Kubernetes: 0 for online and starting (and degraded with ``allow_degraded``),
+        1 for everything else. Nagios: 0 online; 1 starting, or degraded with no check at
+        fail; 2 degraded with a check at fail, stopped, stale; 3 missing, unreadable, invalid.
+        ``allow_degraded`` does not change the Nagios convention.
+        """
+        if nagios:
+            if self.verdict == ONLINE:
+                return 0
+            if self.verdict == STARTING or (self.verdict == DEGRADED and not self.failing):
+                return 1
+            if self.verdict in (DEGRADED, STOPPED, STALE):
+                return 2
+            return 3
+        if self.verdict in (ONLINE, STARTING) or (self.verdict == DEGRADED and allow_degraded):
+            return 0
+        return 1
+
+
+def judge(
+    path: str | os.PathLike[str], *, now: float | None = None, max_age: float | None = None
+) -> Verdict:
+    """Read the health file at ``path`` and judge it.
+
+    :param now: the current time in Unix seconds (``None``: the system clock).
+    :param max_age: seconds after the report's ``timestamp`` from which it is stale even
+        before its ``expires_at``, or ``None``.
+    """
+    health_file = os.fspath(path)
+    if now is None:
+        now = time.time()
+    try:
+        report = _Report(_read_json(health_file))
+    except NotAHealthFile as exc:
+        return Verdict(exc.verdict, _clean(exc.reason), health_file=health_file)
+    except _NotTheContract as exc:
+        reason = f"not a health file: {health_file}: {exc}"
+        return Verdict(INVALID, _clean(reason), health_file=health_file)
+    age = math.floor(now - report.timestamp)
+
+    def verdict(name: str, reason: str) -> Verdict:
+        return Verdict(
+            name,
+            _clean(reason),
+            health_file=health_file,
+            status=report.status,
+            age=age,
+            failing=any(status == "fail" for _, status, _ in report.checks),
+            durations=tuple(report.durations),
+        )
+
+    described = f"database {report.database}, app_version {report.app_version}"
+    if report.status == STOPPED:
+        return verdict(
+            STOPPED, f"stopped: the service wrote its final report {_ago(age)} ({described})"
+        )
+    if now > report.expires_at:
+        expired = math.floor(now - report.expires_at)
+        return verdict(
+            STALE,
+            f"stale: last report {_ago(age)} (status {report.status}), expired "
+            f"{_ago(expired)} at {report.expires_at_text}",
+        )
+    if max_age is not None and now - report.timestamp > max_age:
+        return verdict(
+            STALE,
+            f"stale: last report {_ago(age)} (status {report.status}), "
+            f"older than --max-age {max_age:g} s",
+        )
+    problems = "".join(
+        f"; {_cut(name, _MAX_LABEL_CHARS)} {status}"
+        + ("" if output is None else f": {_cut(_clean(output), _MAX_OUTPUT_CHARS)}")
+        for name, status, output in report.checks
+        if status != "pass"
+    )
+    return verdict(report.status, f"{report.status}: {described}, updated {_ago(age)}{problems}")
+
+
+def render(
+    verdict: Verdict, *, nagios: bool = False, allow_degraded: bool = False, as_json: bool = False
+) -> str:
+    """The one output line (without its newline), shorter than :data:`MAX_LINE_BYTES`."""
+    code = verdict.exit_code(nagios=nagios, allow_degraded=allow_degraded)
+    budget = MAX_LINE_BYTES - 1
+    if as_json:
+        return _json_line(verdict, code, budget)
+    if not nagios:
+        return _fit(verdict.reason, budget)
+    head = f"HEALTHFILE {_NAGIOS_STATES[code]} - "
+    perfdata = _perfdata(verdict)
+    tail = f" | {perfdata}" if perfdata else ""
+    # A '|' in the text would start the perfdata early.
+    summary = verdict.reason.replace("|", "/")
+    return head + _fit(summary, budget - len(head) - len(tail.encode())) + tail
+
+
+def run_check(
+    path: str | os.PathLike[str],
+    *,
+    max_age: float | None = None,
+    allow_degraded: bool = False,
+    nagios: bool = False,
+    as_json: bool = False,
+) -> int:
+    """Judge the file, print the verdict's line on stdout, and return the exit status."""
+    verdict = judge(path, max_age=max_age)
+    _emit(render(verdict, nagios=nagios, allow_degraded=allow_degraded, as_json=as_json))
+    return verdict.exit_code(nagios=nagios, allow_degraded=allow_degraded)
+
+
+def parse_timestamp(text: object) -> int | None:
+    """Unix seconds of a contract timestamp ``YYYY-MM-DDTHH:MM:SSZ``; ``None`` if it is not one.
+
+    Plain arithmetic rather than datetime: the probe stays light.
+    """
+    if not isinstance(text, str) or len(text) != 20:
+        return None
+    if text[4] + text[7] + text[10] + text[13] + text[16] + text[19] != "--T::Z":
+        return None
+    fields = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    if not all(part.isascii() and part.isdigit() for part in fields):
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in fields)
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
+        return None
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    return _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+
+
+class _Report:
+    """The fields of a contract-v1 report that the judge uses, validated."""
+
+    __slots__ = (
+        "app_version",
+        "checks",
+        "database",
+        "durations",
+        "expires_at",
+        "expires_at_text",
+        "status",
+        "timestamp",
+    )
+
+    def __init__(self, data: object) -> None:
+        if not isinstance(data, dict):
+            raise _NotTheContract(f"the JSON is {_json_type(data)}, not an object")
+        missing = [key for key in _REQUIRED_KEYS if key not in data]
+        if missing:
+            raise _NotTheContract(f"missing keys: {', '.join(missing)}")
+        self.status = _one_of(data, "status", _STATUSES)
+        self.database = _one_of(data, "database", _DATABASE_STATES)
+        self.timestamp = _timestamp(data, "timestamp")
+        self.expires_at = _timestamp(data, "expires_at")
+        self.expires_at_text: str = data["expires_at"]
+        _timestamp(data, "started_at")
+        self.app_version = _text(data, "app_version")
+        if data["api_version"] != "v1":
+            raise _NotTheContract(f'api_version is {_show(data["api_version"])}, not "v1"')
+        _number(data, "interval_seconds", positive=True)
+        _integer(data, "sequence", minimum=1)
+        _integer(data, "pid", minimum=1)
+        checks = data["checks"]
+        if not isinstance(checks, dict):
+            raise _NotTheContract(f"checks is {_json_type(checks)}, not an object")
+        self.checks: list[tuple[str, str, str | None]] = []
+        self.durations: list[tuple[str, float]] = []
+        for name, result in checks.items():
+            where = f"check {_show(name)}"
+            if not name:
+                raise _NotTheContract("a check has an empty name")
+            if not isinstance(result, dict):
+                raise _NotTheContract(f"{where} is {_json_type(result)}, not an object")
+            missing = [key for key in _CHECK_KEYS if key not in result]
+            if missing:
+                raise _NotTheContract(f"{where} lacks keys: {', '.join(missing)}")
+            status = _one_of(result, "status", _CHECK_STATUSES, where)
+            output = result["output"]
+            if output is not None and not isinstance(output, str):
+                raise _NotTheContract(
+                    f"{where}: output is {_json_type(output)}, not a string or null"
+                )
+            duration = _number(result, "duration_ms", where=where)
+            _integer(result, "consecutive_failures", minimum=0, where=where)
+            if result["last_success"] is not None:
+                _timestamp(result, "last_success", where)
+            self.checks.append((name, status, output))
+            self.durations.append((name, duration))
+
+
+def _read_json(path: str) -> object:
+    """Read at most MAX_FILE_BYTES of a regular file and decode its JSON."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise NotAHealthFile(MISSING, f"missing: no health file at {path}") from None
+    except OSError as exc:
+        raise NotAHealthFile(UNREADABLE, f"unreadable: {path}: {_os_error(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise NotAHealthFile(UNREADABLE, f"unreadable: {path} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAHealthFile(UNREADABLE, f"unreadable: {path} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _too_large(path, info.st_size)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_BYTES:  # the file may grow after fstat: read one byte past
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise NotAHealthFile(UNREADABLE, f"unreadable: {path}: {_os_error(exc)}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
+        raise _too_large(path, size)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise NotAHealthFile(INVALID, f"not a health file: {path} is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotAHealthFile(
+            INVALID, f"not a health file: {path} is not UTF-8 text (byte {exc.start})"
+        ) from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise NotAHealthFile(
+            INVALID, f"not a health file: {path} holds JSON nested too deeply"
+        ) from None
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()):
+            problem = f"truncated JSON (it ends at byte {len(raw)}: {exc.msg})"
+        else:
+            problem = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        raise NotAHealthFile(INVALID, f"not a health file: {path}: {problem}") from None
+    except ValueError as exc:  # e.g. an integer longer than int's digit limit
+        raise NotAHealthFile(INVALID, f"not a health file: {path}: {exc}") from None
+
+
+def _too_large(path: str, size: int) -> NotAHealthFile:
+    return NotAHealthFile(
+        INVALID,
+        f"not a health file: {path} is larger than {MAX_FILE_BYTES} bytes ({size} bytes)",
+    )
+
+
+def _os_error(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+class _NotTheContract(Exception):
+    """JSON, but not a contract-v1 report (the message says what is wrong)."""
+
+
+def _one_of(data: dict[str, Any], key: str, allowed: tuple[str, ...], where: str = "") -> str:
+    value = data[key]
+    if not isinstance(value, str) or value not in allowed:
+        raise _NotTheContract(
+            f"{_where(where)}{key} is {_show(value)}, not one of {', '.join(allowed)}"
+        )
+    return value
+
+
+def _timestamp(data: dict[str, Any], key: str, where: str = "") -> int:
+    seconds = parse_timestamp(data[key])
+    if seconds is None:
+        raise _NotTheContract(
+            f"{_where(where)}{key} is {_show(data[key])}, not a UTC time YYYY-MM-DDTHH:MM:SSZ"
+        )
+    return seconds
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise _NotTheContract(f"{key} is {_show(value)}, not a non-empty string")
+    return value
+
+
+def _number(data: dict[str, Any], key: str, *, positive: bool = False, where: str = "") -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _NotTheContract(f"{_where(where)}{key} is {_json_type(value)}, not a number")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise _NotTheContract(f"{_where(where)}{key} is {_show(value)}, out of range")
+    return float(value)
+
+
+def _integer(data: dict[str, Any], key: str, *, minimum: int, where: str = "") -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _NotTheContract(f"{_where(where)}{key} is {_json_type(value)}, not an integer")
+    if value < minimum:
+        raise _NotTheContract(f"{_where(where)}{key} is {_show(value)}, below {minimum}")
+    return value
+
+
+def _where(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _show(value: object) -> str:
+    """A short rendering of a JSON value for a message."""
+    if isinstance(value, (dict, list)):
+        return _json_type(value)
+    return _cut(json.dumps(value, ensure_ascii=False), 40)
+
+
+def _ago(age: int) -> str:
+    return f"{age} s ago" if age >= 0 else f"{-age} s in the future"
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def _clean(text: str) -> str:
+    """One line, secrets redacted."""
+    single = "".join(ch if ch.isprintable() else " " for ch in text)
+    return redact(single)
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most ``limit`` characters, an ellipsis marking a cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fit(text: str, max_bytes: int) -> str:
+    """At most ``max_bytes`` of UTF-8, cut on a character boundary, an ellipsis marking a cut."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    ellipsis = "…"
+    room = max(max_bytes - len(ellipsis.encode("utf-8")), 0)
+    return data[:room].decode("utf-8", "ignore") + ellipsis
+
+
+def _perfdata(verdict: Verdict) -> str:
+    """Nagios perfdata: the report's age and every check's duration, within a byte budget."""
+    if verdict.age is None:
+        return ""
+    items = [f"age={verdict.age}s"]
+    size = len(items[0])
+    for name, duration_ms in verdict.durations:
+        item = f"{_perf_label(name + '_duration')}={_perf_number(duration_ms)}ms"
+        size += 1 + len(item.encode("utf-8"))
+        if size > _MAX_PERFDATA_BYTES:
+            break
+        items.append(item)
+    return " ".join(items)
+
+
+def _perf_label(name: str) -> str:
+    """A perfdata label: no '=' or '|' or control characters; quoted unless plain ASCII."""
+    label = "".join(
+        "_" if ch in "=|" or not ch.isprintable() else ch for ch in _cut(name, _MAX_LABEL_CHARS)
+    )
+    if label.isascii() and all(ch.isalnum() or ch in "_.-" for ch in label):
+        return label
+    return "'" + label.replace("'", "''") + "'"
+
+
+def _perf_number(value: float) -> str:
+    """A decimal without exponent (perfdata values are ``[-0-9.]``)."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _json_line(verdict: Verdict, code: int, budget: int) -> str:
+    reason = verdict.reason
+    health_file = _fit(_clean(verdict.health_file), 512)
+    while True:
+        line = json.dumps(
+            {
+                "verdict": verdict.verdict,
+                "status": verdict.status,
+                "exit_code": code,
+                "age_seconds": verdict.age,
+                "reason": reason,
+                "health_file": health_file,
+            },
+            ensure_ascii=False,
+        )
+        excess = len(line.encode("utf-8")) - budget
+        if excess <= 0:
+            return line
+        # Escapes make the JSON at least as long as the text cut from it: this converges.
+        reason = _fit(reason, len(reason.encode("utf-8")) - excess - 8)
+
+
+def _emit(line: str) -> None:
+    """Print the line; a stdout that cannot encode it gets it escaped, not a traceback."""
+    stream = sys.stdout
+    try:
+        stream.write(line + "\n")
+    except UnicodeEncodeError:
+        stream.write(line.encode("ascii", "backslashreplace").decode("ascii") + "\n")
+    stream.flush()
