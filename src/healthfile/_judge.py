@@ -363,7 +363,8 @@ def _read_json(path: str) -> object:
             INVALID, f"not a health file: {path} holds JSON nested too deeply"
         ) from None
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        # An unterminated string ran into the end of the text, as a cut-short file does.
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
             problem = f"truncated JSON (it ends at byte {len(raw)}: {exc.msg})"
         else:
             problem = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"

@@ -41,6 +41,8 @@ class HealthCheckService:
         health_file: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
+        if "interval" in options:
+            raise TypeError("HealthCheckService takes check_interval=, not interval=")
         self._service = AsyncHealthService(
             interval=check_interval,
             health_file="data/health.json" if health_file is None else health_file,
@@ -95,11 +97,13 @@ class HealthCheckService:
             # The loop may have just closed: the thread is then ending by itself.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._request_stop)
-            if thread is threading.current_thread():
-                return  # called from a callback on the service's own loop: cannot join
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning("health check thread did not stop within %g s", timeout)
+        # Joined outside the guard: a stop() from the service's own loop (an on_change
+        # callback) must not wait for the lock this join would hold.
+        if thread is threading.current_thread():
+            return  # called on the service's own loop: it cannot wait for itself
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("health check thread did not stop within %g s", timeout)
 
     def _request_stop(self) -> None:
         assert self._stop_requested is not None

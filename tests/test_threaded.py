@@ -1,0 +1,498 @@
+"""HealthCheckService: the seed's thread facade over AsyncHealthService."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import healthfile
+from healthfile import CheckResult, HealthCheckService, HealthReport
+
+# Generous: the suite also runs on slow, busy CI machines and under coverage.
+DEADLINE = 30.0
+THREAD_NAME = "HealthCheckThread"
+
+Facade = Callable[..., HealthCheckService]
+
+
+@pytest.fixture
+def make_facade(database: Path, health_file: Path, tmp_path: Path) -> Iterator[Facade]:
+    """Build facades with test defaults; every one is stopped, its thread gone, at the end."""
+    made: list[HealthCheckService] = []
+
+    def factory(*args: Any, **options: Any) -> HealthCheckService:
+        options.setdefault("health_file", health_file)
+        options.setdefault("database", database)
+        options.setdefault("pyproject", tmp_path / "missing-pyproject.toml")
+        facade = HealthCheckService(*args, **options)
+        made.append(facade)
+        return facade
+
+    yield factory
+    for facade in made:
+        facade.stop(timeout=DEADLINE)
+        assert not facade.is_running
+
+
+@contextmanager
+def exclusively_locked(database: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``database``, so that no one can read it meanwhile."""
+    connection = sqlite3.connect(database, isolation_level=None)
+    try:
+        connection.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """The health file's JSON object, or None while there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    report = json.loads(text)
+    assert isinstance(report, dict)
+    return report
+
+
+def wait_for_report(
+    path: Path, predicate: Callable[[dict[str, Any]], bool], timeout: float = DEADLINE
+) -> dict[str, Any]:
+    """Poll ``path`` until its report satisfies ``predicate``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = read_report(path)
+        if report is not None and predicate(report):
+            return report
+        if time.monotonic() > deadline:
+            pytest.fail(f"no matching report in {path} within {timeout} s: {report}")
+        time.sleep(0.02)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Poll ``condition`` until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+def is_online(report: dict[str, Any]) -> bool:
+    """The report says online."""
+    return bool(report["status"] == "online")
+
+
+def status_of(path: Path) -> str | None:
+    """The status the health file says now, or None when there is no file."""
+    report = read_report(path)
+    return None if report is None else str(report["status"])
+
+
+def service_threads() -> list[threading.Thread]:
+    """The live threads named HealthCheckThread."""
+    return [thread for thread in threading.enumerate() if thread.name == THREAD_NAME]
+
+
+def test_defaults_are_the_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HealthCheckService() checks every 30 s and keeps data/health.json."""
+    monkeypatch.chdir(tmp_path)
+    facade = HealthCheckService()
+    assert facade.service.interval == 30.0
+    assert facade.service.health_file == Path("data/health.json")
+    assert facade.service.check_timeout == 3.0
+    assert not facade.is_running
+
+
+def test_check_interval_is_the_first_positional_argument(tmp_path: Path) -> None:
+    """HealthCheckService(5) checks every 5 s, as the seed's signature has it."""
+    facade = HealthCheckService(5, tmp_path / "health.json")
+    assert facade.service.interval == 5.0
+    assert facade.service.health_file == tmp_path / "health.json"
+
+
+def test_default_health_file_is_data_health_json_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With health_file=None the service writes data/health.json, creating data/."""
+    monkeypatch.chdir(tmp_path)
+    facade = HealthCheckService(health_file=None)
+    facade.start()
+    try:
+        report = wait_for_report(tmp_path / "data" / "health.json", lambda report: True)
+    finally:
+        facade.stop()
+    # The default database data/app.db is missing: read-only access never creates it.
+    assert report["database"] == "disconnected"
+    assert report["status"] == "degraded"
+    assert not (tmp_path / "data" / "app.db").exists()
+    assert status_of(tmp_path / "data" / "health.json") == "stopped"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"check_interval": 0},
+        {"check_interval": -1},
+        {"check_interval": math.nan},
+        {"check_timeout": 0},
+        {"check_timeout": -3},
+        {"start_period": -1},
+    ],
+    ids=lambda options: "-".join(f"{key}={value}" for key, value in options.items()),
+)
+def test_bad_option_raises_value_error_in_the_callers_thread(
+    options: dict[str, Any], tmp_path: Path
+) -> None:
+    """A bad option raises ValueError from the constructor, before any thread starts."""
+    before = service_threads()
+    with pytest.raises(ValueError):  # noqa: PT011 - the message is the service's to word
+        HealthCheckService(health_file=tmp_path / "health.json", **options)
+    assert service_threads() == before
+
+
+def test_start_returns_before_the_first_report(
+    make_facade: Facade, database: Path, health_file: Path
+) -> None:
+    """start() returns at once; the first report arrives later in the background."""
+    facade = make_facade(check_timeout=DEADLINE)
+    with exclusively_locked(database):  # the first cycle cannot finish while this holds
+        facade.start()
+        assert facade.is_running
+        assert not health_file.exists()
+    report = wait_for_report(health_file, lambda report: True)
+    assert report["status"] == "online"
+    assert report["database"] == "connected"
+    assert report["sequence"] == 1
+
+
+def test_thread_is_a_daemon_named_health_check_thread(make_facade: Facade) -> None:
+    """start() runs the service in one daemon thread named HealthCheckThread."""
+    facade = make_facade()
+    facade.start()
+    [thread] = service_threads()
+    assert thread.daemon
+    assert thread is not threading.current_thread()
+    assert facade.is_running
+
+
+def test_second_start_warns_and_starts_nothing_new(
+    make_facade: Facade, health_file: Path, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """A second start() while running logs a warning and leaves the one thread running."""
+    facade = make_facade()
+    facade.start()
+    wait_for_report(health_file, is_online)
+    [thread] = service_threads()
+    healthfile_logs.clear()
+
+    facade.start()
+
+    assert service_threads() == [thread]
+    warnings = [record for record in healthfile_logs.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "already running" in warnings[0].getMessage()
+    report = read_report(health_file)
+    assert report is not None
+    assert report["sequence"] == 1  # no second service ran a cycle of its own
+
+
+def test_stop_writes_stopped_before_returning_and_ends_the_thread(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """stop() returns only after the final stopped report is on disk and the thread is gone."""
+    facade = make_facade()
+    facade.start()
+    online = wait_for_report(health_file, is_online)
+    [thread] = service_threads()
+
+    facade.stop(timeout=DEADLINE)
+
+    final = read_report(health_file)
+    assert final is not None
+    assert final["status"] == "stopped"
+    assert final["sequence"] == online["sequence"] + 1
+    assert not thread.is_alive()
+    assert service_threads() == []
+    assert not facade.is_running
+
+
+def test_stop_with_default_timeout_ends_an_idle_service(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """stop() with its default 2 s timeout ends an idle service's thread."""
+    facade = make_facade()
+    facade.start()
+    wait_for_report(health_file, is_online)
+    facade.stop()
+    assert not facade.is_running
+    assert status_of(health_file) == "stopped"
+
+
+def test_stop_before_start_is_a_no_op(make_facade: Facade, health_file: Path) -> None:
+    """stop() on a facade never started returns and writes nothing."""
+    facade = make_facade()
+    facade.stop()
+    facade.stop(timeout=0.1)
+    assert not facade.is_running
+    assert not health_file.exists()
+
+
+def test_stop_twice_is_a_no_op(make_facade: Facade, health_file: Path) -> None:
+    """A second stop() leaves the stopped report as it was."""
+    facade = make_facade()
+    facade.start()
+    wait_for_report(health_file, is_online)
+    facade.stop(timeout=DEADLINE)
+    first = read_report(health_file)
+
+    facade.stop(timeout=DEADLINE)
+
+    assert read_report(health_file) == first
+    assert not facade.is_running
+
+
+def test_is_running_follows_start_and_stop(make_facade: Facade, health_file: Path) -> None:
+    """is_running is False before start(), True after it, and False again after stop()."""
+    facade = make_facade()
+    assert not facade.is_running
+    facade.start()
+    assert facade.is_running
+    wait_for_report(health_file, is_online)
+    assert facade.is_running
+    facade.stop(timeout=DEADLINE)
+    assert not facade.is_running
+
+
+def test_restart_after_stop_runs_again(make_facade: Facade, health_file: Path) -> None:
+    """A stopped facade starts again: a new thread, new reports, and stopped again at the end."""
+    facade = make_facade(check_interval=0.2)
+    facade.start()
+    wait_for_report(health_file, is_online)
+    [first_thread] = service_threads()
+    facade.stop(timeout=DEADLINE)
+    stopped = read_report(health_file)
+    assert stopped is not None
+    assert stopped["status"] == "stopped"
+
+    facade.start()
+    assert facade.is_running
+    online = wait_for_report(
+        health_file, lambda report: is_online(report) and report["sequence"] > stopped["sequence"]
+    )
+    [second_thread] = service_threads()
+    assert second_thread is not first_thread
+    assert second_thread.daemon
+    # Cycles continue on the 0.2 s interval after the restart.
+    wait_for_report(health_file, lambda report: report["sequence"] >= online["sequence"] + 2)
+
+    facade.stop(timeout=DEADLINE)
+    assert status_of(health_file) == "stopped"
+    assert not facade.is_running
+
+
+def test_stop_right_after_start_ends_with_stopped(
+    make_facade: Facade, database: Path, health_file: Path
+) -> None:
+    """stop() right after start(), with the first cycle hung on a locked database, ends stopped."""
+    facade = make_facade(check_timeout=DEADLINE)
+    with exclusively_locked(database):
+        facade.start()
+        facade.stop()  # the default 2 s: far less than the hung check's 30 s
+        assert not facade.is_running
+        assert service_threads() == []
+        assert status_of(health_file) == "stopped"
+
+
+def test_stop_during_the_first_cycle_ends_with_stopped(
+    make_facade: Facade, database: Path, health_file: Path
+) -> None:
+    """stop() while the first cycle is in flight, hung on a locked database, ends stopped."""
+    in_first_cycle = threading.Event()
+
+    async def signal_cycle() -> CheckResult:
+        in_first_cycle.set()
+        return CheckResult("pass")
+
+    facade = make_facade(
+        check_timeout=DEADLINE, checks=[healthfile.check("in_cycle", signal_cycle)]
+    )
+    with exclusively_locked(database):
+        facade.start()
+        assert in_first_cycle.wait(DEADLINE), "the first cycle never began"
+        assert not health_file.exists()
+        facade.stop()  # the default 2 s: far less than the hung check's 30 s
+        assert not facade.is_running
+        assert service_threads() == []
+        assert status_of(health_file) == "stopped"
+
+
+def test_stop_from_the_services_own_loop_does_not_deadlock(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """stop() called by an async on_change, on the service's own thread, returns and stops it."""
+    returned = threading.Event()
+    callers: list[threading.Thread] = []
+
+    async def stop_when_online(previous: HealthReport | None, current: HealthReport) -> None:
+        if current.status == "online":
+            callers.append(threading.current_thread())
+            facade.stop()
+            returned.set()
+
+    facade = make_facade(on_change=stop_when_online)
+    facade.start()
+
+    assert returned.wait(DEADLINE), "stop() inside the service's loop did not return"
+    assert [thread.name for thread in callers] == [THREAD_NAME]
+    wait_until(lambda: not facade.is_running, "the service thread ends")
+    assert status_of(health_file) == "stopped"
+
+
+def test_stop_returns_promptly_when_on_change_also_calls_stop(
+    make_facade: Facade, health_file: Path, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """stop() ends the thread even when an async on_change calls stop() on the stopped report."""
+    calls: list[str] = []
+
+    async def stop_unless_online(previous: HealthReport | None, current: HealthReport) -> None:
+        if current.status != "online":
+            calls.append(current.status)
+            facade.stop()
+
+    facade = make_facade(on_change=stop_unless_online)
+    facade.start()
+    wait_for_report(health_file, is_online)
+
+    facade.stop(timeout=5.0)
+
+    assert status_of(health_file) == "stopped"
+    assert calls == ["stopped"]
+    assert not facade.is_running, "stop() returned with the service thread still running"
+    assert not [record for record in healthfile_logs.records if record.levelno >= logging.WARNING]
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment; a child's coverage data, if measured, goes to the project's.
+
+    Under `make pytest` (COVERAGE_PROCESS_START) a child would write its data relative to
+    its working directory, tmp_path, where nobody combines it.
+    """
+    env = dict(os.environ)
+    config = env.get("COVERAGE_PROCESS_START")
+    if config and "COVERAGE_FILE" not in env:
+        env["COVERAGE_FILE"] = str(Path(config).resolve().parent / ".coverage")
+    return env
+
+
+PROGRAM = textwrap.dedent(
+    """
+    import json
+    import sqlite3
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    import healthfile
+    from healthfile import CheckResult, HealthCheckService
+
+    health_file, database, ending = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    in_cycle = threading.Event()
+
+
+    async def gate():
+        in_cycle.set()
+        return CheckResult("pass")
+
+
+    def hang():
+        time.sleep(3600)
+
+
+    if ending.endswith("-while-hung"):
+        # The first cycle hangs: the database is locked, and a sync check never returns.
+        lock = sqlite3.connect(database, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        checks = [healthfile.check("gate", gate), healthfile.check("hang", hang)]
+    else:
+        checks = []
+    service = HealthCheckService(
+        check_interval=0.2,
+        health_file=health_file,
+        database=database,
+        pyproject=None,
+        check_timeout=3600,
+        checks=checks,
+    )
+    service.start()
+    if checks:
+        if not in_cycle.wait(30):
+            sys.exit("the first cycle never began")
+    else:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if json.loads(health_file.read_text())["status"] == "online":
+                    break
+            except FileNotFoundError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit("no online report")
+            time.sleep(0.02)
+    if ending.startswith("stop"):
+        service.stop()
+    print("running" if service.is_running else "not running", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("ending", "expected"),
+    [
+        pytest.param("stop", "stopped", id="stop"),
+        # A forgotten daemon thread just ends with the program, leaving its last report.
+        pytest.param("forget", "online", id="forget"),
+        pytest.param("stop-while-hung", "stopped", id="stop-while-hung"),
+        pytest.param("forget-while-hung", None, id="forget-while-hung"),
+    ],
+)
+def test_program_without_asyncio_exits_promptly(
+    ending: str, expected: str | None, database: Path, health_file: Path, tmp_path: Path
+) -> None:
+    """A plain script using the facade exits at its end, whether it calls stop() or forgets to."""
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM, encoding="utf-8")
+    try:
+        finished = subprocess.run(
+            [sys.executable, str(script), str(health_file), str(database), ending],
+            cwd=tmp_path,
+            env=child_environment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=2 * DEADLINE,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the program did not exit: {exc}")
+    assert finished.returncode == 0, finished.stderr
+    stopped = ending.startswith("stop")
+    assert finished.stdout == ("not running\n" if stopped else "running\n")
+    assert "Traceback" not in finished.stderr
+    assert status_of(health_file) == expected
