@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
-	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/pytest --cov --cov-branch --cov-report=term-missing -q
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/pytest --cov --cov-report=term-missing -q
 
 ## matrix: the suite on Python 3.10-3.13, each on asyncio and uvloop, and in asyncio debug mode
 matrix: $(STAMP)

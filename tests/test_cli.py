@@ -345,18 +345,6 @@ def child_environment(**variables: str) -> dict[str, str]:
     """This process's environment without HEALTHFILE_* variables, plus ``variables``."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("HEALTHFILE_")}
     env.update(variables)
-    return with_coverage_file(env)
-
-
-def with_coverage_file(env: dict[str, str]) -> dict[str, str]:
-    """Send a child's coverage data, if measured, to the project's data file.
-
-    Under `make pytest` (COVERAGE_PROCESS_START) a child would write its data relative to
-    its working directory, tmp_path, where nobody combines it.
-    """
-    config = env.get("COVERAGE_PROCESS_START")
-    if config and "COVERAGE_FILE" not in env:
-        env["COVERAGE_FILE"] = str(Path(config).resolve().parent / ".coverage")
     return env
 
 

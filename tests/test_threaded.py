@@ -389,16 +389,8 @@ def test_stop_returns_promptly_when_on_change_also_calls_stop(
 
 
 def child_environment() -> dict[str, str]:
-    """This process's environment; a child's coverage data, if measured, goes to the project's.
-
-    Under `make pytest` (COVERAGE_PROCESS_START) a child would write its data relative to
-    its working directory, tmp_path, where nobody combines it.
-    """
-    env = dict(os.environ)
-    config = env.get("COVERAGE_PROCESS_START")
-    if config and "COVERAGE_FILE" not in env:
-        env["COVERAGE_FILE"] = str(Path(config).resolve().parent / ".coverage")
-    return env
+    """This process's environment, for a child program."""
+    return dict(os.environ)
 
 
 PROGRAM = textwrap.dedent(
