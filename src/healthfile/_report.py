@@ -31,20 +31,29 @@ DatabaseState = Literal["connected", "disconnected", "timeout"]
 
 _CHECK_STATUSES: frozenset[str] = frozenset(get_args(CheckStatus))
 
-# `scheme://user:secret@host`: keep the scheme and user, hide what follows the colon.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/@]+(?=@)")
-# `password=...`, `token: ...`, `"api_key": "..."`: hide the value up to a separator.
+# `scheme://user:secret@host`: keep the scheme and user, hide everything up to the last `@`
+# of the authority (a password may hold an unencoded `@`).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]+(?=@)")
+# `password=...`, `DB_PASSWORD: ...`, `"api_key": "..."`, `access_token=...`: hide the value,
+# a quoted one up to its closing quote.
 _KEY_VALUE = re.compile(
-    r"""(?P<head>\b(?:password|passwd|secret|token|api_key)["']?\s*[=:]\s*["']?)"""
-    r"""[^\s&;,"']+""",
+    r"""(?P<head>\b\w*?(?:password|passwd|secret|token|api_key)["']?\s*[=:]\s*)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|["']?[^\s&;,"']+)""",
     re.IGNORECASE,
 )
+
+
+def _hide_value(match: re.Match[str]) -> str:
+    value = match["value"]
+    opening = value[0] if value[0] in "\"'" else ""
+    closing = opening if len(value) > 1 and value[-1] == opening else ""
+    return f"{match['head']}{opening}***{closing}"
 
 
 def redact(text: str) -> str:
     """Replace passwords in URLs and secret-looking ``key=value`` pairs with ``***``."""
     text = _URL_PASSWORD.sub(r"\g<head>***", text)
-    return _KEY_VALUE.sub(r"\g<head>***", text)
+    return _KEY_VALUE.sub(_hide_value, text)
 
 
 def clean_output(text: str | None) -> str | None:

@@ -1,0 +1,274 @@
+"""read_app_version: pyproject.toml first, then package metadata, else "unknown", never raising."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healthfile import AsyncHealthService
+from healthfile._version import MAX_PYPROJECT_BYTES, UNKNOWN_VERSION, read_app_version
+
+ServiceFactory = Callable[..., AsyncHealthService]
+
+NOT_INSTALLED = "healthfile-test-no-such-distribution"
+
+
+def write_pyproject(directory: Path, text: str) -> Path:
+    """Write ``text`` as a pyproject.toml in ``directory`` and return its path."""
+    path = directory / "pyproject.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_static_project_version_is_read(tmp_path: Path) -> None:
+    """A static [project].version is returned as it is."""
+    path = write_pyproject(tmp_path, '[project]\nname = "app"\nversion = "2.5.0rc1"\n')
+
+    assert read_app_version(path) == "2.5.0rc1"
+
+
+def test_static_version_wins_over_installed_metadata(tmp_path: Path) -> None:
+    """A static version is used even when the named project is installed with another one."""
+    path = write_pyproject(tmp_path, '[project]\nname = "pytest"\nversion = "0.0.1"\n')
+
+    assert read_app_version(path) == "0.0.1"
+
+
+def test_version_whitespace_is_stripped(tmp_path: Path) -> None:
+    """Whitespace around a static version is removed."""
+    path = write_pyproject(tmp_path, '[project]\nname = "app"\nversion = "  3.1.4 \\t"\n')
+
+    assert read_app_version(path) == "3.1.4"
+
+
+def test_str_path_is_accepted(tmp_path: Path) -> None:
+    """The pyproject path may be given as a str."""
+    path = write_pyproject(tmp_path, '[project]\nname = "app"\nversion = "1.0"\n')
+
+    assert read_app_version(str(path)) == "1.0"
+
+
+@pytest.mark.parametrize("name", ["healthfile", "pytest"])
+def test_dynamic_version_falls_back_to_installed_distribution(tmp_path: Path, name: str) -> None:
+    """A dynamic version is read from importlib.metadata for [project].name."""
+    path = write_pyproject(tmp_path, f'[project]\nname = "{name}"\ndynamic = ["version"]\n')
+
+    assert read_app_version(path) == metadata.version(name)
+
+
+def test_blank_version_falls_back_to_installed_distribution(tmp_path: Path) -> None:
+    """A blank version string counts as missing and falls back to the metadata."""
+    path = write_pyproject(tmp_path, '[project]\nname = "healthfile"\nversion = "   "\n')
+
+    assert read_app_version(path) == metadata.version("healthfile")
+
+
+def test_non_string_version_falls_back_to_installed_distribution(tmp_path: Path) -> None:
+    """A version that is not a string is ignored in favour of the metadata."""
+    path = write_pyproject(tmp_path, '[project]\nname = "healthfile"\nversion = 3\n')
+
+    assert read_app_version(path) == metadata.version("healthfile")
+
+
+def test_dynamic_version_of_uninstalled_name_is_unknown(tmp_path: Path) -> None:
+    """A dynamic version whose project name is not installed reads "unknown"."""
+    path = write_pyproject(
+        tmp_path, f'[project]\nname = "{NOT_INSTALLED}"\ndynamic = ["version"]\n'
+    )
+
+    assert read_app_version(path) == UNKNOWN_VERSION == "unknown"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        '[tool.other]\nversion = "1.0"\n',
+        'project = "not a table"\n',
+        '[project]\ndynamic = ["version"]\n',
+        '[project]\nname = 42\ndynamic = ["version"]\n',
+        '[project]\nname = "   "\n',
+    ],
+    ids=["empty", "no-project", "project-not-table", "no-name", "name-not-str", "blank-name"],
+)
+def test_no_version_and_no_usable_name_is_unknown(tmp_path: Path, text: str) -> None:
+    """Without a version and without an installed project name the result is "unknown"."""
+    assert read_app_version(write_pyproject(tmp_path, text)) == UNKNOWN_VERSION
+
+
+def test_missing_file_is_unknown(tmp_path: Path) -> None:
+    """A pyproject path that does not exist reads "unknown"."""
+    assert read_app_version(tmp_path / "missing" / "pyproject.toml") == UNKNOWN_VERSION
+
+
+def test_directory_instead_of_file_is_unknown(tmp_path: Path) -> None:
+    """A directory at the pyproject path reads "unknown" instead of raising."""
+    assert read_app_version(tmp_path) == UNKNOWN_VERSION
+
+
+def test_none_is_unknown() -> None:
+    """pyproject=None means no file to read: "unknown"."""
+    assert read_app_version(None) == UNKNOWN_VERSION
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[project\nversion = "1.0"\n',
+        '[project]\nversion = "1.0\n',
+        '[project]\nversion = "1.0"\nversion = "2.0"\n',
+        "[project]\nversion = 1.0.0\n",
+    ],
+    ids=["unclosed-table", "unclosed-string", "duplicate-key", "bare-version"],
+)
+def test_invalid_toml_is_unknown(tmp_path: Path, text: str) -> None:
+    """A file that is not valid TOML reads "unknown"."""
+    assert read_app_version(write_pyproject(tmp_path, text)) == UNKNOWN_VERSION
+
+
+def test_invalid_toml_is_logged(tmp_path: Path, healthfile_logs: pytest.LogCaptureFixture) -> None:
+    """Falling back because of invalid TOML logs a warning naming the file."""
+    path = write_pyproject(tmp_path, "[project\n")
+
+    read_app_version(path)
+
+    warnings = [r for r in healthfile_logs.records if r.levelno == logging.WARNING]
+    assert any(str(path) in record.getMessage() for record in warnings)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes(range(256)) * 8,
+        b"\xff\xfe\x00\x00[project]\nversion = '1.0'\n",
+        b'[project]\nversion = "1.0\xff"\n',
+        b"\x00" * 4096,
+    ],
+    ids=["all-bytes", "utf32-bom", "invalid-utf8-in-string", "nul-bytes"],
+)
+def test_binary_garbage_is_unknown(tmp_path: Path, raw: bytes) -> None:
+    """A file of binary garbage or invalid UTF-8 reads "unknown"."""
+    path = tmp_path / "pyproject.toml"
+    path.write_bytes(raw)
+
+    assert read_app_version(path) == UNKNOWN_VERSION
+
+
+def test_file_of_exactly_the_size_limit_is_read(tmp_path: Path) -> None:
+    """A pyproject of exactly MAX_PYPROJECT_BYTES is still parsed."""
+    head = '[project]\nname = "app"\nversion = "4.0.0"\n# '
+    text = head + "x" * (MAX_PYPROJECT_BYTES - len(head) - 1) + "\n"
+    path = write_pyproject(tmp_path, text)
+    assert path.stat().st_size == MAX_PYPROJECT_BYTES
+
+    assert read_app_version(path) == "4.0.0"
+
+
+def test_file_over_the_size_limit_is_unknown(tmp_path: Path) -> None:
+    """A pyproject one byte over MAX_PYPROJECT_BYTES reads "unknown" even if it starts valid."""
+    head = '[project]\nname = "app"\nversion = "4.0.0"\n# '
+    text = head + "x" * (MAX_PYPROJECT_BYTES - len(head)) + "\n"
+    path = write_pyproject(tmp_path, text)
+    assert path.stat().st_size == MAX_PYPROJECT_BYTES + 1
+
+    assert read_app_version(path) == UNKNOWN_VERSION
+
+
+def test_huge_file_is_unknown_without_reading_it_all(tmp_path: Path) -> None:
+    """A 1 TiB (sparse) pyproject reads "unknown": reading it whole would fail or never end."""
+    path = write_pyproject(tmp_path, '[project]\nname = "app"\nversion = "4.0.0"\n')
+    os.truncate(path, 1 << 40)
+
+    assert read_app_version(path) == UNKNOWN_VERSION
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "a = " + "{b = " * 100_000 + "1" + "}" * 100_000 + "\n",
+        '[project]\nversion = "5.0"\na = ' + "[" * 100_000 + "]" * 100_000 + "\n",
+        "a = " + "[" * 100_000 + "\n",
+    ],
+    ids=["nested-arrays", "nested-inline-tables", "nested-after-version", "unclosed-nesting"],
+)
+def test_deeply_nested_toml_never_raises(tmp_path: Path, text: str) -> None:
+    """Hostile, deeply nested TOML gives "unknown" or a version, never an exception."""
+    assert len(text.encode()) <= MAX_PYPROJECT_BYTES
+    path = write_pyproject(tmp_path, text)
+
+    assert read_app_version(path) in {UNKNOWN_VERSION, "5.0"}
+
+
+def test_unreadable_metadata_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error other than 'not installed' while reading metadata also gives "unknown"."""
+
+    def broken_version(name: str) -> str:
+        raise OSError("metadata directory vanished")
+
+    monkeypatch.setattr(metadata, "version", broken_version)
+    path = write_pyproject(tmp_path, '[project]\nname = "healthfile"\ndynamic = ["version"]\n')
+
+    assert read_app_version(path) == UNKNOWN_VERSION
+
+
+# --- in the service -----------------------------------------------------------------------
+
+
+def read_json(path: Path) -> Any:
+    """Read the health file the way a monitor does."""
+    with path.open(encoding="utf-8") as file:
+        return json.load(file)
+
+
+@pytest.mark.asyncio
+async def test_app_version_argument_wins_over_pyproject(
+    make_service: ServiceFactory, tmp_path: Path, health_file: Path
+) -> None:
+    """AsyncHealthService(app_version=...) is reported instead of the pyproject's version."""
+    pyproject = write_pyproject(tmp_path, '[project]\nname = "app"\nversion = "9.9.9"\n')
+    service = make_service(pyproject=pyproject, app_version="1.2.3")
+
+    await service.start()
+
+    assert service.last_report is not None
+    assert service.last_report.app_version == "1.2.3"
+    assert read_json(health_file)["app_version"] == "1.2.3"
+
+
+@pytest.mark.asyncio
+async def test_service_reports_pyproject_version_without_argument(
+    make_service: ServiceFactory, tmp_path: Path, health_file: Path
+) -> None:
+    """Without app_version the service reports the pyproject's [project].version."""
+    pyproject = write_pyproject(tmp_path, '[project]\nname = "app"\nversion = "9.9.9"\n')
+    service = make_service(pyproject=pyproject)
+
+    await service.start()
+
+    assert service.last_report is not None
+    assert service.last_report.app_version == "9.9.9"
+    assert read_json(health_file)["app_version"] == "9.9.9"
+
+
+@pytest.mark.asyncio
+async def test_unreadable_version_does_not_change_status(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """A pyproject that cannot be read gives "unknown" and the service is still online."""
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_bytes(b"\xff\xfe garbage")
+    service = make_service(pyproject=pyproject)
+
+    await service.start()
+
+    assert service.last_report is not None
+    assert service.last_report.app_version == UNKNOWN_VERSION
+    assert service.last_report.status == "online"
