@@ -16,8 +16,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from healthfile import CheckResult, HealthReport
+from healthfile._redact import MAX_OUTPUT_CHARS
 from healthfile._report import (
-    MAX_OUTPUT_CHARS,
     ceil_to_second,
     clean_output,
     describe_exception,

@@ -7,9 +7,12 @@ package, never pays for asyncio, aiosqlite or aiofiles.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# Not typing.TYPE_CHECKING: importing typing costs the probe command milliseconds.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._checks import (
         Check,
         CheckStillRunning,

@@ -16,9 +16,9 @@ import time
 
 # The writer's own redaction, so that the probe never prints a secret the file would not
 # hold. (_report also brings dataclasses, inspect and datetime, which the probe never uses.)
-from ._report import redact
+from ._redact import redact
 
-# typing costs a probe ~10 ms at start; annotations are strings here, so only mypy needs it.
+# Only mypy needs typing here (annotations are strings): this module adds no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -346,7 +346,7 @@ def _read_json(path: str) -> object:
     finally:
         os.close(fd)
     if size > MAX_FILE_BYTES:
-        raise _too_large(path, size)
+        raise _too_large(path)
     raw = b"".join(chunks)
     if not raw.strip():
         raise NotAHealthFile(INVALID, f"not a health file: {path} is empty")
@@ -373,10 +373,11 @@ def _read_json(path: str) -> object:
         raise NotAHealthFile(INVALID, f"not a health file: {path}: {exc}") from None
 
 
-def _too_large(path: str, size: int) -> NotAHealthFile:
+def _too_large(path: str, size: int | None = None) -> NotAHealthFile:
+    """The verdict on a file past the bound; ``size`` when known (not for /proc-like files)."""
+    known = "" if size is None else f" ({size} bytes)"
     return NotAHealthFile(
-        INVALID,
-        f"not a health file: {path} is larger than {MAX_FILE_BYTES} bytes ({size} bytes)",
+        INVALID, f"not a health file: {path} is larger than {MAX_FILE_BYTES} bytes{known}"
     )
 
 

@@ -490,7 +490,7 @@ class AsyncHealthService:
         previous, self._previous = self._previous, report
         if await self._write(self._writer, report.to_json().encode("utf-8")):
             self._last_report = report
-            if report.status != "stopped":
+            if self._state == "running":  # READY=1 comes first, after the first report
                 self._notify("WATCHDOG=1")
         if self._prometheus_writer is not None:
             await self._write(self._prometheus_writer, render_textfile(report))

@@ -1,0 +1,53 @@
+"""A Starlette (or FastAPI) application that keeps its health file while it serves.
+
+    pip install healthfile starlette uvicorn
+    uvicorn examples.starlette_app:app
+
+The lifespan starts the health service on the server's own event loop before the first
+request is served (the first report is on disk by then) and stops it at shutdown, which
+writes the final "stopped" report. FastAPI takes the same lifespan:
+``FastAPI(lifespan=lifespan)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import healthfile
+
+
+def create_app(
+    database: str | os.PathLike[str] = "data/app.db",
+    health_file: str | os.PathLike[str] = "data/health.json",
+    **options: Any,
+) -> Starlette:
+    """The application; ``options`` go to :class:`healthfile.AsyncHealthService`."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with healthfile.AsyncHealthService(
+            database, health_file=health_file, **options
+        ) as service:
+            app.state.health = service
+            yield
+
+    async def health(request: Request) -> JSONResponse:
+        """The last report, as in the file; 503 unless online or starting."""
+        report = request.app.state.health.last_report
+        if report is None:
+            return JSONResponse({"status": "unknown"}, status_code=503)
+        healthy = report.status in ("online", "starting")
+        return JSONResponse(report.as_dict(), status_code=200 if healthy else 503)
+
+    return Starlette(routes=[Route("/health", health)], lifespan=lifespan)
+
+
+app = create_app()
