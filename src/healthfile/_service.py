@@ -498,6 +498,10 @@ class AsyncHealthService:
             _log_change(previous, report)
             if self._on_change is not None:
                 await self._call_on_change(previous, report)
+        else:
+            logger.debug(
+                "report %d: %s (database %s)", report.sequence, report.status, report.database
+            )
 
     async def _write(self, writer: AtomicWriter, data: bytes) -> bool:
         """Replace one output file; log a failure once per distinct error, and the recovery."""
