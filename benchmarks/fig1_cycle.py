@@ -1,0 +1,414 @@
+"""Figure 1: the cost of one cycle (`check_now()`) against the synchronous floor, broken down.
+
+The floor does the same work inline, in the calling thread: a read-only URI connect, the
+schema read, close; then the durable atomic replacement (O_EXCL temp, write, fchmod, fsync,
+rename, directory fsync). healthfile must do that work too (SPEC §2, §3.2); what it adds on
+top is the price of keeping it off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiosqlite
+from _common import (
+    PROBE_QUERY,
+    TIMES,
+    Context,
+    FigureResult,
+    LoopBusyMeter,
+    Row,
+    atimed,
+    floor_cycle,
+    floor_probe,
+    fmt_time,
+    make_database,
+    markdown_table,
+    mean,
+    median,
+    readonly_uri,
+    timed,
+    work_dir,
+)
+from lean_prototype import LeanCycle, WorkerSQLiteCheck
+
+import healthfile
+from healthfile._checks import SQLiteCheck
+from healthfile._report import HealthReport
+from healthfile._writer import AtomicWriter
+
+TARGET = 1.5
+PLUGGED = (
+    "`check_now()` of today's service with a one-hop database check "
+    "(`lean_prototype.WorkerSQLiteCheck` passed as `database=`)"
+)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _noop() -> None:
+    return None
+
+
+def _floor_write_pieces(directory: Path, data: bytes) -> dict[str, float]:
+    """The floor's file replacement with a timestamp after each step."""
+    t0 = time.perf_counter()
+    dir_fd = os.open(directory, _DIR_FLAGS)
+    temp = f".pieces.json.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temp, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+    os.write(fd, data)
+    os.fchmod(fd, 0o644)
+    t1 = time.perf_counter()
+    os.fsync(fd)
+    t2 = time.perf_counter()
+    os.close(fd)
+    os.replace(temp, "pieces.json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    t3 = time.perf_counter()
+    os.fsync(dir_fd)
+    t4 = time.perf_counter()
+    os.close(dir_fd)
+    return {
+        "open dir, create temp O_EXCL, write, fchmod": t1 - t0,
+        "fsync(temp file)": t2 - t1,
+        "close, rename": t3 - t2,
+        "fsync(directory)": t4 - t3,
+    }
+
+
+def _sqlite3_pieces(uri: str) -> dict[str, float]:
+    t0 = time.perf_counter()
+    connection = sqlite3.connect(uri, uri=True, timeout=0.01)
+    t1 = time.perf_counter()
+    connection.execute(PROBE_QUERY).fetchall()
+    t2 = time.perf_counter()
+    connection.close()
+    t3 = time.perf_counter()
+    return {"connect (ro URI)": t1 - t0, "schema query": t2 - t1, "close": t3 - t2}
+
+
+async def _aiosqlite_pieces(uri: str) -> dict[str, float]:
+    """One aiosqlite probe as SQLiteCheck does it, timed piece by piece (private attributes)."""
+    t0 = time.perf_counter()
+    connection = aiosqlite.connect(uri, uri=True, timeout=0.01)
+    t1 = time.perf_counter()
+    connection._thread.start()  # what `await connection` does first, on the loop
+    t2 = time.perf_counter()
+    _ = await connection._connect()
+    t3 = time.perf_counter()
+    await connection.execute_fetchall(PROBE_QUERY)
+    t4 = time.perf_counter()
+    await connection.close()
+    t5 = time.perf_counter()
+    return {
+        "Connection() object": t1 - t0,
+        "Thread.start() (blocks the loop until the thread runs)": t2 - t1,
+        "connect hop": t3 - t2,
+        "query hop": t4 - t3,
+        "close: close hop + thread-stop hop": t5 - t4,
+    }
+
+
+async def _aiosqlite_probe(uri: str) -> None:
+    async with aiosqlite.connect(uri, uri=True, timeout=0.01) as connection:
+        await connection.execute_fetchall(PROBE_QUERY)
+
+
+async def _aiosqlite_probe_stop(uri: str) -> None:
+    """aiosqlite kept, one hop fewer: `stop()` closes the connection and ends the thread."""
+    connection = await aiosqlite.connect(uri, uri=True, timeout=0.01)
+    try:
+        await connection.execute_fetchall(PROBE_QUERY)
+    finally:
+        stopped = connection.stop()
+        if stopped is not None:
+            await stopped
+
+
+@contextmanager
+def _instrumented(service: healthfile.AsyncHealthService) -> Iterator[dict[str, float]]:
+    """Time, inside real cycles, the database check, the file hop and the JSON rendering.
+
+    Wraps the service's own check and writer objects (instance attributes) and
+    ``HealthReport.to_json`` for the duration; everything is restored on exit.
+    """
+    spent = {"check": 0.0, "write": 0.0, "render": 0.0}
+    check = service.checks[0]
+    writer = service._writer
+    check_run, writer_replace, to_json = check.run, writer.replace, HealthReport.to_json
+
+    async def run() -> object:
+        start = time.perf_counter()
+        try:
+            return await check_run()
+        finally:
+            spent["check"] += time.perf_counter() - start
+
+    async def replace(data: bytes) -> None:
+        start = time.perf_counter()
+        try:
+            await writer_replace(data)
+        finally:
+            spent["write"] += time.perf_counter() - start
+
+    def render(report: HealthReport) -> str:
+        start = time.perf_counter()
+        try:
+            return to_json(report)
+        finally:
+            spent["render"] += time.perf_counter() - start
+
+    check.run = run  # type: ignore[method-assign,assignment]
+    writer.replace = replace  # type: ignore[method-assign]
+    HealthReport.to_json = render  # type: ignore[method-assign,assignment]
+    try:
+        yield spent
+    finally:
+        del check.run
+        del writer.replace
+        HealthReport.to_json = to_json  # type: ignore[method-assign]
+
+
+async def _pieces_median(fn: object, repeat: int, is_async: bool = False) -> dict[str, float]:
+    samples: dict[str, list[float]] = {}
+    for i in range(repeat + 20):
+        pieces = await fn() if is_async else fn()  # type: ignore[operator]
+        if i >= 20:
+            for key, value in pieces.items():
+                samples.setdefault(key, []).append(value)
+    return {key: median(values) for key, values in samples.items()}
+
+
+async def run(ctx: Context) -> FigureResult:
+    result = FigureResult("1. Cycle cost against the synchronous floor")
+    loop = asyncio.get_running_loop()
+    with work_dir(ctx.root) as directory:
+        database = make_database(directory / "app.db")
+        uri = readonly_uri(database)
+        service = healthfile.AsyncHealthService(
+            database,
+            health_file=directory / "health.json",
+            interval=3600.0,
+            pyproject=None,
+            app_version="1.0.0",
+        )
+        await service.start()
+        try:
+            report = service.last_report
+            assert report is not None
+            data = report.to_json().encode("utf-8")
+
+            def floor() -> None:
+                floor_cycle(uri, directory, "floor.json", data)
+
+            # Interleaved blocks, so that drift of the machine hits both sides alike.
+            rounds, block = ctx.n(10, 3), ctx.n(100, 40)
+            await atimed(service.check_now, 0, warmup=50)
+            timed(floor, 0, warmup=50)
+            cycles: list[float] = []
+            floors: list[float] = []
+            for _ in range(rounds):
+                cycles += await atimed(service.check_now, block, warmup=0)
+                floors += timed(floor, block, warmup=0)
+
+            # Where the time goes inside real cycles, and how long the loop is busy.
+            n_in = ctx.n(500, 150)
+            with _instrumented(service) as spent, LoopBusyMeter(loop) as meter:
+                started = time.perf_counter()
+                for _ in range(n_in):
+                    await service.check_now()
+                in_cycle = (time.perf_counter() - started) / n_in
+
+            # Each piece timed on its own.
+            n = ctx.n(300, 80)
+            pieces_sqlite3 = await _pieces_median(lambda: _sqlite3_pieces(uri), n)
+            pieces_write = await _pieces_median(lambda: _floor_write_pieces(directory, data), n)
+            try:
+                pieces_aiosqlite: dict[str, float] | None = await _pieces_median(
+                    lambda: _aiosqlite_pieces(uri), n, is_async=True
+                )
+            except AttributeError:  # aiosqlite's internals changed: only the total below
+                pieces_aiosqlite = None
+            floor_probe_t = median(timed(lambda: floor_probe(uri), n))
+            hop = median(await atimed(lambda: loop.run_in_executor(None, _noop), n))
+            thread_start = median(timed(lambda: threading.Thread(target=_noop).start(), n))
+            aiosqlite_total = median(await atimed(lambda: _aiosqlite_probe(uri), n))
+            aiosqlite_stop = median(await atimed(lambda: _aiosqlite_probe_stop(uri), n))
+            check = SQLiteCheck(database)
+            check_run = median(await atimed(check.run, n))
+            writer = AtomicWriter(directory / "writer.json")
+            writer_hop = median(await atimed(lambda: writer.replace(data), n))
+            writer_inline = median(timed(lambda: writer.replace_sync(data), n))
+            render = median(timed(lambda: report.to_json().encode("utf-8"), n * 10))
+
+            # Lean prototypes that keep every promise (the evidence for the proposals).
+            lean = LeanCycle(database, directory / "lean.json")
+
+            async def aiosqlite_kept() -> None:
+                await _aiosqlite_probe_stop(uri)
+                await loop.run_in_executor(None, writer.replace_sync, data)
+
+            worker_check = WorkerSQLiteCheck(database)
+            plugged = healthfile.AsyncHealthService(
+                worker_check,
+                health_file=directory / "plugged.json",
+                interval=3600.0,
+                pyproject=None,
+                app_version="1.0.0",
+            )
+            await plugged.start()
+            variants: dict[str, list[float]] = {
+                "floor (inline)": [],
+                "`check_now()` today": [],
+                PLUGGED: [],
+                "probe hop + write hop on one long-lived worker thread": [],
+                "probe, render and write fused in one hop": [],
+                "aiosqlite kept (`stop()` instead of `close()`) + one plain write hop": [],
+            }
+            busy_lean = LoopBusyMeter(loop)
+            for _ in range(ctx.n(5, 2)):
+                m = n // 5
+                variants["floor (inline)"] += timed(floor, m, warmup=5)
+                variants["`check_now()` today"] += await atimed(service.check_now, m, warmup=5)
+                variants[PLUGGED] += await atimed(plugged.check_now, m, warmup=5)
+                with busy_lean:
+                    variants[
+                        "probe hop + write hop on one long-lived worker thread"
+                    ] += await atimed(lean.cycle, m, warmup=0)
+                variants["probe, render and write fused in one hop"] += await atimed(
+                    lambda: lean.cycle(fused=True), m, warmup=5
+                )
+                variants[
+                    "aiosqlite kept (`stop()` instead of `close()`) + one plain write hop"
+                ] += await atimed(aiosqlite_kept, m, warmup=5)
+            lean.close()
+            await plugged.stop()
+            worker_check.close()
+        finally:
+            await service.stop()
+
+    cycle_mean, floor_mean = mean(cycles), mean(floors)
+    cycle_med, floor_med = median(cycles), median(floors)
+    result.rows += [
+        Row(
+            "1. cycle cost, mean (`check_now()` vs inline floor)",
+            fmt_time(cycle_mean),
+            fmt_time(floor_mean),
+            cycle_mean / floor_mean,
+            f"≤ {TARGET}{TIMES}",
+            cycle_mean / floor_mean <= TARGET,
+        ),
+        Row(
+            "1. cycle cost, median",
+            fmt_time(cycle_med),
+            fmt_time(floor_med),
+            cycle_med / floor_med,
+            f"≤ {TARGET}{TIMES}",
+            cycle_med / floor_med <= TARGET,
+        ),
+    ]
+
+    per = {key: value / n_in for key, value in spent.items()}
+    rest = in_cycle - sum(per.values())
+    share = [
+        ("database check: `SQLiteCheck.run()` (aiosqlite: thread start + 4 hops)", per["check"]),
+        ("file: `AtomicWriter.replace()` (one executor hop, fsyncs included)", per["write"]),
+        ("JSON rendering on the loop (`HealthReport.to_json()`)", per["render"]),
+        ("the rest: cycle task, lock, gather, per-check task and timeout, report", rest),
+    ]
+    floor_write_t = sum(pieces_write.values())
+    fsyncs = pieces_write["fsync(temp file)"] + pieces_write["fsync(directory)"]
+    lines = [
+        f"`check_now()` median {fmt_time(cycle_med)}, mean {fmt_time(cycle_mean)}; floor "
+        f"median {fmt_time(floor_med)}, mean {fmt_time(floor_mean)} ({len(cycles)} cycles "
+        f"each, interleaved in {rounds} blocks). The floor itself is "
+        f"{fmt_time(floor_probe_t)} of SQLite and {fmt_time(floor_write_t)} of file "
+        f"replacement, {fmt_time(fsyncs)} of it the two fsyncs.",
+        "",
+        f"**Where a cycle's time goes**, measured inside {n_in} real cycles (mean "
+        f"{fmt_time(in_cycle)} each, wrapped timers on the service's own objects):",
+        "",
+        markdown_table(
+            ["part of `check_now()`", "mean per cycle", "share"],
+            [[name, fmt_time(t), f"{t / in_cycle:.0%}"] for name, t in share],
+        ),
+        "",
+    ]
+    if meter.available:
+        lines += [
+            f"The event loop is busy (outside `select()`) {fmt_time(meter.busy / n_in)} per "
+            f"cycle over {meter.iterations / n_in:.0f} loop iterations; the two-hop prototype "
+            f"below keeps it busy {fmt_time(busy_lean.busy / max(1, ctx.n(5, 2) * (n // 5)))}"
+            f" over {busy_lean.iterations / max(1, ctx.n(5, 2) * (n // 5)):.0f} iterations. "
+            "Busy time includes waiting for the GIL and for `Thread.start()`.",
+            "",
+        ]
+    if pieces_aiosqlite is not None:
+        lines += [
+            markdown_table(
+                ["aiosqlite probe alone, piece by piece", "median"],
+                [[name, fmt_time(t)] for name, t in pieces_aiosqlite.items()]
+                + [
+                    ["total (`async with` connect, query, close)", fmt_time(aiosqlite_total)],
+                    ["`SQLiteCheck.run()` alone (adds a task and a shield)", fmt_time(check_run)],
+                ],
+            ),
+            "",
+        ]
+    lines += [
+        markdown_table(
+            ["the floor alone, piece by piece", "median"],
+            [[f"sqlite3 {name}", fmt_time(t)] for name, t in pieces_sqlite3.items()]
+            + [["sqlite3 probe, total", fmt_time(floor_probe_t)]]
+            + [[name, fmt_time(t)] for name, t in pieces_write.items()],
+        ),
+        "",
+        markdown_table(
+            ["unit costs", "median"],
+            [
+                ["one executor hop (`run_in_executor(None, noop)`)", fmt_time(hop)],
+                ["`threading.Thread(...).start()`, on the caller", fmt_time(thread_start)],
+                ["`AtomicWriter.replace_sync()` inline", fmt_time(writer_inline)],
+                ["`AtomicWriter.replace()` from the loop", fmt_time(writer_hop)],
+                [
+                    "aiosqlite probe minus inline sqlite3 probe",
+                    fmt_time(aiosqlite_total - floor_probe_t),
+                ],
+                [
+                    "aiosqlite probe ending with `stop()` instead of `close()` (one hop fewer)",
+                    fmt_time(aiosqlite_stop),
+                ],
+                ["JSON rendering alone", fmt_time(render)],
+            ],
+        ),
+        "",
+        "**Lean prototypes** (`benchmarks/lean_prototype.py`; every SPEC promise kept: "
+        "read-only URI, schema read, connection closed, O_EXCL temp + fsync + rename + "
+        "directory fsync through `AtomicWriter.replace_sync`, nothing blocking on the loop), "
+        "interleaved with a floor and `check_now()` measured alongside them:",
+        "",
+        markdown_table(
+            ["cycle", "median", "ratio to floor"],
+            [
+                [
+                    name,
+                    fmt_time(median(s)),
+                    f"{median(s) / median(variants['floor (inline)']):.2f}{TIMES}",
+                ]
+                for name, s in variants.items()
+            ],
+        ),
+    ]
+    result.notes = lines
+    ctx.shared["floor_write"] = floor_write_t
+    ctx.shared["cycle_median"] = cycle_med
+    ctx.shared["floor_median"] = floor_med
+    return result

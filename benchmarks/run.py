@@ -1,0 +1,137 @@
+"""Run every benchmark figure of healthfile in one go and print one Markdown table.
+
+    .venv/bin/python benchmarks/run.py            # all seven figures, under five minutes
+    .venv/bin/python benchmarks/run.py --quick    # fewer repetitions, for a smoke run
+    .venv/bin/python benchmarks/run.py --only 1,4 # some figures, with their notes on stdout
+                                                  # (results.md untouched)
+
+The table goes to stdout and to benchmarks/results.md (with the notes of every figure).
+Temporary databases and health files go to a directory on the repository's disk
+(``HEALTHFILE_BENCH_DIR`` overrides it), never to tmpfs, except where a figure says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import importlib
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    BENCH_DIR,
+    Context,
+    FigureResult,
+    Row,
+    machine_lines,
+    markdown_table,
+    work_root,
+)
+
+# Figure number -> module with `async def run(ctx) -> FigureResult`, imported when it runs.
+FIGURES = {
+    1: "fig1_cycle",
+    2: "fig2_lag",
+    3: "fig3_seed",
+    4: "fig4_stop",
+    5: "fig5_scale",
+    6: "fig6_cold_start",
+    7: "fig7_footprint",
+}
+HEADER = ["figure", "healthfile", "baseline", "ratio", "target", "met?"]
+
+
+async def _run_all(ctx: Context, which: list[int]) -> list[FigureResult]:
+    results = []
+    for number in which:
+        started = time.perf_counter()
+        print(f"figure {number} ...", file=sys.stderr, flush=True)
+        gc.collect()
+        try:
+            module = importlib.import_module(FIGURES[number])
+            result = await module.run(ctx)
+        except Exception as exc:
+            traceback.print_exc()
+            result = FigureResult(
+                f"{number}. failed",
+                [Row(f"{number}. failed: {type(exc).__name__}: {exc}", "—", "—")],
+            )
+        result.seconds = time.perf_counter() - started
+        print(f"figure {number} done in {result.seconds:.1f} s", file=sys.stderr, flush=True)
+        results.append(result)
+    return results
+
+
+def _load_average() -> str:
+    try:
+        with open("/proc/loadavg") as loadavg:
+            return loadavg.read().split()[0]
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--only", help="comma-separated figure numbers, e.g. 1,4")
+    args = parser.parse_args(argv)
+    which = sorted(FIGURES) if not args.only else [int(n) for n in args.only.split(",")]
+    # The service logs one line per status change; a benchmark wants none of them.
+    logging.basicConfig(level=logging.CRITICAL)
+
+    ctx = Context(quick=args.quick, root=work_root())
+    load_before = _load_average()
+    started = time.perf_counter()
+    results = asyncio.run(_run_all(ctx, which))
+    total = time.perf_counter() - started
+    load_after = _load_average()
+
+    rows = [row.cells() for result in results for row in result.rows]
+    table = markdown_table(HEADER, rows)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = [
+        f"Run {stamp}, {total:.0f} s in all"
+        + (" (--quick: fewer repetitions)" if args.quick else "")
+        + ". Ratios are healthfile / baseline; absolute times are context only.",
+        "",
+        *machine_lines(ctx.root),
+        f"- Load average (1 min) before / after the run: {load_before} / {load_after} "
+        "(other work on the machine shows up as noise, mostly in p99 and max)",
+    ]
+    print("\n".join(head) + "\n\n" + table)
+
+    details = []
+    for result in results:
+        details += [f"### {result.title} ({result.seconds:.0f} s)", "", *result.notes, ""]
+    if args.only:
+        print("\n" + "\n".join(details))  # a partial run: its notes here, results.md untouched
+        return 0
+    document = "\n".join(
+        [
+            "# healthfile benchmark results",
+            "",
+            "Written by `make bench` (`benchmarks/run.py`); see benchmarks/README.md for what "
+            "each figure means.",
+            "",
+            *head,
+            "",
+            table,
+            "",
+            "## Details",
+            "",
+            *details,
+        ]
+    )
+    (BENCH_DIR / "results.md").write_text(document.rstrip() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
