@@ -143,13 +143,14 @@ async def test_textfile_is_replaced_atomically_leaving_no_temporary_file(
     textfile = directory / "app.prom"
     service = make_service(prometheus_file=textfile)
     await service.start()
-    first = textfile.stat().st_ino
-    for _ in range(3):
-        await service.check_now()
-    await service.stop()
-    assert os.listdir(directory) == ["app.prom"]
-    assert textfile.stat().st_mode & 0o777 == 0o644
-    assert textfile.stat().st_ino != first  # renamed over, not rewritten in place
+    # Held open, the first file's inode cannot be reused by a later temporary file.
+    with textfile.open("rb") as first:
+        for _ in range(3):
+            await service.check_now()
+        await service.stop()
+        assert os.listdir(directory) == ["app.prom"]
+        assert textfile.stat().st_mode & 0o777 == 0o644
+        assert textfile.stat().st_ino != os.fstat(first.fileno()).st_ino  # renamed over
 
 
 @pytest.mark.asyncio

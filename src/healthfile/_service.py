@@ -488,12 +488,12 @@ class AsyncHealthService:
     async def _publish(self, report: HealthReport) -> None:
         """Write the report (and its Prometheus twin), log changes, tell systemd and on_change."""
         previous, self._previous = self._previous, report
-        if await self._write(self._writer, report.to_json().encode("utf-8")):
+        if await self._write(self._writer, partial(_render_json, report)):
             self._last_report = report
             if self._state == "running":  # READY=1 comes first, after the first report
                 self._notify("WATCHDOG=1")
         if self._prometheus_writer is not None:
-            await self._write(self._prometheus_writer, render_textfile(report))
+            await self._write(self._prometheus_writer, partial(render_textfile, report))
         if _changed(previous, report):
             _log_change(previous, report)
             if self._on_change is not None:
@@ -503,10 +503,10 @@ class AsyncHealthService:
                 "report %d: %s (database %s)", report.sequence, report.status, report.database
             )
 
-    async def _write(self, writer: AtomicWriter, data: bytes) -> bool:
+    async def _write(self, writer: AtomicWriter, render: Callable[[], bytes]) -> bool:
         """Replace one output file; log a failure once per distinct error, and the recovery."""
         try:
-            await writer.replace(data)
+            await writer.replace(render)  # rendered off the loop, in the write's hop
         except OSError as exc:
             error = describe_exception(exc)
             if error != self._write_errors.get(writer.path):
@@ -616,6 +616,10 @@ def _forget_task(state: _CheckState, task: asyncio.Task[CheckResult]) -> None:
         state.task = None
     if not task.cancelled():
         task.exception()
+
+
+def _render_json(report: HealthReport) -> bytes:
+    return report.to_json().encode("utf-8")
 
 
 def _changed(previous: HealthReport | None, current: HealthReport) -> bool:

@@ -16,6 +16,7 @@ import re
 import secrets
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from aiofiles.os import wrap
@@ -61,8 +62,11 @@ class AtomicWriter:
     def __repr__(self) -> str:
         return f"<AtomicWriter path={str(self.path)!r} mode={self.mode:#o}>"
 
-    async def replace(self, data: bytes) -> None:
+    async def replace(self, data: bytes | Callable[[], bytes]) -> None:
         """Replace the file with ``data`` without blocking the loop.
+
+        ``data`` may be a function that renders the bytes: it is then called in the same
+        executor hop as the write, so that rendering a large report does not hold the loop.
 
         Raises ``OSError`` when the replacement fails (the target is then unchanged). If the
         awaiting task is cancelled, the write is abandoned unless it has already been renamed
@@ -101,12 +105,16 @@ class AtomicWriter:
                 removed += 1
         return removed
 
-    def replace_sync(self, data: bytes) -> None:
+    def replace_sync(self, data: bytes | Callable[[], bytes]) -> None:
         """Replace the file with ``data`` in the calling thread."""
         self._replace_in_thread(data, None)
 
-    def _replace_in_thread(self, data: bytes, abandoned: threading.Event | None) -> None:
+    def _replace_in_thread(
+        self, data: bytes | Callable[[], bytes], abandoned: threading.Event | None
+    ) -> None:
         """Write a temporary file, fsync it, rename it over the target, fsync the directory."""
+        if callable(data):
+            data = data()
         directory = self.path.parent
         try:
             dir_fd = os.open(directory, _DIR_FLAGS)
