@@ -256,6 +256,39 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc)  # pragma: no cover - Python 3.10 has no sqlite_errorcode
 
 
+class _Opener:
+    """Open the probe's sqlite3 connection (in aiosqlite's thread) and close it if orphaned.
+
+    Passed to ``sqlite3.connect`` as ``factory``. When the opening is cancelled, aiosqlite
+    drops the connection its thread opens; ``abandon()`` closes one that is already open,
+    and one that opens afterwards is closed at once by its own thread.
+    """
+
+    connection_class: type[sqlite3.Connection] = sqlite3.Connection
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._opened: sqlite3.Connection | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened = self.connection_class(*args, **kwargs)
+        with self._lock:
+            if not self._abandoned:
+                self._opened = opened
+                return opened
+        opened.close()
+        raise sqlite3.OperationalError("probe abandoned while opening")
+
+    def abandon(self) -> None:
+        """Close the connection if it has opened; make it close itself if it has not."""
+        with self._lock:
+            self._abandoned = True
+            orphan, self._opened = self._opened, None
+        if orphan is not None:
+            orphan.close()  # read-only, nothing to flush: closing releases a file handle
+
+
 class SQLiteCheck:
     """Read an SQLite database, read-only, to prove it is there, readable and unlocked.
 
@@ -299,7 +332,8 @@ class SQLiteCheck:
             # probe close its connection in the background when the thread comes back.
             connection = self._connection
             if connection is not None:
-                with contextlib.suppress(ValueError):  # closed in the meantime
+                # ValueError, ProgrammingError: closed in the meantime.
+                with contextlib.suppress(ValueError, sqlite3.ProgrammingError):
                     await connection.interrupt()  # returns at once: sqlite3_interrupt
             probe.cancel()
             raise
@@ -318,8 +352,23 @@ class SQLiteCheck:
 
     async def _run_probe(self) -> CheckResult:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        opener = _Opener()
         try:
-            async with aiosqlite.connect(self._uri, uri=True, timeout=_BUSY_SLICE) as connection:
+            opening = aiosqlite.connect(
+                self._uri,
+                uri=True,
+                timeout=_BUSY_SLICE,
+                factory=opener,
+                check_same_thread=False,  # so that _Opener may close an orphan from the loop
+            )
+            try:
+                connection = await opening  # starts aiosqlite's thread and opens
+            except asyncio.CancelledError:
+                # aiosqlite drops a connection whose opening was cancelled without closing
+                # it: close it here (or, not open yet, the opener closes it as it opens).
+                opener.abandon()
+                raise
+            try:
                 self._connection = connection
                 while True:
                     try:
@@ -332,6 +381,8 @@ class SQLiteCheck:
                         await asyncio.sleep(_BUSY_SLICE)
                     else:
                         return CheckResult("pass")
+            finally:
+                await connection.close()
         except sqlite3.Error as exc:
             return CheckResult("fail", f"{describe_exception(exc)} ({self.path})")
         finally:
