@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -80,14 +81,18 @@ def _validate_name(name: object) -> str:
 
 # Longer than any sensible interval or timeout, and short enough for datetime arithmetic.
 MAX_SECONDS = 366 * 24 * 3600.0
+# Shorter than any sensible one, and long enough for the pacing arithmetic (a subnormal
+# interval would overflow it).
+MIN_SECONDS = 0.001
 
 
 def validate_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Validate a duration in seconds: positive (or zero) and at most a year."""
+    """Validate a duration in seconds: at least 1 ms (or exactly zero) and at most a year."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    if not (value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, not {value!r}")
+    if not (value >= MIN_SECONDS or (allow_zero and value == 0)):
+        lowest = f"0 or >= {MIN_SECONDS:g}" if allow_zero else f">= {MIN_SECONDS:g}"
+        raise ValueError(f"{name} must be {lowest} seconds, not {value!r}")
     if not value <= MAX_SECONDS:
         raise ValueError(f"{name} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
     return float(value)
@@ -266,12 +271,21 @@ class _Opener:
 
     connection_class: type[sqlite3.Connection] = sqlite3.Connection
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        self._path = path
         self._lock = threading.Lock()
         self._abandoned = False
         self._opened: sqlite3.Connection | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        try:
+            mode = os.stat(self._path).st_mode
+        except OSError:
+            pass  # missing or unreachable: SQLite says so in its own words
+        else:
+            if not stat.S_ISREG(mode):
+                # A FIFO would block this thread in open(), and with it interpreter exit.
+                raise sqlite3.OperationalError("not a regular file")
         opened = self.connection_class(*args, **kwargs)
         with self._lock:
             if not self._abandoned:
@@ -352,7 +366,7 @@ class SQLiteCheck:
 
     async def _run_probe(self) -> CheckResult:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        opener = _Opener()
+        opener = _Opener(self.path)
         try:
             opening = aiosqlite.connect(
                 self._uri,

@@ -55,13 +55,12 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
                 f"expected a number of seconds, not {text!r}"
             ) from None
         limit = 366 * 24 * 3600
-        if (
-            not math.isfinite(value)
-            or value < 0
-            or (value == 0 and not allow_zero)
-            or value > limit
+        if not (
+            math.isfinite(value)
+            and (value >= 0.001 or (allow_zero and value == 0))
+            and value <= limit
         ):
-            lower = ">= 0" if allow_zero else "> 0"
+            lower = "0 or >= 0.001" if allow_zero else ">= 0.001"
             raise argparse.ArgumentTypeError(
                 f"expected seconds {lower} and <= {limit}, not {text!r}"
             )

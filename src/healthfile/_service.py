@@ -201,6 +201,7 @@ class AsyncHealthService:
         self._cycle_task: asyncio.Task[HealthReport] | None = None
         self._cycle_lock: asyncio.Lock | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._sweeping: asyncio.Future[None] | None = None
         self._previous: HealthReport | None = None
         self._last_report: HealthReport | None = None
         self._write_errors: dict[Path, str] = {}
@@ -255,7 +256,9 @@ class AsyncHealthService:
         self._started_monotonic = time.monotonic()
         self._grid_origin = loop.time()
         try:
-            self._app_version = await asyncio.to_thread(self._prepare)
+            self._sweeping = asyncio.ensure_future(asyncio.to_thread(self._sweep))
+            await asyncio.wait({self._sweeping})  # stop() waits for it too: see there
+            self._app_version = await asyncio.to_thread(self._read_version)
             if self._generation != generation or self._state != "starting":
                 return  # stop() was called meanwhile
             for check in self._checks:
@@ -274,6 +277,7 @@ class AsyncHealthService:
             return  # pragma: no cover - stop() cancels the first cycle, raising _Stopped
         self._state = "running"
         self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
+        self._loop_task.add_done_callback(_report_loop_death)
         self._notify("READY=1")
         logger.debug("health service started: %r", self)
 
@@ -310,6 +314,9 @@ class AsyncHealthService:
         for task in tasks:
             task.cancel()
         try:
+            if self._sweeping is not None and not self._sweeping.done():
+                # The sweep at start would remove the final report's temporary file.
+                await asyncio.wait({self._sweeping})
             if tasks:
                 # asyncio.wait never raises the tasks' own CancelledError (the one we caused);
                 # it raises only when our caller is cancelled, which must propagate.
@@ -325,13 +332,16 @@ class AsyncHealthService:
             self._stopped.set_result(None)
         logger.debug("health service stopped: %r", self)
 
-    def _prepare(self) -> str:
-        """Remove temporary files a killed writer left and read the version (in a thread)."""
+    def _sweep(self) -> None:
+        """Remove temporary files a killed writer left (in a thread)."""
         removed = self._writer.sweep()
         if self._prometheus_writer is not None:
             removed += self._prometheus_writer.sweep()
         if removed:
             logger.info("removed %d stale temporary file(s) of a killed writer", removed)
+
+    def _read_version(self) -> str:
+        """Read app_version once (in a thread)."""
         if self._app_version_override is not None:
             return self._app_version_override
         return read_app_version(self.pyproject)
@@ -508,7 +518,8 @@ class AsyncHealthService:
         try:
             await writer.replace(render)  # rendered off the loop, in the write's hop
         except OSError as exc:
-            error = describe_exception(exc)
+            # Not the message: it may name the random temporary file, new every cycle.
+            error = f"{type(exc).__name__}: {exc.strerror or exc}"
             if error != self._write_errors.get(writer.path):
                 logger.error("cannot write %s: %s (retrying every cycle)", writer.path, error)
             self._write_errors[writer.path] = error
@@ -616,6 +627,12 @@ def _forget_task(state: _CheckState, task: asyncio.Task[CheckResult]) -> None:
         state.task = None
     if not task.cancelled():
         task.exception()
+
+
+def _report_loop_death(task: asyncio.Task[None]) -> None:
+    """Log a cycle loop that ended by anything but stop(): the file will go stale."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.critical("the health check loop died; no more reports: %s", format_exception(exc))
 
 
 def _render_json(report: HealthReport) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,9 @@ __all__ = ["UNKNOWN_VERSION", "read_app_version"]
 UNKNOWN_VERSION = "unknown"
 # A pyproject.toml larger than this is not a project file worth parsing.
 MAX_PYPROJECT_BYTES = 1 << 20
+# A dotted key or table header this deep is not a project file; tomllib would take time
+# quadratic in its depth (minutes for 100 KB of `a.a.a...`).
+MAX_KEY_DEPTH = 64
 
 logger = logging.getLogger("healthfile")
 
@@ -50,15 +54,29 @@ def read_app_version(pyproject: str | os.PathLike[str] | None) -> str:
 def _read_project_table(path: Path) -> dict[str, Any]:
     """Return the ``[project]`` table of a pyproject file, or ``{}`` when it cannot be had."""
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_PYPROJECT_BYTES + 1)
+        # O_NONBLOCK: a FIFO at the path must not hang start(); it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         logger.info("app_version: cannot read %s: %s", path, exc.strerror or exc)
         return {}
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        logger.warning("app_version: %s is not a regular file; ignored", path)
+        return {}
+    with os.fdopen(fd, "rb") as file:
+        try:
+            raw = file.read(MAX_PYPROJECT_BYTES + 1)
+        except OSError as exc:
+            logger.info("app_version: cannot read %s: %s", path, exc.strerror or exc)
+            return {}
     if len(raw) > MAX_PYPROJECT_BYTES:
         logger.warning(
             "app_version: %s is larger than %d bytes; ignored", path, MAX_PYPROJECT_BYTES
         )
+        return {}
+    if _has_absurdly_deep_key(raw):
+        # tomllib takes time quadratic in the depth of a dotted key or table header.
+        logger.warning("app_version: %s has absurdly deep dotted keys; ignored", path)
         return {}
     try:
         document = tomllib.loads(raw.decode("utf-8"))
@@ -67,3 +85,15 @@ def _read_project_table(path: Path) -> dict[str, Any]:
         return {}
     project = document.get("project")
     return project if isinstance(project, dict) else {}
+
+
+def _has_absurdly_deep_key(raw: bytes) -> bool:
+    """Tell whether a key or table header on some line is MAX_KEY_DEPTH levels deep."""
+    for line in raw.splitlines():
+        if line.count(b".") < MAX_KEY_DEPTH:
+            continue
+        stripped = line.lstrip()
+        key = stripped if stripped.startswith(b"[") else stripped.split(b"=", 1)[0]
+        if not stripped.startswith(b"#") and key.count(b".") >= MAX_KEY_DEPTH:
+            return True
+    return False

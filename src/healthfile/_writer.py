@@ -30,6 +30,8 @@ _CREATE_FLAGS = (
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
+# Directories the writer creates: a monitor running as another user must reach the file.
+DIRECTORY_MODE = 0o755
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -119,7 +121,7 @@ class AtomicWriter:
         try:
             dir_fd = os.open(directory, _DIR_FLAGS)
         except FileNotFoundError:
-            directory.mkdir(parents=True, exist_ok=True)
+            _make_directories(directory)
             dir_fd = os.open(directory, _DIR_FLAGS)
         try:
             _refuse_unsafe_directory(dir_fd, directory)
@@ -175,6 +177,20 @@ class AtomicWriter:
             _unlink_quietly(temp_name, dir_fd)
             raise
         return temp_name
+
+
+def _make_directories(directory: Path) -> None:
+    """Create missing directories with mode 0755 whatever the umask, so monitors can enter."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, DIRECTORY_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(path, DIRECTORY_MODE)
 
 
 def _refuse_unsafe_directory(dir_fd: int, directory: Path) -> None:
