@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 import healthfile
+from helpers import ServiceFactory, make_database
 
 # HEALTHFILE_TEST_LOOP=uvloop runs every async test on uvloop (the CI runs the suite both ways).
 TEST_LOOP = os.environ.get("HEALTHFILE_TEST_LOOP", "asyncio")
@@ -28,21 +28,6 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     return {"asyncio": asyncio.new_event_loop}
 
 
-def make_database(path: Path) -> Path:
-    """Create a small real SQLite database (rollback journal) at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path)
-    try:
-        connection.executescript(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);"
-            "INSERT INTO items (name) VALUES ('one'), ('two');"
-        )
-        connection.commit()
-    finally:
-        connection.close()
-    return path
-
-
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
     """A real SQLite database file in tmp_path."""
@@ -53,9 +38,6 @@ def database(tmp_path: Path) -> Path:
 def health_file(tmp_path: Path) -> Path:
     """Where the service under test writes (its directory does not exist yet)."""
     return tmp_path / "out" / "health.json"
-
-
-ServiceFactory = Callable[..., healthfile.AsyncHealthService]
 
 
 @pytest_asyncio.fixture

@@ -15,8 +15,8 @@ import pytest
 
 import healthfile
 from healthfile import CheckResult, HealthReport
+from helpers import ServiceFactory
 
-ServiceFactory = Callable[..., healthfile.AsyncHealthService]
 Outcome = Literal["pass", "warn", "fail"]
 OnChangeCallback = Callable[[HealthReport | None, HealthReport], object]
 

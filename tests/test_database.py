@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from healthfile import AsyncHealthService, SQLiteCheck, _checks
-
-ServiceFactory = Callable[..., AsyncHealthService]
+from healthfile import SQLiteCheck, _checks
+from helpers import ServiceFactory, make_database
 
 # aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
 AIOSQLITE_THREAD = "_connection_worker_thread"
@@ -74,21 +73,6 @@ RETURNS_WITHOUT_STOP = textwrap.dedent(
     print("main returned", flush=True)
     """
 )
-
-
-def make_database(path: Path) -> Path:
-    """Create a small real SQLite database (rollback journal) at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path)
-    try:
-        connection.executescript(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);"
-            "INSERT INTO items (name) VALUES ('one'), ('two');"
-        )
-        connection.commit()
-    finally:
-        connection.close()
-    return path
 
 
 @contextmanager

@@ -11,7 +11,6 @@ import shlex
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from aiohttp.test_utils import TestClient as AiohttpClient
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
+
+from helpers import make_database
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
@@ -52,18 +53,6 @@ def local(argv: list[str]) -> list[str]:
     """The command with its `healthfile` (by name or at an install path) from this venv."""
     assert Path(argv[0]).name == "healthfile", argv
     return [str(BIN / "healthfile"), *argv[1:]]
-
-
-def make_database(path: Path) -> Path:
-    """A small real SQLite database."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path)
-    try:
-        connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
-        connection.commit()
-    finally:
-        connection.close()
-    return path
 
 
 def read_report(path: Path) -> dict[str, Any]:

@@ -20,11 +20,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import healthfile
 from healthfile._cli import main
 from healthfile._judge import MAX_FILE_BYTES, judge, parse_timestamp, render
-
-ServiceFactory = Callable[..., healthfile.AsyncHealthService]
+from helpers import ServiceFactory
 
 LINE_LIMIT = 4096  # what Docker and Consul keep of a probe's output
 

@@ -19,8 +19,8 @@ import healthfile
 from healthfile import _run
 from healthfile._cli import main
 from healthfile._judge import parse_timestamp
+from helpers import ServiceFactory
 
-ServiceFactory = Callable[..., healthfile.AsyncHealthService]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 DEADLINE = 30.0  # generous: slow CI machines, coverage

@@ -23,20 +23,8 @@ from healthfile._report import (
     describe_exception,
     format_timestamp,
 )
+from helpers import CONTRACT_KEYS
 
-CONTRACT_KEYS = [
-    "status",
-    "database",
-    "timestamp",
-    "app_version",
-    "api_version",
-    "interval_seconds",
-    "expires_at",
-    "sequence",
-    "started_at",
-    "pid",
-    "checks",
-]
 CHECK_KEYS = ["status", "output", "duration_ms", "consecutive_failures", "last_success"]
 TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 

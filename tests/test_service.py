@@ -25,23 +25,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from healthfile import AsyncHealthService, AtomicWriter, CheckResult, HealthReport
-
-ServiceFactory = Callable[..., AsyncHealthService]
-
-# The keys of the health file, in contract order (SPEC §2).
-CONTRACT_KEYS = [
-    "status",
-    "database",
-    "timestamp",
-    "app_version",
-    "api_version",
-    "interval_seconds",
-    "expires_at",
-    "sequence",
-    "started_at",
-    "pid",
-    "checks",
-]
+from helpers import CONTRACT_KEYS, ServiceFactory
 
 # Threads of the loop's default executor (aiofiles and asyncio.to_thread run there): asyncio
 # names them asyncio_N, uvloop names them uvloop_N. They belong to the loop, not the service.

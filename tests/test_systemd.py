@@ -12,18 +12,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import healthfile
 from healthfile import _run
 from healthfile._cli import main
 from healthfile._systemd import SystemdNotifier
-
-ServiceFactory = Callable[..., healthfile.AsyncHealthService]
+from helpers import ServiceFactory
 
 DEADLINE = 30.0  # generous: slow CI machines, coverage
 

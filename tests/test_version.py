@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from healthfile import AsyncHealthService
 from healthfile._version import MAX_PYPROJECT_BYTES, UNKNOWN_VERSION, read_app_version
-
-ServiceFactory = Callable[..., AsyncHealthService]
+from helpers import ServiceFactory
 
 NOT_INSTALLED = "healthfile-test-no-such-distribution"
 

@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 
 import healthfile._writer
-from healthfile import AsyncHealthService
+from helpers import ServiceFactory
 
 pytestmark = pytest.mark.reliability
 
-ServiceFactory = Callable[..., AsyncHealthService]
 
 # Generous bounds for slow CI machines under coverage; each is far from the failure it guards
 # against (a hang, or minutes of parsing).

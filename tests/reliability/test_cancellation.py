@@ -18,10 +18,10 @@ import pytest
 
 import healthfile._writer
 from healthfile import AsyncHealthService, HealthReport
+from helpers import ServiceFactory
 
 pytestmark = pytest.mark.reliability
 
-ServiceFactory = Callable[..., AsyncHealthService]
 
 writer_os: ModuleType = vars(healthfile._writer)["os"]
 real_fsync = os.fsync

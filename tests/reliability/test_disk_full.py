@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from healthfile import AsyncHealthService, CheckResult, check
+from healthfile import CheckResult, check
+from helpers import ServiceFactory
 
 pytestmark = pytest.mark.reliability
 
-ServiceFactory = Callable[..., AsyncHealthService]
 
 CYCLES = 5
 PAGE = 4096

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 import healthfile._writer
-from healthfile import AsyncHealthService
+from helpers import ServiceFactory
 
 pytestmark = pytest.mark.reliability
 
-ServiceFactory = Callable[..., AsyncHealthService]
 
 # The writer's `os` is the process-wide module: the patches below reach the writer through it,
 # and they act only on the writer's own temporary files, passing every other call through.

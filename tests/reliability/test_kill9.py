@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from helpers import CONTRACT_KEYS
+
 pytestmark = pytest.mark.reliability
 
 KILLS = 30
@@ -24,19 +26,6 @@ START_DEADLINE = 30.0
 # creation and its rename; each try lasts a few ms.
 HUNT_TRIES = 400
 
-CONTRACT_KEYS = [
-    "status",
-    "database",
-    "timestamp",
-    "app_version",
-    "api_version",
-    "interval_seconds",
-    "expires_at",
-    "sequence",
-    "started_at",
-    "pid",
-    "checks",
-]
 # The writer's temporary files: `.health.json.<16 hex digits>.tmp`.
 TEMP_NAME = re.compile(r"\.health\.json\.[0-9a-f]{16}\.tmp\Z")
 

@@ -18,11 +18,11 @@ import pytest
 
 import healthfile._service
 import healthfile._writer
-from healthfile import AsyncHealthService, check
+from healthfile import check
+from helpers import ServiceFactory
 
 pytestmark = pytest.mark.reliability
 
-ServiceFactory = Callable[..., AsyncHealthService]
 
 SECRET = "hunter2"
 LEAKY_MESSAGE = f"cannot reach postgresql://u:{SECRET}@h/db with password={SECRET}"

@@ -14,23 +14,22 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from healthfile import (
-    AsyncHealthService,
     CheckResult,
     DiskSpaceCheck,
     HealthCheckService,
     LoopLagCheck,
     check,
 )
+from helpers import ServiceFactory
 
 pytestmark = pytest.mark.reliability
 
-ServiceFactory = Callable[..., AsyncHealthService]
 
 CYCLES = 2000
 WARM_UP = 200

@@ -10,33 +10,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from healthfile import AsyncHealthService, AtomicWriter
+from healthfile import AtomicWriter
+from helpers import CONTRACT_KEYS, ServiceFactory
 
 pytestmark = pytest.mark.reliability
 
-ServiceFactory = Callable[..., AsyncHealthService]
-
-# The keys of the health file, in contract order (SPEC §2).
-CONTRACT_KEYS = [
-    "status",
-    "database",
-    "timestamp",
-    "app_version",
-    "api_version",
-    "interval_seconds",
-    "expires_at",
-    "sequence",
-    "started_at",
-    "pid",
-    "checks",
-]
 
 # What the reader must see before it stops; it gives up at its own deadline.
 WANT_READS = 5000
