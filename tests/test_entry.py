@@ -1,0 +1,113 @@
+"""The console script's fast path for `healthfile check` (src/healthfile/_entry.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from healthfile import _cli, _entry
+
+ONLINE = {
+    "status": "online",
+    "database": "connected",
+    "timestamp": "2026-01-01T00:00:00Z",
+    "app_version": "1.0.0",
+    "api_version": "v1",
+    "interval_seconds": 30.0,
+    "expires_at": "2999-01-01T00:00:00Z",
+    "sequence": 1,
+    "started_at": "2026-01-01T00:00:00Z",
+    "pid": 1,
+    "checks": {},
+}
+
+
+@pytest.fixture
+def health_file(tmp_path: Path) -> Path:
+    """A valid, fresh, online health file."""
+    path = tmp_path / "health.json"
+    path.write_text(json.dumps(ONLINE), encoding="utf-8")
+    return path
+
+
+ARGUMENT_LISTS = [
+    [],
+    ["--nagios"],
+    ["--json"],
+    ["--allow-degraded", "--nagios"],
+    ["--max-age", "60"],
+    ["--max-age=0.5"],
+    ["--max-age", "0"],
+    ["--max-age", "nan"],
+    ["--max-age", "abc"],
+    ["--max-age"],
+    ["--max", "60"],
+    ["--unknown"],
+    ["--nagios", "--max-age", "-1"],
+    ["--health-file", ""],
+    ["extra"],
+]
+
+
+@pytest.mark.parametrize("arguments", ARGUMENT_LISTS, ids=" ".join)
+def test_fast_path_answers_exactly_as_the_full_parser(
+    arguments: list[str],
+    health_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the command line, the console script prints and exits as argparse's path does."""
+    monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(health_file))
+    outcomes = []
+    for main in (_entry.main, _cli.main):
+        try:
+            status = main(["check", *arguments])
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+        outcomes.append((status, capsys.readouterr()))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_fast_path_takes_the_file_from_the_option_over_the_environment(
+    health_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--health-file wins over HEALTHFILE_HEALTH_FILE, as in the full parser."""
+    monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(tmp_path / "missing.json"))
+    assert _entry._parse_check(["--health-file", str(health_file)], {}) == (
+        str(health_file),
+        None,
+        {"allow_degraded": False, "nagios": False, "as_json": False},
+    )
+    assert _entry.main(["check", f"--health-file={health_file}"]) == 0
+
+
+def test_well_formed_check_does_not_import_argparse(health_file: Path) -> None:
+    """A well-formed probe command line never imports argparse (nor asyncio)."""
+    script = (
+        "import sys\n"
+        "from healthfile._entry import main\n"
+        f"code = main(['check', '--health-file', {str(health_file)!r}, '--nagios'])\n"
+        "print(sorted(m for m in ('argparse', 'asyncio') if m in sys.modules))\n"
+        "raise SystemExit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert result.stdout.startswith("HEALTHFILE OK")
+
+
+def test_other_commands_go_to_the_full_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --help` and no command at all are answered by argparse."""
+    with pytest.raises(SystemExit) as exit_:
+        _entry.main(["run", "--help"])
+    assert exit_.value.code == 0
+    assert "HEALTHFILE_INTERVAL" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        _entry.main([])
+    assert exit_.value.code == 2
