@@ -1,10 +1,12 @@
-"""Helpers the test modules share: the contract's keys and real SQLite databases."""
+"""Helpers the test modules share: the contract's keys, real SQLite databases, reading."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from healthfile import AsyncHealthService
 
@@ -40,3 +42,14 @@ def make_database(path: Path) -> Path:
     finally:
         connection.close()
     return path
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """The health file's JSON object, or None while there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    report = json.loads(text)
+    assert isinstance(report, dict)
+    return report

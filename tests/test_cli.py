@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ import pytest
 
 from healthfile import _run
 from healthfile._cli import main
+from helpers import read_report
 
 # Generous: the suite also runs on slow, busy CI machines and under coverage.
 DEADLINE = 30.0
@@ -440,17 +440,6 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
     yield factory
     for running in started:
         running.close()
-
-
-def read_report(path: Path) -> dict[str, Any] | None:
-    """The health file's JSON object, or None while there is none."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    report = json.loads(text)
-    assert isinstance(report, dict)
-    return report
 
 
 def wait_for_report(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ import pytest
 
 import healthfile
 from healthfile import CheckResult, HealthCheckService, HealthReport
+from helpers import read_report
 
 # Generous: the suite also runs on slow, busy CI machines and under coverage.
 DEADLINE = 30.0
@@ -58,17 +58,6 @@ def exclusively_locked(database: Path) -> Iterator[None]:
     finally:
         connection.rollback()
         connection.close()
-
-
-def read_report(path: Path) -> dict[str, Any] | None:
-    """The health file's JSON object, or None while there is none."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    report = json.loads(text)
-    assert isinstance(report, dict)
-    return report
 
 
 def wait_for_report(
