@@ -72,8 +72,9 @@ class _Observation:
 class _CheckState:
     """Flap damping and history of one check across cycles."""
 
-    def __init__(self, check: Check) -> None:
+    def __init__(self, check: Check, default_timeout: float) -> None:
         self.check = check
+        self.timeout: float = getattr(check, "timeout", None) or default_timeout
         self.failure_threshold: int = getattr(check, "failure_threshold", 1)
         self.success_threshold: int = getattr(check, "success_threshold", 1)
         self.consecutive_failures = 0
@@ -188,7 +189,14 @@ class AsyncHealthService:
             require_prometheus_client()
             self._prometheus_writer = AtomicWriter(self.prometheus_file, mode=file_mode)
         self._systemd = SystemdNotifier() if notify_systemd else None
-        self._states = {check.name: _CheckState(check) for check in self._checks}
+        self._states = {
+            check.name: _CheckState(check, self.check_timeout) for check in self._checks
+        }
+        # A report stays fresh for one interval, the longest check, and a second of slack
+        # for the write and the rounding of the timestamps.
+        self._freshness = timedelta(
+            seconds=self.interval + max(state.timeout for state in self._states.values()) + 1.0
+        )
 
         self._state: _State = "stopped"
         self._generation = 0  # counts start() calls, so a start() that stop() overtook knows
@@ -406,7 +414,7 @@ class AsyncHealthService:
     async def _observe(self, state: _CheckState) -> _Observation:
         """Run one check under its timeout; never raise for the check's own failures."""
         check = state.check
-        timeout = getattr(check, "timeout", None) or self.check_timeout
+        timeout = state.timeout
         started = time.perf_counter()
         result: CheckResult
         database: DatabaseState = "disconnected"
@@ -467,12 +475,7 @@ class AsyncHealthService:
         now: datetime,
     ) -> HealthReport:
         self._sequence += 1
-        longest_check = max(
-            (getattr(check, "timeout", None) or self.check_timeout for check in self._checks),
-            default=self.check_timeout,
-        )
-        # One second of slack for the write and the rounding of the timestamps.
-        expires = now + timedelta(seconds=self.interval + longest_check + 1.0)
+        expires = now + self._freshness
         return HealthReport(
             status=status,
             database=database,
