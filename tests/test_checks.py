@@ -316,6 +316,45 @@ async def test_hung_async_check_times_out_without_holding_up_the_cycle(
 
 
 @pytest.mark.asyncio
+async def test_each_check_times_out_on_its_own_deadline(make_service: ServiceFactory) -> None:
+    """Checks with different timeouts expire each at its own time; a slow one still passes."""
+
+    async def hang() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    async def slow() -> bool:
+        await asyncio.sleep(0.3)
+        return True
+
+    service = make_service(
+        check_timeout=30.0,
+        checks=[
+            healthfile.check("short", hang, timeout=0.05),
+            healthfile.check("long", hang, timeout=0.2),
+            healthfile.check("slow", slow, timeout=5.0),
+        ],
+    )
+    await service.start()
+    started = time.perf_counter()
+    report = await service.check_now()
+    elapsed = time.perf_counter() - started
+
+    short, long, slow_result = (report.checks[name] for name in ("short", "long", "slow"))
+    assert (short.status, short.output) == ("fail", "timed out after 0.05 s")
+    assert (long.status, long.output) == ("fail", "timed out after 0.2 s")
+    assert slow_result.status == "pass"
+    # Never before its own deadline, and in the order of the deadlines.
+    assert 50 <= short.duration_ms < long.duration_ms
+    assert 200 <= long.duration_ms < slow_result.duration_ms
+    assert slow_result.duration_ms >= 300
+    assert elapsed < 5.0  # the cycle ends with its slowest check, not the longest timeout
+    await asyncio.sleep(0)  # a cancelled task ends at its next step
+    # The timed-out runs were cancelled, not left behind.
+    assert [name for name in healthfile_tasks() if name.startswith("healthfile-check")] == []
+
+
+@pytest.mark.asyncio
 async def test_hung_thread_check_is_started_once_and_reads_still_running(
     make_service: ServiceFactory,
 ) -> None:

@@ -39,6 +39,10 @@ T = TypeVar("T")
 _BUSY_SLICE = 0.01
 # How long a new run waits for an abandoned probe to close before reporting it still running.
 _SETTLE = 0.05
+# The first wait, in seconds, for aiosqlite's thread to end (doubling up to _BUSY_SLICE),
+# and how long a probe waits for a thread that does not end, cancelled or not.
+_THREAD_POLL = 0.0002
+_THREAD_GRACE = 1.0
 # Reads the schema: fails on a file that is not a database and on one locked exclusively,
 # where `SELECT 1` would succeed without touching the file.
 _PROBE_QUERY = "SELECT count(*) FROM sqlite_master"
@@ -262,11 +266,14 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class _Opener:
-    """Open the probe's sqlite3 connection (in aiosqlite's thread) and close it if orphaned.
+    """Open the probe's sqlite3 connection and read the schema once, in aiosqlite's thread.
 
-    Passed to ``sqlite3.connect`` as ``factory``. When the opening is cancelled, aiosqlite
-    drops the connection its thread opens; ``abandon()`` closes one that is already open,
-    and one that opens afterwards is closed at once by its own thread.
+    Passed to ``sqlite3.connect`` as ``factory``, so that opening and the first read share
+    one hop to aiosqlite's thread. A read that fails for a reason other than a lock closes
+    the connection and fails the opening; a locked database leaves the connection open and
+    the error in ``busy``, for the probe to retry from the event loop. When the opening is
+    cancelled, aiosqlite drops the connection its thread opens; ``abandon()`` closes one
+    that is already open, and one that opens afterwards is closed at once by its own thread.
     """
 
     connection_class: type[sqlite3.Connection] = sqlite3.Connection
@@ -276,8 +283,11 @@ class _Opener:
         self._lock = threading.Lock()
         self._abandoned = False
         self._opened: sqlite3.Connection | None = None
+        self.busy: sqlite3.OperationalError | None = None
+        self.thread: threading.Thread | None = None  # aiosqlite's, once it calls the opener
 
     def __call__(self, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        self.thread = threading.current_thread()
         try:
             mode = os.stat(self._path).st_mode
         except OSError:
@@ -287,6 +297,16 @@ class _Opener:
                 # A FIFO would block this thread in open(), and with it interpreter exit.
                 raise sqlite3.OperationalError("not a regular file")
         opened = self.connection_class(*args, **kwargs)
+        try:
+            opened.execute(_PROBE_QUERY).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                opened.close()
+                raise
+            self.busy = exc
+        except BaseException:
+            opened.close()
+            raise
         with self._lock:
             if not self._abandoned:
                 self._opened = opened
@@ -301,6 +321,35 @@ class _Opener:
             orphan, self._opened = self._opened, None
         if orphan is not None:
             orphan.close()  # read-only, nothing to flush: closing releases a file handle
+
+    async def thread_ended(self, stopping: asyncio.Future[Any] | None = None) -> None:
+        """Wait until aiosqlite's thread is done with the event loop, even if cancelled.
+
+        The thread's last act is to hand a result to the loop; after it, the loop may close
+        without the thread meeting a closed loop (``asyncio.run()`` cancels the probe at
+        exit, then closes the loop). ``stopping`` is the future of that last call; without
+        it, the wait is for the thread to call the opener and end. A cancellation is
+        re-raised once the wait is over, or after ``_THREAD_GRACE`` seconds of a thread
+        that hangs.
+        """
+        cancelled: asyncio.CancelledError | None = None
+        give_up = time.monotonic() + _THREAD_GRACE
+        delay = 0.0
+        while (left := give_up - time.monotonic()) > 0:
+            try:
+                if stopping is not None:
+                    await asyncio.wait({stopping}, timeout=left)
+                    if stopping.done():
+                        break
+                elif self.thread is not None and not self.thread.is_alive():
+                    break
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay or _THREAD_POLL, _BUSY_SLICE)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
 
 
 class SQLiteCheck:
@@ -339,8 +388,9 @@ class SQLiteCheck:
         self._probe, self._probe_since = probe, datetime.now(timezone.utc)
         probe.add_done_callback(self._probe_done)
         try:
-            # Shielded so that a timeout or stop() does not wait for the connection's thread.
-            return await asyncio.shield(probe)
+            # asyncio.wait, unlike awaiting the probe, never cancels it: a timeout or stop()
+            # does not wait for the connection's thread.
+            await asyncio.wait({probe})
         except asyncio.CancelledError:
             # Cancelled by our caller (timeout or stop): stop the statement, then let the
             # probe close its connection in the background when the thread comes back.
@@ -351,9 +401,10 @@ class SQLiteCheck:
                     await connection.interrupt()  # returns at once: sqlite3_interrupt
             probe.cancel()
             raise
+        return probe.result()
 
     async def wait_closed(self) -> None:
-        """Wait until an abandoned probe has closed its connection."""
+        """Wait until an abandoned probe has closed its connection and its thread has ended."""
         probe = self._probe
         if probe is not None:
             await asyncio.wait({probe})
@@ -365,6 +416,7 @@ class SQLiteCheck:
             probe.exception()  # retrieved here: a late failure of an abandoned probe is not news
 
     async def _run_probe(self) -> CheckResult:
+        """Open and read in one hop, retry while locked, close and stop the thread in one."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         opener = _Opener(self.path)
         try:
@@ -376,27 +428,32 @@ class SQLiteCheck:
                 check_same_thread=False,  # so that _Opener may close an orphan from the loop
             )
             try:
-                connection = await opening  # starts aiosqlite's thread and opens
+                connection = await opening  # starts aiosqlite's thread, opens, reads
             except asyncio.CancelledError:
                 # aiosqlite drops a connection whose opening was cancelled without closing
                 # it: close it here (or, not open yet, the opener closes it as it opens).
                 opener.abandon()
+                await opener.thread_ended()  # the thread was started: it calls the opener
                 raise
             try:
                 self._connection = connection
-                while True:
+                busy = opener.busy
+                while busy is not None:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise busy
+                    await asyncio.sleep(_BUSY_SLICE)
                     try:
                         await connection.execute_fetchall(_PROBE_QUERY)
                     except sqlite3.OperationalError as exc:
-                        if not _is_busy(exc) or (
-                            deadline is not None and time.monotonic() > deadline
-                        ):
+                        if not _is_busy(exc):
                             raise
-                        await asyncio.sleep(_BUSY_SLICE)
+                        busy = exc
                     else:
-                        return CheckResult("pass")
+                        busy = None
             finally:
-                await connection.close()
+                # One hop closes the connection and ends the thread (close() takes two).
+                await opener.thread_ended(connection.stop())
+            return CheckResult("pass")
         except sqlite3.Error as exc:
             return CheckResult("fail", f"{describe_exception(exc)} ({self.path})")
         finally:

@@ -83,6 +83,15 @@ class _CheckState:
         self.failed = False  # latched once the check reads fail, until it has recovered
         self.task: asyncio.Task[CheckResult] | None = None
         self.task_since = datetime.now(timezone.utc)
+        self.finished = 0.0  # perf_counter() when the last run ended
+
+    def run_done(self, task: asyncio.Task[CheckResult]) -> None:
+        """Note when a run ended; forget it, retrieving its outcome so it is not reported twice."""
+        self.finished = time.perf_counter()
+        if self.task is task:
+            self.task = None
+        if not task.cancelled():
+            task.exception()
 
     def record(self, observed: _Observation, now: datetime) -> CheckResult:
         """Fold one observation into the history; return the damped result for the report."""
@@ -397,9 +406,7 @@ class AsyncHealthService:
 
     async def _cycle(self) -> HealthReport:
         """Run every check, build the report, write it, tell on_change."""
-        observations = await asyncio.gather(
-            *(self._observe(state) for state in self._states.values())
-        )
+        observations = await self._run_checks()
         now = datetime.now(timezone.utc)
         results: dict[str, CheckResult] = {}
         database: DatabaseState = "disconnected"
@@ -411,51 +418,59 @@ class AsyncHealthService:
         await self._publish(report)
         return report
 
-    async def _observe(self, state: _CheckState) -> _Observation:
-        """Run one check under its timeout; never raise for the check's own failures."""
-        check = state.check
-        timeout = state.timeout
+    async def _run_checks(self) -> list[_Observation]:
+        """Run every check at once, each under its own timeout; never raise for their failures.
+
+        One task per check and one wait for them all (one more per distinct timeout that
+        expires), so that a cycle's cost on the loop grows as little as it can with the
+        number of checks.
+        """
+        states = list(self._states.values())
+        lingering = {state.task for state in states if state.task is not None}
+        if lingering:
+            # Runs cancelled a moment ago (timeout, stop) are usually just finishing.
+            await asyncio.wait(lingering, timeout=_SETTLE)
+        loop = asyncio.get_running_loop()
+        since = datetime.now(timezone.utc)
         started = time.perf_counter()
-        result: CheckResult
-        database: DatabaseState = "disconnected"
-        if state.task is not None:
-            # A run cancelled a moment ago (timeout, stop) is usually just finishing.
-            await asyncio.wait({state.task}, timeout=_SETTLE)
-        if state.task is not None:
-            result, database = (
-                CheckResult("fail", str(CheckStillRunning(state.task_since))),
-                "timeout",
-            )
-        else:
-            task = asyncio.get_running_loop().create_task(
-                check.run(), name=f"healthfile-check-{check.name}"
-            )
-            state.task, state.task_since = task, datetime.now(timezone.utc)
-            task.add_done_callback(lambda done: _forget_task(state, done))
-            try:
-                finished, _ = await asyncio.wait({task}, timeout=timeout)
-            except asyncio.CancelledError:
-                task.cancel()  # the cycle is being cancelled: so is this check
-                raise
-            if not finished:
-                task.cancel()
-                result, database = CheckResult("fail", f"timed out after {timeout:g} s"), "timeout"
-            elif task.cancelled():
-                result = CheckResult("fail", "cancelled")
-            elif isinstance(exc := task.exception(), CheckStillRunning):
-                result, database = CheckResult("fail", str(exc)), "timeout"
-            elif exc is not None:
-                result = CheckResult("fail", describe_exception(exc))
-            else:
-                value = task.result()
-                if isinstance(value, CheckResult):
-                    result = value
-                    database = "disconnected" if value.status == "fail" else "connected"
-                else:
-                    result = CheckResult(
-                        "fail", f"run() returned {type(value).__name__}, not CheckResult"
+        observed: dict[_CheckState, _Observation] = {}
+        running: dict[asyncio.Task[CheckResult], _CheckState] = {}
+        for state in states:
+            if state.task is not None:
+                observed[state] = _Observation(
+                    CheckResult("fail", str(CheckStillRunning(state.task_since))), "timeout", 0.0
+                )
+                continue
+            task = loop.create_task(state.check.run(), name=f"healthfile-check-{state.check.name}")
+            state.task, state.task_since = task, since
+            task.add_done_callback(state.run_done)
+            running[task] = state
+        pending = set(running)
+        try:
+            while pending:
+                deadline = min(started + running[task].timeout for task in pending)
+                _, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, deadline - time.perf_counter())
+                )
+                now = time.perf_counter()
+                for task in [task for task in pending if started + running[task].timeout <= now]:
+                    task.cancel()
+                    pending.discard(task)
+                    state = running[task]
+                    observed[state] = _Observation(
+                        CheckResult("fail", f"timed out after {state.timeout:g} s"),
+                        "timeout",
+                        (now - started) * 1000,
                     )
-        return _Observation(result, database, (time.perf_counter() - started) * 1000)
+        except asyncio.CancelledError:
+            for task in pending:
+                task.cancel()  # the cycle is being cancelled: so are its checks
+            raise
+        for task, state in running.items():
+            if state not in observed:
+                result, database = _judge_run(task)
+                observed[state] = _Observation(result, database, (state.finished - started) * 1000)
+        return [observed[state] for state in states]
 
     def _overall_status(self, results: dict[str, CheckResult]) -> HealthStatus:
         """online when every check passes; starting or degraded otherwise (SPEC §3.1)."""
@@ -624,12 +639,22 @@ def _require_check(check: object) -> Check:
     return check
 
 
-def _forget_task(state: _CheckState, task: asyncio.Task[CheckResult]) -> None:
-    """Clear a finished check task, retrieving its outcome so nothing is reported twice."""
-    if state.task is task:
-        state.task = None
-    if not task.cancelled():
-        task.exception()
+def _judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseState]:
+    """The result of a finished check run, and what it means for the ``database`` field."""
+    if task.cancelled():
+        return CheckResult("fail", "cancelled"), "disconnected"
+    exc = task.exception()
+    if isinstance(exc, CheckStillRunning):
+        return CheckResult("fail", str(exc)), "timeout"
+    if exc is not None:
+        return CheckResult("fail", describe_exception(exc)), "disconnected"
+    value = task.result()
+    if not isinstance(value, CheckResult):
+        return (
+            CheckResult("fail", f"run() returned {type(value).__name__}, not CheckResult"),
+            "disconnected",
+        )
+    return value, "disconnected" if value.status == "fail" else "connected"
 
 
 def _report_loop_death(task: asyncio.Task[None]) -> None:
