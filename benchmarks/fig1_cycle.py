@@ -317,12 +317,19 @@ async def run(ctx: Context) -> FigureResult:
     ]
 
     per = {key: value / n_in for key, value in spent.items()}
-    rest = in_cycle - sum(per.values())
+    rest = in_cycle - per["check"] - per["write"]  # rendering runs inside the write's hop
     share = [
-        ("database check: `SQLiteCheck.run()` (aiosqlite: thread start + 4 hops)", per["check"]),
-        ("file: `AtomicWriter.replace()` (one executor hop, fsyncs included)", per["write"]),
-        ("JSON rendering on the loop (`HealthReport.to_json()`)", per["render"]),
-        ("the rest: cycle task, lock, gather, per-check task and timeout, report", rest),
+        (
+            "database check: `SQLiteCheck.run()` (aiosqlite: thread start, one hop to open "
+            "and read, one hop to close and end the thread)",
+            per["check"],
+        ),
+        (
+            "file: `AtomicWriter.replace()` (one executor hop: rendering, write, fsyncs, rename)",
+            per["write"],
+        ),
+        ("of which JSON rendering (`HealthReport.to_json()`, in that hop)", per["render"]),
+        ("the rest: cycle task, lock, check task, one wait for the checks, report", rest),
     ]
     floor_write_t = sum(pieces_write.values())
     fsyncs = pieces_write["fsync(temp file)"] + pieces_write["fsync(directory)"]
@@ -354,11 +361,15 @@ async def run(ctx: Context) -> FigureResult:
     if pieces_aiosqlite is not None:
         lines += [
             markdown_table(
-                ["aiosqlite probe alone, piece by piece", "median"],
+                ["aiosqlite used plainly (connect, query, `close()`), piece by piece", "median"],
                 [[name, fmt_time(t)] for name, t in pieces_aiosqlite.items()]
                 + [
                     ["total (`async with` connect, query, close)", fmt_time(aiosqlite_total)],
-                    ["`SQLiteCheck.run()` alone (adds a task and a shield)", fmt_time(check_run)],
+                    [
+                        "`SQLiteCheck.run()` alone (open and read in one hop, close and end "
+                        "the thread in one, in a task)",
+                        fmt_time(check_run),
+                    ],
                 ],
             ),
             "",

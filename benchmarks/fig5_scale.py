@@ -144,10 +144,11 @@ async def run(ctx: Context) -> FigureResult:
         ),
         "",
         "The sum of the checks would be N * 50 ms (50 s for 1000): every size runs its checks "
-        "concurrently. What a cycle adds on top of the slowest check grows with N: a task, a "
-        "timeout and a result per check (bare asyncio pays the first two as well, see its "
-        "column), and the rendering of an N-entry `checks` object on the loop (`as_dict` with "
-        "a `strftime` per check, then the pure-Python JSON encoder, since `indent=2` bypasses "
-        "the C one).",
+        "concurrently. What a cycle adds on top of the slowest check grows with N: a task and "
+        "a result per check (one wait covers them all, and one timer per distinct timeout; "
+        "bare asyncio's `wait_for` pays a task and a timer per check, see its column), and "
+        "the rendering of an N-entry `checks` object (`as_dict` with a `strftime` per check, "
+        "then the pure-Python JSON encoder, since `indent=2` bypasses the C one). The "
+        "rendering runs in the write's executor hop, off the loop, but it holds the GIL.",
     ]
     return result
