@@ -106,6 +106,7 @@ class ConnectionSpy:
     def __init__(self) -> None:
         self.delay = 0.0
         self.close_delay = 0.0
+        self.close_error: Exception | None = None
         self.opened: list[sqlite3.Connection] = []
         self.connecting = threading.Event()
         self.closed_underneath = threading.Event()  # the sqlite3 connection is closed
@@ -122,6 +123,9 @@ class ConnectionSpy:
                 super().close()
                 spy.closed_underneath.set()
                 time.sleep(spy.close_delay)
+                error, spy.close_error = spy.close_error, None
+                if error is not None:
+                    raise error  # once
 
         self.connection_class = SpiedConnection
 
@@ -531,6 +535,21 @@ async def test_probe_cancelled_while_closing_raises_cancelled_error(
     assert run.cancelled(), f"run() ended with {run.exception()!r}, not CancelledError"
     await asyncio.wait_for(check.wait_closed(), 5)
     assert connection_spy.still_open() == []
+
+
+@pytest.mark.asyncio
+async def test_a_failing_close_after_a_good_read_passes_and_ends_the_thread(
+    database: Path, connection_spy: ConnectionSpy, threads_before: set[threading.Thread]
+) -> None:
+    """The read decides the result; a close that fails once does not leave the thread behind."""
+    connection_spy.close_error = sqlite3.OperationalError("close failed")
+    check = SQLiteCheck(database)
+    assert (await check.run()).status == "pass"
+    assert connection_spy.close_error is None  # the failure happened
+    await asyncio.wait_for(check.wait_closed(), 5)
+    # aiosqlite's thread waits for more work after a failed close: it must not linger (it
+    # is not a daemon thread, and would hold interpreter exit).
+    await wait_until(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
 
 
 # --- a process that never calls stop() ---------------------------------------------------

@@ -258,6 +258,10 @@ def sqlite_readonly_uri(path: str | os.PathLike[str]) -> str:
     return f"file:{quote(text)}?mode=ro"
 
 
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is not None
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -340,6 +344,8 @@ class _Opener:
                 if stopping is not None:
                     await asyncio.wait({stopping}, timeout=left)
                     if stopping.done():
+                        if not stopping.cancelled():
+                            stopping.exception()  # closing a read-only connection: not news
                         break
                 elif self.thread is not None and not self.thread.is_alive():
                     break
@@ -452,7 +458,12 @@ class SQLiteCheck:
                         busy = None
             finally:
                 # One hop closes the connection and ends the thread (close() takes two).
-                await opener.thread_ended(connection.stop())
+                stopping = connection.stop()
+                await opener.thread_ended(stopping)
+                if stopping is not None and _failed(stopping):
+                    # aiosqlite's thread ends only after a clean close: ask once more (closing
+                    # a closed sqlite3 connection does nothing) so that it does not linger.
+                    await opener.thread_ended(connection.stop())
             return CheckResult("pass")
         except sqlite3.Error as exc:
             return CheckResult("fail", f"{describe_exception(exc)} ({self.path})")
