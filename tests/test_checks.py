@@ -344,10 +344,11 @@ async def test_each_check_times_out_on_its_own_deadline(make_service: ServiceFac
     assert (short.status, short.output) == ("fail", "timed out after 0.05 s")
     assert (long.status, long.output) == ("fail", "timed out after 0.2 s")
     assert slow_result.status == "pass"
-    # Never before its own deadline, and in the order of the deadlines.
+    # A timeout never fires before its deadline, and they fire in the order of the deadlines.
+    # (The slow check's own sleep runs on the loop's clock, which uvloop keeps in whole
+    # milliseconds, so its duration gets no lower bound here.)
     assert 50 <= short.duration_ms < long.duration_ms
     assert 200 <= long.duration_ms < slow_result.duration_ms
-    assert slow_result.duration_ms >= 300
     assert elapsed < 5.0  # the cycle ends with its slowest check, not the longest timeout
     await asyncio.sleep(0)  # a cancelled task ends at its next step
     # The timed-out runs were cancelled, not left behind.
