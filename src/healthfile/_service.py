@@ -466,10 +466,14 @@ class AsyncHealthService:
             for task in pending:
                 task.cancel()  # the cycle is being cancelled: so are its checks
             raise
+        now = time.perf_counter()
         for task, state in running.items():
             if state not in observed:
                 result, database = _judge_run(task)
-                observed[state] = _Observation(result, database, (state.finished - started) * 1000)
+                # A run that ended in the loop iteration where a timeout woke this cycle has
+                # not had its done callback yet: it ended just now.
+                finished = state.finished if state.finished >= started else now
+                observed[state] = _Observation(result, database, (finished - started) * 1000)
         return [observed[state] for state in states]
 
     def _overall_status(self, results: dict[str, CheckResult]) -> HealthStatus:
