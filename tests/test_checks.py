@@ -629,6 +629,37 @@ async def test_hanging_on_change_is_bounded_by_check_timeout(
     assert "on_change took longer than 0.3 s" in healthfile_logs.text
 
 
+@pytest.mark.asyncio
+async def test_on_change_still_blocked_skips_the_next_report_with_a_warning(
+    make_service: ServiceFactory, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """A sync on_change blocked on one report is not called again; the skip is a warning."""
+    release = threading.Event()
+    seen: list[str] = []
+
+    def blocking(previous: HealthReport | None, current: HealthReport) -> None:
+        seen.append(current.status)
+        release.wait(10)
+
+    service = make_service(
+        check_timeout=0.2, on_change=blocking, checks=[scripted("flaky", "pass", "fail")]
+    )
+    try:
+        await service.start()  # online: the callback blocks, and is abandoned at 0.2 s
+        report = await service.check_now()  # degraded: a change, while the callback blocks
+    finally:
+        release.set()
+    assert report.status == "degraded"
+    assert seen == ["online"]
+    skipped = [r for r in healthfile_logs.records if "on_change not called" in r.getMessage()]
+    assert [r.levelname for r in skipped] == ["WARNING"]
+    assert f"report {report.sequence} (degraded)" in skipped[0].getMessage()
+    assert "still running since" in skipped[0].getMessage()
+    errors = [r.getMessage() for r in healthfile_logs.records if r.levelname == "ERROR"]
+    assert len(errors) == 1  # the first call, abandoned at its bound
+    assert "on_change took longer than 0.2 s" in errors[0]
+
+
 # --- redaction -------------------------------------------------------------------------------
 
 

@@ -568,6 +568,15 @@ class AsyncHealthService:
                 call.cancel()
                 raise TimeoutError(f"on_change took longer than {self.check_timeout:g} s")
             call.result()
+        except CheckStillRunning as exc:
+            # A sync callback still blocked on an earlier report (its thread cannot be
+            # cancelled): this report is not delivered, and that is all that went wrong.
+            logger.warning(
+                "on_change not called for report %d (%s): its call for an earlier report is %s",
+                current.sequence,
+                current.status,
+                exc,
+            )
         except Exception as exc:
             logger.error("on_change callback failed: %s", format_exception(exc))
 
