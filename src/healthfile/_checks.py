@@ -410,7 +410,7 @@ class SQLiteCheck:
         return probe.result()
 
     async def wait_closed(self) -> None:
-        """Wait until an abandoned probe has closed its connection and its thread has ended."""
+        """Wait until the last probe has closed its connection and its thread is done."""
         probe = self._probe
         if probe is not None:
             await asyncio.wait({probe})
