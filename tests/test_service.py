@@ -831,13 +831,19 @@ async def test_cycles_do_not_drift(make_service: ServiceFactory) -> None:
     await service.start()
     await probe.wait_runs(14)
     await service.stop()
-    # The first run is start()'s; the loop's runs are due at origin + k * interval.
+    # The first run is start()'s; the loop's runs are due at origin + k * interval. A cycle
+    # that overran on a loaded machine is not doubled up: its slot is skipped, not shifted.
     starts = probe.starts[1:14]
-    offsets = [start - starts[0] - k * interval for k, start in enumerate(starts)]
-    # Lateness only ever adds to an offset, so the smallest of a few is the grid's own. A loop
-    # that slept `interval` after each cycle would end 12 * 0.05 s = 0.6 s behind.
-    drift = min(offsets[-3:]) - min(offsets[:3])
-    assert abs(drift) < interval / 2, offsets
+    # Each start's distance to the nearest slot of the grid through the first start...
+    residuals = [
+        (since := start - starts[0]) - interval * round(since / interval) for start in starts
+    ]
+    # ...re-centred on the most punctual one, since lateness only ever adds to a residual.
+    lateness = [residual - min(residuals) for residual in residuals]
+    # A loop that slept `interval` after each 0.05 s cycle would start every other cycle
+    # half an interval off the grid; allow a couple of late starts on a loaded machine.
+    off_grid = [late for late in lateness if late > interval / 4]
+    assert len(off_grid) <= 2, lateness
 
 
 @pytest.mark.asyncio
