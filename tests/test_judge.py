@@ -185,6 +185,7 @@ def test_nagios_convention_states_and_exit_codes(
     write: WriteFile,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     content: Callable[[], dict[str, Any] | str | None],
     state: str,
     code: int,
@@ -192,6 +193,8 @@ def test_nagios_convention_states_and_exit_codes(
     """--nagios: OK 0 online; WARNING 1 starting or warnings only; CRITICAL 2; UNKNOWN 3."""
     made = content()
     path = tmp_path / "absent.json" if made is None else write(made)
+    frozen = time.time()  # both runs see the same second, so their ages read alike
+    monkeypatch.setattr(time, "time", lambda: frozen)
     status, line = check(path, capsys, "--nagios")
     assert status == code
     assert line.startswith(f"HEALTHFILE {state} - ")
