@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from healthfile._version import MAX_PYPROJECT_BYTES, UNKNOWN_VERSION, read_app_version
+from healthfile._version import (
+    MAX_NESTING,
+    MAX_PYPROJECT_BYTES,
+    UNKNOWN_VERSION,
+    read_app_version,
+)
 from helpers import ServiceFactory
 
 NOT_INSTALLED = "healthfile-test-no-such-distribution"
@@ -202,6 +207,26 @@ def test_deeply_nested_toml_never_raises(tmp_path: Path, text: str) -> None:
     path = write_pyproject(tmp_path, text)
 
     assert read_app_version(path) in {UNKNOWN_VERSION, "5.0"}
+
+
+def test_absurd_nesting_is_refused_before_parsing(
+    tmp_path: Path, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """Arrays nested 64 deep are refused with a warning; tomllib never recurses that far."""
+    nested = "[" * MAX_NESTING + "]" * MAX_NESTING
+    path = write_pyproject(tmp_path, f'[project]\nversion = "5.0"\na = {nested}\n')
+
+    assert read_app_version(path) == UNKNOWN_VERSION
+    assert "absurdly deep nested arrays or tables" in healthfile_logs.text
+
+
+def test_ordinary_brackets_and_braces_are_not_nesting(tmp_path: Path) -> None:
+    """Many table headers, arrays and inline tables, and brackets in strings, still parse."""
+    headers = "".join(f"[tool.t{i}]\nx = [[1, 2], {{a = [3]}}]\n" for i in range(300))
+    text = f'[project]\nversion = "5.0"\nre = "[[[[[[[["\n{headers}'
+    path = write_pyproject(tmp_path, text)
+
+    assert read_app_version(path) == "5.0"
 
 
 def test_unreadable_metadata_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

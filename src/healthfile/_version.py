@@ -23,6 +23,11 @@ MAX_PYPROJECT_BYTES = 1 << 20
 # A dotted key or table header this deep is not a project file; tomllib would take time
 # quadratic in its depth (minutes for 100 KB of `a.a.a...`).
 MAX_KEY_DEPTH = 64
+# Arrays and inline tables nested this deep are not a project file either; tomllib would
+# recurse towards the interpreter's limit, where any finalizer run by the garbage collector
+# on that deep stack fails too.
+MAX_NESTING = 64
+_ALL_BUT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 
 logger = logging.getLogger("healthfile")
 
@@ -78,6 +83,9 @@ def _read_project_table(path: Path) -> dict[str, Any]:
         # tomllib takes time quadratic in the depth of a dotted key or table header.
         logger.warning("app_version: %s has absurdly deep dotted keys; ignored", path)
         return {}
+    if _has_absurd_nesting(raw):
+        logger.warning("app_version: %s has absurdly deep nested arrays or tables; ignored", path)
+        return {}
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
@@ -96,4 +104,20 @@ def _has_absurdly_deep_key(raw: bytes) -> bool:
         key = stripped if stripped.startswith(b"[") else stripped.split(b"=", 1)[0]
         if not stripped.startswith(b"#") and key.count(b".") >= MAX_KEY_DEPTH:
             return True
+    return False
+
+
+def _has_absurd_nesting(raw: bytes) -> bool:
+    """Tell whether brackets or braces open MAX_NESTING levels deep (strings not told apart)."""
+    brackets = raw.translate(None, _ALL_BUT_BRACKETS)
+    if len(brackets) < MAX_NESTING:
+        return False
+    depth = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth >= MAX_NESTING:
+                return True
+        elif depth:
+            depth -= 1
     return False
