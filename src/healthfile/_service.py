@@ -445,15 +445,16 @@ class AsyncHealthService:
             state.task, state.task_since = task, since
             task.add_done_callback(state.run_done)
             running[task] = state
+        deadlines = {task: started + state.timeout for task, state in running.items()}
         pending = set(running)
         try:
             while pending:
-                deadline = min(started + running[task].timeout for task in pending)
+                deadline = min(deadlines[task] for task in pending)
                 _, pending = await asyncio.wait(
                     pending, timeout=max(0.0, deadline - time.perf_counter())
                 )
                 now = time.perf_counter()
-                for task in [task for task in pending if started + running[task].timeout <= now]:
+                for task in [task for task in pending if deadlines[task] <= now]:
                     task.cancel()
                     pending.discard(task)
                     state = running[task]
