@@ -2,21 +2,45 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What running needs (healthfile, aiosqlite, aiofiles), and everything for developing it.
+RUN_STAMP := $(VENV)/.run-installed
 STAMP := $(VENV)/.installed
+# The host's pip installs into a venv made without a copy of pip of its own (seconds, not
+# tens of them); a Python without pip 23 or newer (for --python) makes a venv with pip.
+HOST_PIP_WORKS := $(PYTHON) -c "import pip, sys; sys.exit(int(pip.__version__.split('.')[0]) < 23)" 2>/dev/null
+PIP_INSTALL = $$(if [ -x $(BIN)/pip ]; then echo $(BIN)/python -m pip; \
+	else echo $(PYTHON) -m pip --python $(BIN)/python; fi) install -qq --disable-pip-version-check
 # pyenv's shims resolve python3.10 ... python3.13 only when PYENV_VERSION names them.
 PYENVS := $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[0-3]\.' | paste -sd: -)
 
 .PHONY: run test lint typecheck pytest matrix bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $@
+$(BIN)/python:
+	@echo "make: creating $(VENV)"
+	@if $(HOST_PIP_WORKS); then $(PYTHON) -m venv --without-pip $(VENV); \
+	else $(PYTHON) -m venv $(VENV); fi
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "make: installing healthfile and what it runs on (aiosqlite, aiofiles) into $(VENV)"
+	@$(PIP_INSTALL) -e .
+	@touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "make: installing healthfile with its test and lint tools into $(VENV)"
+	@$(PIP_INSTALL) -e '.[dev]'
+	@touch $@ $(RUN_STAMP)
 
 ## run: the service on a demo database in data/, a cycle every 5 s; Ctrl-C stops it
-run: $(STAMP)
-	$(BIN)/python examples/demo_db.py data/app.db
-	$(BIN)/healthfile run --database data/app.db --health-file data/health.json --interval 5
+run: $(RUN_STAMP)
+	@$(BIN)/python examples/demo_db.py data/app.db
+	@echo "make run: data/health.json is rewritten every 5 s; the log below shows every change."
+	@echo "  Try in another terminal:"
+	@echo "    cat data/health.json                   the report monitors read"
+	@echo "    .venv/bin/healthfile check; echo \$$?    a monitor's verdict (exit 0: healthy)"
+	@echo "    mv data/app.db data/app.db.away        within 5 s: degraded, database disconnected"
+	@echo "    mv data/app.db.away data/app.db        and back to online"
+	@echo "  Ctrl-C stops the service; the file then says \"stopped\"."
+	@$(BIN)/healthfile run --database data/app.db --health-file data/health.json --interval 5
 
 ## test: lint, types and the covered suite on this Python (a few minutes); `make matrix` does the rest
 test: lint typecheck pytest
