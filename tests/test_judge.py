@@ -513,6 +513,24 @@ def test_unknown_extra_keys_are_tolerated(write: WriteFile) -> None:
     assert judge(write(report("online", region="eu-1"))).verdict == "online"
 
 
+def test_files_with_and_without_app_name_are_both_v1(write: WriteFile) -> None:
+    """app_name was added to v1: files written before it and files with it are both judged."""
+    assert "app_name" not in report()
+    assert judge(write(report("online"))).verdict == "online"
+    assert judge(write(report("online", app_name="billing"))).verdict == "online"
+
+
+@pytest.mark.parametrize("value", ["", "  ", 3, None])
+def test_app_name_that_is_not_a_name_is_not_the_contract(
+    write: WriteFile, value: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When present, app_name must be a non-empty string, as the schema says."""
+    status, line = check(write(report("online", app_name=value)), capsys)
+    assert status == 1
+    assert line.startswith("not a health file: ")
+    assert "app_name is " in line
+
+
 def test_huge_file_is_judged_without_reading_it(tmp_path: Path) -> None:
     """A 10 GiB (sparse) file is 'larger than 65536 bytes' at once: it is never read whole."""
     path = tmp_path / "health.json"

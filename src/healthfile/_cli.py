@@ -98,6 +98,12 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--pyproject", _text, "pyproject.toml to read app_version from (default: pyproject.toml)"),
     ("--app-version", _text, "app_version to report; wins over --pyproject"),
     (
+        "--app-name",
+        _text,
+        "app_name to report and the Prometheus label app (default: [project].name of "
+        "--pyproject, else the installed distribution or script that runs)",
+    ),
+    (
         "--start-period",
         _seconds(allow_zero=True),
         "seconds in which failing checks read starting (default: 0)",
@@ -117,6 +123,7 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "check_timeout": 3.0,
     "pyproject": "pyproject.toml",
     "app_version": None,
+    "app_name": None,
     "start_period": 0.0,
     "prometheus_file": None,
 }

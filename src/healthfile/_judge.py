@@ -284,6 +284,8 @@ class _Report:
         self.expires_at_text: str = data["expires_at"]
         _timestamp(data, "started_at")
         self.app_version = _text(data, "app_version")
+        if "app_name" in data:  # written since it was added; v1 files before lack it
+            _text(data, "app_name")
         if data["api_version"] != "v1":
             raise _NotTheContract(f'api_version is {_show(data["api_version"])}, not "v1"')
         _number(data, "interval_seconds", positive=True)
