@@ -192,20 +192,25 @@ def kubernetes_container() -> dict[str, Any]:
 
 
 def test_kubernetes_probes_are_healthfile_check_exec_probes() -> None:
-    """Every probe runs `healthfile check` within a timeout; liveness allows degraded."""
+    """Every probe runs `healthfile check` within a timeout; liveness (and startup) judge
+    event_loop and heartbeat alone, readiness everything; none allows degraded."""
     container = kubernetes_container()
     probes = {kind: container[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     for probe in probes.values():
         assert probe["exec"]["command"][:2] == ["healthfile", "check"]
         assert probe["timeoutSeconds"] >= 1
-    assert "--allow-degraded" in probes["livenessProbe"]["exec"]["command"]
-    assert "--allow-degraded" not in probes["readinessProbe"]["exec"]["command"]
+        assert "--allow-degraded" not in probe["exec"]["command"]
+    only = ["healthfile", "check", "--only", "event_loop,heartbeat"]
+    assert probes["livenessProbe"]["exec"]["command"] == only
+    assert probes["startupProbe"]["exec"]["command"] == only
+    assert probes["readinessProbe"]["exec"]["command"] == ["healthfile", "check"]
 
 
-def test_kubernetes_probes_follow_the_container_through_degraded_and_stopped(
+def test_kubernetes_probes_follow_the_worker_through_degraded_stuck_and_stopped(
     tmp_path: Path, processes: Callable[..., Process]
 ) -> None:
-    """Online: all probes pass. Degraded: liveness passes, readiness fails. Stopped: all fail."""
+    """Online: all probes pass. Database lost: liveness passes, readiness fails. Worker stuck
+    (its heartbeat fails): both fail. Stopped by SIGTERM: both fail, exit status 0."""
     container = kubernetes_container()
     root = tmp_path / "container"
     mounts = {mount["mountPath"]: root / mount["name"] for mount in container["volumeMounts"]}
@@ -219,8 +224,9 @@ def test_kubernetes_probes_follow_the_container_through_degraded_and_stopped(
         return value
 
     env = environment(**{item["name"]: inside(item["value"]) for item in container["env"]})
+    env["HEALTHFILE_INTERVAL"] = "0.5"  # faster cycles for the test
     workdir = root / container["workingDir"].lstrip("/")
-    database = make_database(workdir / "data" / "app.db")
+    database = make_database(workdir / env["HEALTHFILE_DATABASE"])
     health_file = Path(env["HEALTHFILE_HEALTH_FILE"])
     assert health_file.parent in mounts.values()  # the emptyDir, shared with the probes
 
@@ -229,16 +235,27 @@ def test_kubernetes_probes_follow_the_container_through_degraded_and_stopped(
         assert done.stdout.count("\n") == 1, done
         return done.returncode
 
-    service = processes([*local(container["command"]), "--interval", "0.2"], cwd=workdir, env=env)
+    python, script = container["command"]
+    assert (python, script) == ("python", "/app/worker.py")
+    worker = processes([sys.executable, str(EXAMPLES / "worker.py")], cwd=workdir, env=env)
     wait_for_status(health_file, "online")
-    assert not (workdir / "data" / "health.json").exists()
+    assert set(read_report(health_file)["checks"]) == {"database", "event_loop", "heartbeat"}
     assert [probe(k) for k in ("startupProbe", "livenessProbe", "readinessProbe")] == [0, 0, 0]
 
     take_away(database)
     wait_for_status(health_file, "degraded")
     assert (probe("livenessProbe"), probe("readinessProbe")) == (0, 1)
 
-    assert service.stop(signal.SIGTERM)[0] == 0
+    worker.popen.send_signal(signal.SIGUSR1)  # the current job hangs
+    wait_for(
+        lambda: read_report(health_file)["checks"]["heartbeat"]["status"] == "fail",
+        "the heartbeat to fail",
+    )
+    assert (probe("livenessProbe"), probe("readinessProbe")) == (1, 1)
+
+    status, output = worker.stop(signal.SIGTERM)
+    assert (status, "Traceback" in output) == (0, False), output
+    assert read_report(health_file)["status"] == "stopped"
     assert (probe("livenessProbe"), probe("readinessProbe")) == (1, 1)
 
 
@@ -373,6 +390,7 @@ async def test_alert_rules_fire_on_staleness_and_down_not_on_a_live_service(
         health_file=tmp_path / "health.json",
         prometheus_file=textfile,
         pyproject=None,
+        app_name="myapp",
     ) as service:
         samples = parse_samples(textfile.read_text())
         now = time.time()
@@ -384,7 +402,7 @@ async def test_alert_rules_fire_on_staleness_and_down_not_on_a_live_service(
         samples = parse_samples(textfile.read_text())
         assert firing(rules["HealthfileDown"]["expr"], samples, now) != []
         assert firing(rules["HealthfileCheckFailing"]["expr"], samples, now) == [
-            {"check": "database"}
+            {"app": "myapp", "check": "database"}
         ]
         assert firing(rules["HealthfileStale"]["expr"], samples, now) == []
         assert firing(rules["HealthfileStale"]["expr"], samples, now + 600) != []
@@ -400,15 +418,15 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked
     description = alert_rules()["HealthfileStale"]["annotations"]["description"]
     stale_alert = {
-        "exp_labels": {"instance": "app", "severity": "critical"},
+        "exp_labels": {"app": "myapp", "instance": "host", "severity": "critical"},
         "exp_annotations": {
-            "summary": "app: no health report for 3m 0s",
+            "summary": "myapp on host: no health report for 3m 0s",
             "description": description,
         },
     }
     down_alert = {
-        "exp_labels": {"instance": "app", "severity": "warning"},
-        "exp_annotations": {"summary": "app: the application does not report online"},
+        "exp_labels": {"app": "myapp", "instance": "host", "severity": "warning"},
+        "exp_annotations": {"summary": "myapp on host: the application does not report online"},
     }
     tests = {
         "rule_files": [str(rules_file)],
@@ -419,10 +437,11 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
                 # A report made at time 0 and never renewed, by an app that is not online.
                 "input_series": [
                     {
-                        "series": 'healthfile_report_timestamp_seconds{instance="app"}',
+                        "series": "healthfile_report_timestamp_seconds"
+                        '{app="myapp",instance="host"}',
                         "values": "0x10",
                     },
-                    {"series": 'healthfile_up{instance="app"}', "values": "0x10"},
+                    {"series": 'healthfile_up{app="myapp",instance="host"}', "values": "0x10"},
                 ],
                 "alert_rule_test": [
                     {"eval_time": "2m", "alertname": "HealthfileStale", "exp_alerts": []},
