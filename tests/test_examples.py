@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -321,6 +322,179 @@ def test_nagios_command_judges_a_live_file_ok_then_critical(
     stopped = nagios_check()
     assert stopped.returncode == 2
     assert stopped.stdout.startswith("HEALTHFILE CRITICAL - stopped: ")
+
+
+# --- Consul and Nomad script checks -------------------------------------------------------
+
+
+def consul_state(code: int) -> str:
+    """How Consul (and Nomad, which registers its checks there) reads a script's exit status."""
+    return {0: "passing", 1: "warning"}.get(code, "critical")
+
+
+def write_report(
+    path: Path, status: str, checks: dict[str, str], *, expires_in: float = 60.0
+) -> Path:
+    """Write a health file as the service renders it: ``checks`` maps name to pass/warn/fail."""
+    from healthfile import CheckResult, HealthReport
+
+    now = datetime.now(timezone.utc)
+    report = HealthReport(
+        status=status,  # type: ignore[arg-type]  # the states under test, as strings
+        database="connected" if checks.get("database", "pass") == "pass" else "disconnected",
+        timestamp=now - timedelta(seconds=2),
+        app_version="1.0.0",
+        interval_seconds=10.0,
+        expires_at=now + timedelta(seconds=expires_in),
+        sequence=5,
+        started_at=now - timedelta(seconds=60),
+        pid=os.getpid(),
+        checks={
+            name: CheckResult(state, None if state == "pass" else f"{name} is {state}")  # type: ignore[arg-type]
+            for name, state in checks.items()
+        },
+        app_name="myapp",
+    )
+    path.write_text(report.to_json(), encoding="utf-8")
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` at ``path`` (a file that is not a health file)."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+WORKER_CHECKS = {"database": "pass", "event_loop": "pass", "heartbeat": "pass"}
+
+# name, how to make the file (None: no file), Consul state of "ready" (every check) and of
+# "alive" (--only event_loop,heartbeat)
+SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] = [
+    ("online", lambda p: write_report(p, "online", WORKER_CHECKS), "passing", "passing"),
+    (
+        "starting",
+        lambda p: write_report(p, "starting", {**WORKER_CHECKS, "database": "fail"}),
+        "warning",
+        "passing",
+    ),
+    (
+        "degraded-database-warns",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "database": "warn"}),
+        "warning",
+        "passing",
+    ),
+    (
+        "degraded-database-fails",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "database": "fail"}),
+        "critical",
+        "passing",
+    ),
+    (
+        "degraded-heartbeat-warns",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "heartbeat": "warn"}),
+        "warning",
+        "warning",
+    ),
+    (
+        "degraded-heartbeat-fails",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "heartbeat": "fail"}),
+        "critical",
+        "critical",
+    ),
+    ("stopped", lambda p: write_report(p, "stopped", WORKER_CHECKS), "critical", "critical"),
+    (
+        "stale",
+        lambda p: write_report(p, "online", WORKER_CHECKS, expires_in=-30),
+        "critical",
+        "critical",
+    ),
+    ("missing", lambda p: None, "critical", "critical"),
+    (
+        "invalid",
+        lambda p: write_text(p, '{"status": "online"'),
+        "critical",
+        "critical",
+    ),
+    (
+        "no-heartbeat-check",
+        lambda p: write_report(p, "online", {"database": "pass"}),
+        "passing",
+        "critical",
+    ),
+]
+
+
+def consul_check() -> dict[str, Any]:
+    """The one script check of examples/consul.json."""
+    document = json.loads((EXAMPLES / "consul.json").read_text())
+    [check] = document["service"]["checks"]
+    result: dict[str, Any] = check
+    return result
+
+
+def nomad_checks() -> dict[str, dict[str, Any]]:
+    """The script checks of examples/nomad.hcl by name: command, args and check_restart."""
+    text = (EXAMPLES / "nomad.hcl").read_text()
+    checks = {}
+    for body in re.findall(r"^\s*check \{\n(.*?)^        \}", text, re.DOTALL | re.MULTILINE):
+        fields: dict[str, Any] = {}
+        for key, value in re.findall(r"^\s*(\w+)\s*=\s*(.+)$", body, re.MULTILINE):
+            fields[key] = json.loads(value)  # strings, lists, numbers and booleans as in JSON
+        checks[fields["name"]] = fields
+    return checks
+
+
+def run_script_check(argv: list[str], health_file: Path) -> str:
+    """Run a script check's command on ``health_file``; return the state Consul gives it."""
+    done = run(local(argv), env=environment(HEALTHFILE_HEALTH_FILE=str(health_file)))
+    assert done.stdout.count("\n") == 1, done
+    assert len(done.stdout.encode()) < 4096  # all that Consul keeps of the output
+    return consul_state(done.returncode)
+
+
+def test_consul_and_nomad_checks_are_nagios_convention_script_checks() -> None:
+    """Both recipes run `healthfile check --nagios`: Consul's 0/1/other maps onto it."""
+    consul = consul_check()
+    assert consul["args"][1:3] == ["check", "--nagios"]
+    assert consul["timeout"]
+    assert consul["interval"]
+    nomad = nomad_checks()
+    assert set(nomad) == {"ready", "alive"}
+    for check in nomad.values():
+        assert check["type"] == "script"
+        assert [check["command"], *check["args"][:2]] == ["healthfile", "check", "--nagios"]
+    assert nomad["ready"]["args"] == ["check", "--nagios"]
+    assert nomad["alive"]["args"][2:] == ["--only", "event_loop,heartbeat"]
+    restart = re.search(r"check_restart \{(.*?)\}", (EXAMPLES / "nomad.hcl").read_text(), re.DOTALL)
+    assert restart is not None
+    assert "ignore_warnings = true" in restart[1]
+
+
+@pytest.mark.parametrize(
+    ("make", "ready", "alive"),
+    [pytest.param(make, ready, alive, id=name) for name, make, ready, alive in SCRIPT_CHECK_STATES],
+)
+def test_consul_and_nomad_states_for_every_verdict(
+    tmp_path: Path, make: Callable[[Path], Path | None], ready: str, alive: str
+) -> None:
+    """Every verdict reads right in Consul: passing only when healthy, warning for starting or
+    mere warnings, critical for failing, stopped, stale, missing, invalid or unknown checks."""
+    health_file = tmp_path / "health.json"
+    make(health_file)
+    consul = consul_check()["args"]
+    consul[consul.index("--health-file") + 1] = str(health_file)
+    assert run_script_check(consul, health_file) == ready
+    nomad = nomad_checks()
+    for name, expected in (("ready", ready), ("alive", alive)):
+        check = nomad[name]
+        assert run_script_check([check["command"], *check["args"]], health_file) == expected
+
+
+def test_default_convention_would_misread_in_consul(tmp_path: Path) -> None:
+    """Why --nagios: without it a stale file exits 1, which Consul reads as a mere warning."""
+    health_file = write_report(tmp_path / "health.json", "online", WORKER_CHECKS, expires_in=-30)
+    assert run_script_check(["healthfile", "check"], health_file) == "warning"
+    assert run_script_check(["healthfile", "check", "--nagios"], health_file) == "critical"
 
 
 # --- node_exporter: textfile and alert rules ----------------------------------------------
