@@ -238,7 +238,7 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     check.add_argument(
         "--allow-degraded",
         action="store_true",
-        help="exit 0 for degraded too (default convention only; e.g. a liveness probe)",
+        help="exit 0 for degraded too (default convention only)",
     )
     check.add_argument(
         "--only",
