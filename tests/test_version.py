@@ -369,14 +369,36 @@ def test_program_name_under_python_m_is_the_package(tmp_path: Path) -> None:
     assert run_program_name(sys.executable, "-m", "myworker", cwd=tmp_path) == "myworker"
 
 
-def test_program_name_of_a_console_script_is_its_distribution(tmp_path: Path) -> None:
-    """The installed `healthfile` console script belongs to the distribution healthfile."""
-    script = Path(sys.executable).parent / "healthfile"
-    if not script.exists():
-        pytest.skip("no healthfile console script next to this interpreter")
-    code = f"import sys; sys.argv[0] = {str(script)!r}; {PRINT_NAME}"
+@pytest.mark.parametrize(
+    ("script", "distribution"), [("healthfile", "healthfile"), ("py.test", "pytest")]
+)
+def test_program_name_of_a_console_script_is_its_distribution(
+    tmp_path: Path, script: str, distribution: str
+) -> None:
+    """An installed console script is named after the distribution that owns it."""
+    path = Path(sys.executable).parent / script
+    if not path.exists():
+        pytest.skip(f"no {script} console script next to this interpreter")
+    code = f"import sys; sys.argv[0] = {str(path)!r}; {PRINT_NAME}"
 
-    assert run_program_name(sys.executable, "-c", code, cwd=tmp_path) == "healthfile"
+    assert run_program_name(sys.executable, "-c", code, cwd=tmp_path) == distribution
+
+
+def test_program_name_under_python_m_of_an_installed_package_is_its_distribution(
+    tmp_path: Path,
+) -> None:
+    """`python -m pytest` is named after the installed distribution pytest (its metadata Name)."""
+    code = (
+        "import importlib.machinery, sys\n"
+        "spec = importlib.machinery.ModuleSpec('pytest.__main__', None)\n"
+        "sys.modules['__main__'].__spec__ = spec\n"
+        "sys.argv[0] = '/somewhere/pytest/__main__.py'\n" + PRINT_NAME
+    )
+
+    assert (
+        run_program_name(sys.executable, "-c", code, cwd=tmp_path)
+        == metadata.metadata("pytest")["Name"]
+    )
 
 
 @pytest.mark.asyncio

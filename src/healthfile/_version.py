@@ -91,8 +91,8 @@ def program_name() -> str:
     """The name of the running program, when no pyproject names it.
 
     The installed distribution that owns the program — the one whose console script is
-    ``sys.argv[0]``, or, under ``python -m pkg``, the one that holds the package ``pkg`` —
-    else the script's name (``Path(sys.argv[0]).stem``), else ``"python"``.
+    ``sys.argv[0]``, or, under ``python -m pkg``, the distribution named ``pkg`` — else
+    ``pkg``, else the script's name (``Path(sys.argv[0]).stem``), else ``"python"``.
     """
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -103,33 +103,41 @@ def program_name() -> str:
 
 @lru_cache(maxsize=4)
 def _program_name(script: str, main_module: str | None) -> str:
-    """Find the distribution owning ``script`` or ``main_module``, else name the script."""
+    """Name the program run as ``script`` (argv[0]) with ``main_module`` as ``__main__``."""
+    package = None
+    if main_module and main_module != "__main__":
+        package = main_module.partition(".")[0]
     try:
-        distribution = _owning_distribution(Path(script), main_module)
+        distribution = _owning_distribution(Path(script), package)
     except Exception as exc:
-        logger.info("app_name: could not search the installed distributions: %s", exc)
+        logger.info("app_name: could not read the installed distributions: %s", exc)
         distribution = None
     if distribution:
         return distribution
-    if main_module and main_module != "__main__":  # python -m pkg: the package, not __main__
-        return main_module.partition(".")[0]
+    if package:  # python -m pkg: the package, not "__main__"
+        return package
     stem = Path(script).stem
-    return stem if stem.strip() and stem != "-c" else "python"
+    return stem if stem.strip() and script != "-c" else "python"
 
 
-def _owning_distribution(script: Path, main_module: str | None) -> str | None:
-    """The distribution whose console script is ``script``, or that holds ``main_module``."""
-    if script.name:
+def _owning_distribution(script: Path, package: str | None) -> str | None:
+    """The distribution whose console script is ``script``, or the one named ``package``.
+
+    Cheap on purpose (tens of ms at most): entry points are read only for a script that is
+    not a ``.py`` file, and ``package`` is looked up by name, never by scanning every
+    distribution's file list.
+    """
+    if package is not None:
+        try:
+            return str(metadata.distribution(package).metadata["Name"])
+        except metadata.PackageNotFoundError:
+            return None
+    if script.name not in ("", "-c") and script.suffix.lower() not in (".py", ".pyw"):
         names = {script.name, script.stem}
         for group in ("console_scripts", "gui_scripts"):
             for entry in metadata.entry_points(group=group):
                 if entry.name in names and entry.dist is not None:
                     return str(entry.dist.name)
-    if main_module and main_module != "__main__":
-        package = main_module.partition(".")[0]
-        owners = metadata.packages_distributions().get(package, [])
-        if owners:
-            return owners[0]
     return None
 
 
