@@ -19,6 +19,7 @@ from healthfile._version import (
     MAX_PYPROJECT_BYTES,
     UNKNOWN_VERSION,
     AppIdentity,
+    _program_name,
     program_name,
     read_app_identity,
     read_app_version,
@@ -444,3 +445,20 @@ def test_bad_app_name_is_refused_at_construction(value: Any) -> None:
     """app_name must be a non-empty string or None, like app_version."""
     with pytest.raises(ValueError, match="app_name"):
         AsyncHealthService(app_name=value)
+
+
+def test_unreadable_distribution_metadata_falls_back_to_the_script_name(
+    monkeypatch: pytest.MonkeyPatch, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """Metadata that cannot be read is logged, and the program is named after its script."""
+
+    def broken(**_: object) -> object:
+        raise OSError("metadata unreadable")
+
+    monkeypatch.setattr(metadata, "entry_points", broken)
+    _program_name.cache_clear()
+    try:
+        assert _program_name("/usr/local/bin/billing-worker", None) == "billing-worker"
+    finally:
+        _program_name.cache_clear()
+    assert "metadata unreadable" in healthfile_logs.text
