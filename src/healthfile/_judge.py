@@ -233,7 +233,7 @@ def judge(
             )
         status = _judged_status(report.status, judged)
         said = "" if status == report.status else f"; the file says {report.status}"
-        scope = f" ({option[2:].replace('ignore', 'ignoring')} {_names(named)}{said})"
+        scope = f" ({'only' if only is not None else 'ignoring'} {_names(named)}{said})"
     problems = "".join(
         f"; {_cut(name, _MAX_LABEL_CHARS)} {check_status}"
         + ("" if output is None else f": {_cut(_clean(output), _MAX_OUTPUT_CHARS)}")
