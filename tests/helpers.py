@@ -19,6 +19,7 @@ CONTRACT_KEYS = [
     "database",
     "timestamp",
     "app_version",
+    "app_name",
     "api_version",
     "interval_seconds",
     "expires_at",

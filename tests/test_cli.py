@@ -128,6 +128,8 @@ def test_no_command_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) ->
         ("--pyproject", ""),
         ("--app-version", ""),
         ("--app-version", "   "),
+        ("--app-name", ""),
+        ("--app-name", "   "),
     ],
 )
 def test_bad_option_value_exits_2_with_one_line(
@@ -254,6 +256,7 @@ def test_defaults_are_the_seeds(
     assert options["check_timeout"] == 3.0
     assert options["start_period"] == 0.0
     assert options["app_version"] is None
+    assert options["app_name"] is None
 
 
 def test_options_are_read_from_environment_variables(
@@ -269,6 +272,7 @@ def test_options_are_read_from_environment_variables(
     monkeypatch.setenv("HEALTHFILE_CHECK_TIMEOUT", "2.5")
     monkeypatch.setenv("HEALTHFILE_START_PERIOD", "4")
     monkeypatch.setenv("HEALTHFILE_APP_VERSION", "9.9.9")
+    monkeypatch.setenv("HEALTHFILE_APP_NAME", "billing")
     monkeypatch.setenv("HEALTHFILE_PYPROJECT", "other.toml")
     monkeypatch.setenv("HEALTHFILE_VERBOSE", "2")
     status, _, _ = invoke(["run"], capsys)
@@ -280,6 +284,7 @@ def test_options_are_read_from_environment_variables(
     assert options["check_timeout"] == 2.5
     assert options["start_period"] == 4.0
     assert options["app_version"] == "9.9.9"
+    assert options["app_name"] == "billing"
     assert options["pyproject"] == "other.toml"
     assert options["verbose"] == 2
 
@@ -293,14 +298,16 @@ def test_command_line_wins_over_environment(
     """An option on the command line wins over its variable, even over a bad one."""
     monkeypatch.setenv("HEALTHFILE_INTERVAL", "abc")
     monkeypatch.setenv("HEALTHFILE_APP_VERSION", "1.0.0")
+    monkeypatch.setenv("HEALTHFILE_APP_NAME", "from-env")
     monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(tmp_path))  # a directory: refused if read
     monkeypatch.setenv("HEALTHFILE_VERBOSE", "abc")
     argv = ["run", "--interval", "0.5", "--app-version", "2.0.0", "--health-file", "cli.json"]
-    status, _, err = invoke([*argv, "-v"], capsys)
+    status, _, err = invoke([*argv, "-v", "--app-name", "from-cli"], capsys)
     assert status == 0, err
     [options] = started_with
     assert options["interval"] == 0.5
     assert options["app_version"] == "2.0.0"
+    assert options["app_name"] == "from-cli"
     assert options["health_file"] == "cli.json"
     assert options["verbose"] == 1
 
@@ -522,10 +529,12 @@ def test_run_takes_its_options_from_environment_variables(
         HEALTHFILE_HEALTH_FILE=str(health_file),
         HEALTHFILE_INTERVAL="0.2",
         HEALTHFILE_APP_VERSION="9.9.9",
+        HEALTHFILE_APP_NAME="billing",
     )
     running = launch(console_script(), env=env)
     online = wait_for_report(health_file, is_online, running)
     assert online["app_version"] == "9.9.9"
+    assert online["app_name"] == "billing"
     assert online["interval_seconds"] == 0.2
     assert online["database"] == "connected"
     # A second cycle proves the 0.2 s interval is used, not the 30 s default.

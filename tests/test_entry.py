@@ -75,6 +75,86 @@ def test_fast_path_answers_exactly_as_the_full_parser(
     assert outcomes[0] == outcomes[1]
 
 
+def check_entry(status: str, output: str | None) -> dict[str, object]:
+    """One check's entry in a health file."""
+    return {
+        "status": status,
+        "output": output,
+        "duration_ms": 1.5,
+        "consecutive_failures": 0 if status == "pass" else 2,
+        "last_success": None,
+    }
+
+
+DEGRADED = {
+    **ONLINE,
+    "status": "degraded",
+    "database": "disconnected",
+    "checks": {
+        "database": check_entry("fail", "OperationalError: unable to open database file"),
+        "event_loop": check_entry("pass", None),
+        "heartbeat": check_entry("warn", "last beat 1.5 s ago"),
+    },
+}
+
+SELECTION_LISTS = [
+    ["--only", "event_loop"],
+    ["--only=event_loop,heartbeat"],
+    ["--only", "event_loop", "--only", "heartbeat", "--nagios"],
+    ["--only", " event_loop , ,event_loop"],
+    ["--only", "event_loop", "--json"],
+    ["--only", "event_loop,heartbeat", "--nagios"],
+    ["--only", "heartbeat", "--allow-degraded"],
+    ["--only", "no_such_check", "--nagios"],
+    ["--ignore", "database"],
+    ["--ignore=database,heartbeat", "--nagios"],
+    ["--ignore", "cache"],
+    ["--only", "event_loop", "--ignore", "database"],
+    ["--only", "event_loop", "--ignore", "database", "--nagios"],
+    ["--only", ""],
+    ["--only", ","],
+    ["--only"],
+    ["--only", "--nagios"],
+    ["--ignore", ",", "--nagios"],
+]
+
+
+@pytest.mark.parametrize("arguments", SELECTION_LISTS, ids=" ".join)
+def test_fast_path_judges_only_and_ignore_as_the_full_parser(
+    arguments: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--only/--ignore, valid or not, alone or together, answer alike on both paths."""
+    path = tmp_path / "health.json"
+    path.write_text(json.dumps(DEGRADED), encoding="utf-8")
+    monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(path))
+    frozen = time.time()
+    monkeypatch.setattr(time, "time", lambda: frozen)
+    outcomes = []
+    for main in (_entry.main, _cli.main):
+        try:
+            status = main(["check", *arguments])
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+        outcomes.append((status, capsys.readouterr()))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_fast_path_parses_only_and_ignore_itself() -> None:
+    """A well-formed --only/--ignore stays on the fast path; both together go to argparse."""
+    assert _entry._parse_check(["--only", "a,b", "--only=b, c"], {}) == (
+        "data/health.json",
+        None,
+        {"allow_degraded": False, "nagios": False, "as_json": False, "only": ("a", "b", "c")},
+    )
+    parsed = _entry._parse_check(["--ignore", "cache"], {})
+    assert parsed is not None
+    assert parsed[2]["ignore"] == ("cache",)
+    assert _entry._parse_check(["--only", "a", "--ignore", "b"], {}) is None
+
+
 def test_fast_path_takes_the_file_from_the_option_over_the_environment(
     health_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -192,20 +193,25 @@ def kubernetes_container() -> dict[str, Any]:
 
 
 def test_kubernetes_probes_are_healthfile_check_exec_probes() -> None:
-    """Every probe runs `healthfile check` within a timeout; liveness allows degraded."""
+    """Every probe runs `healthfile check` within a timeout; liveness (and startup) judge
+    event_loop and heartbeat alone, readiness everything; none allows degraded."""
     container = kubernetes_container()
     probes = {kind: container[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     for probe in probes.values():
         assert probe["exec"]["command"][:2] == ["healthfile", "check"]
         assert probe["timeoutSeconds"] >= 1
-    assert "--allow-degraded" in probes["livenessProbe"]["exec"]["command"]
-    assert "--allow-degraded" not in probes["readinessProbe"]["exec"]["command"]
+        assert "--allow-degraded" not in probe["exec"]["command"]
+    only = ["healthfile", "check", "--only", "event_loop,heartbeat"]
+    assert probes["livenessProbe"]["exec"]["command"] == only
+    assert probes["startupProbe"]["exec"]["command"] == only
+    assert probes["readinessProbe"]["exec"]["command"] == ["healthfile", "check"]
 
 
-def test_kubernetes_probes_follow_the_container_through_degraded_and_stopped(
+def test_kubernetes_probes_follow_the_worker_through_degraded_stuck_and_stopped(
     tmp_path: Path, processes: Callable[..., Process]
 ) -> None:
-    """Online: all probes pass. Degraded: liveness passes, readiness fails. Stopped: all fail."""
+    """Online: all probes pass. Database lost: liveness passes, readiness fails. Worker stuck
+    (its heartbeat fails): both fail. Stopped by SIGTERM: both fail, exit status 0."""
     container = kubernetes_container()
     root = tmp_path / "container"
     mounts = {mount["mountPath"]: root / mount["name"] for mount in container["volumeMounts"]}
@@ -219,8 +225,9 @@ def test_kubernetes_probes_follow_the_container_through_degraded_and_stopped(
         return value
 
     env = environment(**{item["name"]: inside(item["value"]) for item in container["env"]})
+    env["HEALTHFILE_INTERVAL"] = "0.5"  # faster cycles for the test
     workdir = root / container["workingDir"].lstrip("/")
-    database = make_database(workdir / "data" / "app.db")
+    database = make_database(workdir / env["HEALTHFILE_DATABASE"])
     health_file = Path(env["HEALTHFILE_HEALTH_FILE"])
     assert health_file.parent in mounts.values()  # the emptyDir, shared with the probes
 
@@ -229,16 +236,27 @@ def test_kubernetes_probes_follow_the_container_through_degraded_and_stopped(
         assert done.stdout.count("\n") == 1, done
         return done.returncode
 
-    service = processes([*local(container["command"]), "--interval", "0.2"], cwd=workdir, env=env)
+    python, script = container["command"]
+    assert (python, script) == ("python", "/app/worker.py")
+    worker = processes([sys.executable, str(EXAMPLES / "worker.py")], cwd=workdir, env=env)
     wait_for_status(health_file, "online")
-    assert not (workdir / "data" / "health.json").exists()
+    assert set(read_report(health_file)["checks"]) == {"database", "event_loop", "heartbeat"}
     assert [probe(k) for k in ("startupProbe", "livenessProbe", "readinessProbe")] == [0, 0, 0]
 
     take_away(database)
     wait_for_status(health_file, "degraded")
     assert (probe("livenessProbe"), probe("readinessProbe")) == (0, 1)
 
-    assert service.stop(signal.SIGTERM)[0] == 0
+    worker.popen.send_signal(signal.SIGUSR1)  # the current job hangs
+    wait_for(
+        lambda: read_report(health_file)["checks"]["heartbeat"]["status"] == "fail",
+        "the heartbeat to fail",
+    )
+    assert (probe("livenessProbe"), probe("readinessProbe")) == (1, 1)
+
+    status, output = worker.stop(signal.SIGTERM)
+    assert (status, "Traceback" in output) == (0, False), output
+    assert read_report(health_file)["status"] == "stopped"
     assert (probe("livenessProbe"), probe("readinessProbe")) == (1, 1)
 
 
@@ -304,6 +322,179 @@ def test_nagios_command_judges_a_live_file_ok_then_critical(
     stopped = nagios_check()
     assert stopped.returncode == 2
     assert stopped.stdout.startswith("HEALTHFILE CRITICAL - stopped: ")
+
+
+# --- Consul and Nomad script checks -------------------------------------------------------
+
+
+def consul_state(code: int) -> str:
+    """How Consul (and Nomad, which registers its checks there) reads a script's exit status."""
+    return {0: "passing", 1: "warning"}.get(code, "critical")
+
+
+def write_report(
+    path: Path, status: str, checks: dict[str, str], *, expires_in: float = 60.0
+) -> Path:
+    """Write a health file as the service renders it: ``checks`` maps name to pass/warn/fail."""
+    from healthfile import CheckResult, HealthReport
+
+    now = datetime.now(timezone.utc)
+    report = HealthReport(
+        status=status,  # type: ignore[arg-type]  # the states under test, as strings
+        database="connected" if checks.get("database", "pass") == "pass" else "disconnected",
+        timestamp=now - timedelta(seconds=2),
+        app_version="1.0.0",
+        interval_seconds=10.0,
+        expires_at=now + timedelta(seconds=expires_in),
+        sequence=5,
+        started_at=now - timedelta(seconds=60),
+        pid=os.getpid(),
+        checks={
+            name: CheckResult(state, None if state == "pass" else f"{name} is {state}")  # type: ignore[arg-type]
+            for name, state in checks.items()
+        },
+        app_name="myapp",
+    )
+    path.write_text(report.to_json(), encoding="utf-8")
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` at ``path`` (a file that is not a health file)."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+WORKER_CHECKS = {"database": "pass", "event_loop": "pass", "heartbeat": "pass"}
+
+# name, how to make the file (None: no file), Consul state of "ready" (every check) and of
+# "alive" (--only event_loop,heartbeat)
+SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] = [
+    ("online", lambda p: write_report(p, "online", WORKER_CHECKS), "passing", "passing"),
+    (
+        "starting",
+        lambda p: write_report(p, "starting", {**WORKER_CHECKS, "database": "fail"}),
+        "warning",
+        "passing",
+    ),
+    (
+        "degraded-database-warns",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "database": "warn"}),
+        "warning",
+        "passing",
+    ),
+    (
+        "degraded-database-fails",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "database": "fail"}),
+        "critical",
+        "passing",
+    ),
+    (
+        "degraded-heartbeat-warns",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "heartbeat": "warn"}),
+        "warning",
+        "warning",
+    ),
+    (
+        "degraded-heartbeat-fails",
+        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "heartbeat": "fail"}),
+        "critical",
+        "critical",
+    ),
+    ("stopped", lambda p: write_report(p, "stopped", WORKER_CHECKS), "critical", "critical"),
+    (
+        "stale",
+        lambda p: write_report(p, "online", WORKER_CHECKS, expires_in=-30),
+        "critical",
+        "critical",
+    ),
+    ("missing", lambda p: None, "critical", "critical"),
+    (
+        "invalid",
+        lambda p: write_text(p, '{"status": "online"'),
+        "critical",
+        "critical",
+    ),
+    (
+        "no-heartbeat-check",
+        lambda p: write_report(p, "online", {"database": "pass"}),
+        "passing",
+        "critical",
+    ),
+]
+
+
+def consul_check() -> dict[str, Any]:
+    """The one script check of examples/consul.json."""
+    document = json.loads((EXAMPLES / "consul.json").read_text())
+    [check] = document["service"]["checks"]
+    result: dict[str, Any] = check
+    return result
+
+
+def nomad_checks() -> dict[str, dict[str, Any]]:
+    """The script checks of examples/nomad.hcl by name: command, args and check_restart."""
+    text = (EXAMPLES / "nomad.hcl").read_text()
+    checks = {}
+    for body in re.findall(r"^\s*check \{\n(.*?)^        \}", text, re.DOTALL | re.MULTILINE):
+        fields: dict[str, Any] = {}
+        for key, value in re.findall(r"^\s*(\w+)\s*=\s*(.+)$", body, re.MULTILINE):
+            fields[key] = json.loads(value)  # strings, lists, numbers and booleans as in JSON
+        checks[fields["name"]] = fields
+    return checks
+
+
+def run_script_check(argv: list[str], health_file: Path) -> str:
+    """Run a script check's command on ``health_file``; return the state Consul gives it."""
+    done = run(local(argv), env=environment(HEALTHFILE_HEALTH_FILE=str(health_file)))
+    assert done.stdout.count("\n") == 1, done
+    assert len(done.stdout.encode()) < 4096  # all that Consul keeps of the output
+    return consul_state(done.returncode)
+
+
+def test_consul_and_nomad_checks_are_nagios_convention_script_checks() -> None:
+    """Both recipes run `healthfile check --nagios`: Consul's 0/1/other maps onto it."""
+    consul = consul_check()
+    assert consul["args"][1:3] == ["check", "--nagios"]
+    assert consul["timeout"]
+    assert consul["interval"]
+    nomad = nomad_checks()
+    assert set(nomad) == {"ready", "alive"}
+    for check in nomad.values():
+        assert check["type"] == "script"
+        assert [check["command"], *check["args"][:2]] == ["healthfile", "check", "--nagios"]
+    assert nomad["ready"]["args"] == ["check", "--nagios"]
+    assert nomad["alive"]["args"][2:] == ["--only", "event_loop,heartbeat"]
+    restart = re.search(r"check_restart \{(.*?)\}", (EXAMPLES / "nomad.hcl").read_text(), re.DOTALL)
+    assert restart is not None
+    assert "ignore_warnings = true" in restart[1]
+
+
+@pytest.mark.parametrize(
+    ("make", "ready", "alive"),
+    [pytest.param(make, ready, alive, id=name) for name, make, ready, alive in SCRIPT_CHECK_STATES],
+)
+def test_consul_and_nomad_states_for_every_verdict(
+    tmp_path: Path, make: Callable[[Path], Path | None], ready: str, alive: str
+) -> None:
+    """Every verdict reads right in Consul: passing only when healthy, warning for starting or
+    mere warnings, critical for failing, stopped, stale, missing, invalid or unknown checks."""
+    health_file = tmp_path / "health.json"
+    make(health_file)
+    consul = consul_check()["args"]
+    consul[consul.index("--health-file") + 1] = str(health_file)
+    assert run_script_check(consul, health_file) == ready
+    nomad = nomad_checks()
+    for name, expected in (("ready", ready), ("alive", alive)):
+        check = nomad[name]
+        assert run_script_check([check["command"], *check["args"]], health_file) == expected
+
+
+def test_default_convention_would_misread_in_consul(tmp_path: Path) -> None:
+    """Why --nagios: without it a stale file exits 1, which Consul reads as a mere warning."""
+    health_file = write_report(tmp_path / "health.json", "online", WORKER_CHECKS, expires_in=-30)
+    assert run_script_check(["healthfile", "check"], health_file) == "warning"
+    assert run_script_check(["healthfile", "check", "--nagios"], health_file) == "critical"
 
 
 # --- node_exporter: textfile and alert rules ----------------------------------------------
@@ -373,6 +564,7 @@ async def test_alert_rules_fire_on_staleness_and_down_not_on_a_live_service(
         health_file=tmp_path / "health.json",
         prometheus_file=textfile,
         pyproject=None,
+        app_name="myapp",
     ) as service:
         samples = parse_samples(textfile.read_text())
         now = time.time()
@@ -384,7 +576,7 @@ async def test_alert_rules_fire_on_staleness_and_down_not_on_a_live_service(
         samples = parse_samples(textfile.read_text())
         assert firing(rules["HealthfileDown"]["expr"], samples, now) != []
         assert firing(rules["HealthfileCheckFailing"]["expr"], samples, now) == [
-            {"check": "database"}
+            {"app": "myapp", "check": "database"}
         ]
         assert firing(rules["HealthfileStale"]["expr"], samples, now) == []
         assert firing(rules["HealthfileStale"]["expr"], samples, now + 600) != []
@@ -400,15 +592,15 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked
     description = alert_rules()["HealthfileStale"]["annotations"]["description"]
     stale_alert = {
-        "exp_labels": {"instance": "app", "severity": "critical"},
+        "exp_labels": {"app": "myapp", "instance": "host", "severity": "critical"},
         "exp_annotations": {
-            "summary": "app: no health report for 3m 0s",
+            "summary": "myapp on host: no health report for 3m 0s",
             "description": description,
         },
     }
     down_alert = {
-        "exp_labels": {"instance": "app", "severity": "warning"},
-        "exp_annotations": {"summary": "app: the application does not report online"},
+        "exp_labels": {"app": "myapp", "instance": "host", "severity": "warning"},
+        "exp_annotations": {"summary": "myapp on host: the application does not report online"},
     }
     tests = {
         "rule_files": [str(rules_file)],
@@ -419,10 +611,11 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
                 # A report made at time 0 and never renewed, by an app that is not online.
                 "input_series": [
                     {
-                        "series": 'healthfile_report_timestamp_seconds{instance="app"}',
+                        "series": "healthfile_report_timestamp_seconds"
+                        '{app="myapp",instance="host"}',
                         "values": "0x10",
                     },
-                    {"series": 'healthfile_up{instance="app"}', "values": "0x10"},
+                    {"series": 'healthfile_up{app="myapp",instance="host"}', "values": "0x10"},
                 ],
                 "alert_rule_test": [
                     {"eval_time": "2m", "alertname": "HealthfileStale", "exp_alerts": []},

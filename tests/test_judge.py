@@ -513,6 +513,24 @@ def test_unknown_extra_keys_are_tolerated(write: WriteFile) -> None:
     assert judge(write(report("online", region="eu-1"))).verdict == "online"
 
 
+def test_files_with_and_without_app_name_are_both_v1(write: WriteFile) -> None:
+    """app_name was added to v1: files written before it and files with it are both judged."""
+    assert "app_name" not in report()
+    assert judge(write(report("online"))).verdict == "online"
+    assert judge(write(report("online", app_name="billing"))).verdict == "online"
+
+
+@pytest.mark.parametrize("value", ["", "  ", 3, None])
+def test_app_name_that_is_not_a_name_is_not_the_contract(
+    write: WriteFile, value: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When present, app_name must be a non-empty string, as the schema says."""
+    status, line = check(write(report("online", app_name=value)), capsys)
+    assert status == 1
+    assert line.startswith("not a health file: ")
+    assert "app_name is " in line
+
+
 def test_huge_file_is_judged_without_reading_it(tmp_path: Path) -> None:
     """A 10 GiB (sparse) file is 'larger than 65536 bytes' at once: it is never read whole."""
     path = tmp_path / "health.json"
@@ -822,3 +840,163 @@ def test_parse_timestamp_handles_leap_days() -> None:
     assert parse_timestamp("2024-02-29T12:00:00Z") == 1709208000
     assert parse_timestamp("2000-02-29T00:00:00Z") == 951782400
     assert parse_timestamp("2100-02-29T00:00:00Z") is None
+
+
+# --- --only / --ignore: liveness and readiness from one file -------------------------------
+
+# A worker whose database is gone but whose event loop and heartbeat are fine; the heartbeat
+# merely late in the "late" variant.
+LIVE_CHECKS = {
+    "database": check_result("fail", "OperationalError: unable to open database file"),
+    "event_loop": check_result(),
+    "heartbeat": check_result(),
+}
+LATE_CHECKS = {**LIVE_CHECKS, "heartbeat": check_result("warn", "last beat 1.4 s ago")}
+HUNG_CHECKS = {**LIVE_CHECKS, "heartbeat": check_result("fail", "last beat 9.0 s ago")}
+
+# (file status, checks, options, verdict, exit code, with --allow-degraded, Nagios state)
+SELECTIONS = [
+    ("degraded", LIVE_CHECKS, ["--only", "event_loop,heartbeat"], "online", 0, 0, "OK"),
+    ("degraded", LIVE_CHECKS, ["--ignore", "database"], "online", 0, 0, "OK"),
+    ("degraded", LIVE_CHECKS, ["--only", "database"], "degraded", 1, 0, "CRITICAL"),
+    ("degraded", LIVE_CHECKS, ["--ignore", "heartbeat"], "degraded", 1, 0, "CRITICAL"),
+    ("degraded", LATE_CHECKS, ["--only", "event_loop,heartbeat"], "degraded", 1, 0, "WARNING"),
+    ("degraded", HUNG_CHECKS, ["--only", "event_loop,heartbeat"], "degraded", 1, 0, "CRITICAL"),
+    ("degraded", HUNG_CHECKS, ["--ignore", "database"], "degraded", 1, 0, "CRITICAL"),
+    ("starting", LIVE_CHECKS, ["--only", "database"], "starting", 0, 0, "WARNING"),
+    ("starting", LIVE_CHECKS, ["--only", "event_loop"], "online", 0, 0, "OK"),
+    ("online", {}, ["--ignore", "cache"], "unknown_check", 1, 1, "UNKNOWN"),
+    ("degraded", LIVE_CHECKS, ["--only", "event_loop,evnt_loop"], "unknown_check", 1, 1, "UNKNOWN"),
+    ("degraded", LIVE_CHECKS, ["--ignore", "database,cache"], "unknown_check", 1, 1, "UNKNOWN"),
+    ("stopped", LIVE_CHECKS, ["--only", "event_loop"], "stopped", 1, 1, "CRITICAL"),
+    ("stopped", LIVE_CHECKS, ["--only", "no_such_check"], "stopped", 1, 1, "CRITICAL"),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "checks", "options", "verdict", "code", "allowing", "state"), SELECTIONS
+)
+def test_only_and_ignore_judge_the_status_from_the_named_checks(
+    write: WriteFile,
+    capsys: pytest.CaptureFixture[str],
+    status: str,
+    checks: dict[str, dict[str, Any]],
+    options: list[str],
+    verdict: str,
+    code: int,
+    allowing: int,
+    state: str,
+) -> None:
+    """The status comes from the judged checks alone: online if they all pass, starting while
+    the file says starting, else degraded; a named check the file lacks is unknown_check."""
+    path = write(report(status, checks=checks))
+    named = {options[0][2:]: split(options[1])}
+    assert judge(path, only=named.get("only"), ignore=named.get("ignore")).verdict == verdict
+    exit_status, line = check(path, capsys, *options)
+    assert (exit_status, line.split(":")[0].replace(" ", "_")) == (code, verdict)
+    assert check(path, capsys, *options, "--allow-degraded")[0] == allowing
+    exit_status, line = check(path, capsys, *options, "--nagios")
+    assert line.startswith(f"HEALTHFILE {state} - ")
+    assert exit_status == ("OK", "WARNING", "CRITICAL", "UNKNOWN").index(state)
+    exit_status, line = check(path, capsys, *options, "--json")
+    assert json.loads(line)["verdict"] == verdict
+    assert json.loads(line)["status"] == status
+
+
+def split(text: str) -> tuple[str, ...]:
+    """An --only/--ignore value as judge() takes it."""
+    return tuple(text.split(","))
+
+
+def test_stale_still_counts_under_only(
+    write: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file past its expires_at is stale whichever checks are judged (a wedged app)."""
+    path = write(report("online", expires_in=-10, checks=LIVE_CHECKS))
+    assert check(path, capsys, "--only", "event_loop")[0] == 1
+    status, line = check(path, capsys, "--only", "event_loop", "--nagios")
+    assert (status, line.startswith("HEALTHFILE CRITICAL - stale: ")) == (2, True)
+    status, line = check(path, capsys, "--only", "event_loop", "--max-age", "1")
+    assert (status, line.startswith("stale: ")) == (1, True)
+
+
+def test_contract_still_counts_for_checks_not_judged(
+    write: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken entry of a check left out of the judgement still makes the file invalid."""
+    broken = {**LIVE_CHECKS, "database": {"status": "fine"}}
+    status, line = check(write(report("degraded", checks=broken)), capsys, "--only", "event_loop")
+    assert status == 1
+    assert line.startswith("not a health file: ")
+
+
+def test_selected_line_says_what_was_judged_and_what_the_file_says(
+    write: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The line names the judged checks, the file's own status when it differs, and only the
+    judged checks' problems; perfdata holds only the judged checks."""
+    path = write(report("degraded", checks=LATE_CHECKS))
+    _, line = check(path, capsys, "--only", "event_loop")
+    assert line.endswith(" (only event_loop; the file says degraded)"), line
+    assert "OperationalError" not in line
+    _, line = check(path, capsys, "--ignore", "database", "--nagios")
+    assert "(ignoring database); heartbeat warn: last beat 1.4 s ago |" in line
+    assert "OperationalError" not in line
+    assert line.endswith("event_loop_duration=1.25ms heartbeat_duration=1.25ms"), line
+
+
+def test_unknown_check_names_what_the_file_holds(
+    write: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt --only never passes silently: the line names it and the checks there are."""
+    path = write(report("online", checks=LIVE_CHECKS))
+    status, line = check(path, capsys, "--only", "heartbeat,evnt_loop")
+    assert status == 1
+    assert line == (
+        "unknown check: --only names evnt_loop, which the file does not hold "
+        "(it holds database, event_loop, heartbeat; status online)"
+    )
+
+
+def test_names_are_split_on_commas_and_merged_when_repeated(
+    write: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Blanks around names and empty items are ignored; repeated options add up."""
+    path = write(report("degraded", checks=HUNG_CHECKS))
+    assert check(path, capsys, "--only", " event_loop , ")[0] == 0
+    assert check(path, capsys, "--only", "event_loop", "--only", "heartbeat")[0] == 1
+    assert check(path, capsys, "--ignore", "database", "--ignore", "heartbeat")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--only", "event_loop", "--ignore", "database"],
+        ["--only", ""],
+        ["--only", " , "],
+        ["--ignore"],
+    ],
+)
+def test_bad_selection_exits_2_or_nagios_unknown(
+    write: WriteFile, capsys: pytest.CaptureFixture[str], options: list[str]
+) -> None:
+    """--only with --ignore, or a value naming no check, is a usage error: 2, or UNKNOWN (3)."""
+    path = str(write(report("online", checks=LIVE_CHECKS)))
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--health-file", path, *options])
+    out, err = capsys.readouterr()
+    assert (exit_.value.code, out) == (2, "")
+    assert err.startswith("healthfile check: error: "), err
+    assert err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--health-file", path, "--nagios", *options])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 3
+    assert out.startswith("HEALTHFILE UNKNOWN - "), out
+    assert out.count("\n") == 1, out
+
+
+def test_judge_refuses_only_and_ignore_together(write: WriteFile) -> None:
+    """The library call says so too, rather than picking one."""
+    with pytest.raises(ValueError, match="--only and --ignore"):
+        judge(write(report()), only=("a",), ignore=("b",))

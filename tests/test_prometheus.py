@@ -34,15 +34,26 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def read_samples(path: Path) -> Samples:
-    """Parse a textfile with prometheus_client's own parser: (name, labels) -> value."""
+def read_app_samples(path: Path) -> tuple[set[str], Samples]:
+    """Parse a textfile with prometheus_client's own parser: the ``app`` label values seen,
+    and (name, labels but app) -> value."""
+    apps: set[str] = set()
     samples: Samples = {}
     for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
         assert family.type == "gauge", family
         for sample in family.samples:
-            key = (sample.name, tuple(sorted(sample.labels.items())))
+            labels = dict(sample.labels)
+            apps.add(labels.pop("app"))  # every metric carries it
+            key = (sample.name, tuple(sorted(labels.items())))
             assert key not in samples, f"{key} appears twice"
             samples[key] = sample.value
+    return apps, samples
+
+
+def read_samples(path: Path) -> Samples:
+    """The textfile's samples without their ``app`` label, which is one value throughout."""
+    apps, samples = read_app_samples(path)
+    assert len(apps) == 1, apps
     return samples
 
 
@@ -76,7 +87,8 @@ def read_document(path: Path) -> dict[str, Any]:
 def assert_textfile_matches(textfile: Path, health_file: Path) -> None:
     """Every sample of the textfile equals the value the JSON report implies, and no more."""
     document = read_document(health_file)
-    samples = read_samples(textfile)
+    apps, samples = read_app_samples(textfile)
+    assert apps == {document["app_name"]}
     expected = expected_samples(document)
     assert set(samples) == set(expected)
     for key, value in expected.items():
@@ -120,6 +132,24 @@ async def test_textfile_values_equal_the_json_report_of_the_same_cycle(
     await service.stop()
     assert_textfile_matches(textfile, health_file)
     assert read_samples(textfile)[("healthfile_status", (("status", "stopped"),))] == 1.0
+
+
+@pytest.mark.asyncio
+async def test_every_metric_carries_the_app_label(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """Every sample of the textfile has app="<app_name>", so apps can share one directory."""
+    textfile = tmp_path / "app.prom"
+    service = make_service(
+        prometheus_file=textfile, app_name="billing", checks=[healthfile.check("queue", failing)]
+    )
+    await service.start()
+    families = list(text_string_to_metric_families(textfile.read_text(encoding="utf-8")))
+    assert len(families) == 7
+    for family in families:
+        assert family.samples, family
+        for sample in family.samples:
+            assert sample.labels["app"] == "billing", sample
 
 
 @pytest.mark.asyncio

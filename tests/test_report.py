@@ -38,6 +38,7 @@ def make_report(**changes: Any) -> HealthReport:
         "database": "connected",
         "timestamp": MOMENT,
         "app_version": "1.2.3",
+        "app_name": "myapp",
         "interval_seconds": 30.0,
         "expires_at": MOMENT + timedelta(seconds=33),
         "sequence": 1,
@@ -96,6 +97,7 @@ def test_as_dict_values_are_the_report_fields() -> None:
         "database": "connected",
         "timestamp": "2024-05-17T12:30:45Z",
         "app_version": "1.2.3",
+        "app_name": "myapp",
         "api_version": "v1",
         "interval_seconds": 30.0,
         "expires_at": "2024-05-17T12:31:18Z",
@@ -325,13 +327,41 @@ def test_schema_rejects_what_breaks_the_contract(validator: Any, data: dict[str,
     assert not validator.is_valid(data)
 
 
-@pytest.mark.parametrize("key", CONTRACT_KEYS)
+# app_name came after 0.1.0: v1 files written before it lack it, so the schema cannot require it.
+ADDED_KEYS = ["app_name"]
+
+
+@pytest.mark.parametrize("key", [key for key in CONTRACT_KEYS if key not in ADDED_KEYS])
 def test_schema_requires_every_contract_key(validator: Any, key: str) -> None:
-    """The shipped schema rejects a file missing any one contract key."""
+    """The shipped schema rejects a file missing any one contract key of 0.1.0."""
     data = make_report().as_dict()
     del data[key]
 
     assert not validator.is_valid(data)
+
+
+def test_schema_accepts_a_v1_file_written_before_app_name(validator: Any) -> None:
+    """A file without app_name (as 0.1.0 wrote it) still validates: api_version stays v1."""
+    data = make_report().as_dict()
+    del data["app_name"]
+
+    assert data["api_version"] == "v1"
+    assert validator.is_valid(data)
+
+
+@pytest.mark.parametrize("value", ["", 7, None])
+def test_schema_rejects_an_app_name_that_is_not_a_name(validator: Any, value: Any) -> None:
+    """When present, app_name is a non-empty string."""
+    assert not validator.is_valid(with_change(["app_name"], value))
+
+
+def test_app_name_follows_app_version_in_the_file() -> None:
+    """as_dict() writes app_name right after app_version, with the report's value."""
+    data = make_report(app_name="billing").as_dict()
+
+    keys = list(data)
+    assert keys[keys.index("app_version") + 1] == "app_name"
+    assert data["app_name"] == "billing"
 
 
 def test_schema_accepts_output_of_exactly_256_characters(validator: Any) -> None:

@@ -5,16 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from healthfile import AsyncHealthService
 from healthfile._version import (
     MAX_NESTING,
     MAX_PYPROJECT_BYTES,
     UNKNOWN_VERSION,
+    AppIdentity,
+    _program_name,
+    program_name,
+    read_app_identity,
     read_app_version,
 )
 from helpers import ServiceFactory
@@ -294,3 +301,164 @@ async def test_unreadable_version_does_not_change_status(
     assert service.last_report is not None
     assert service.last_report.app_version == UNKNOWN_VERSION
     assert service.last_report.status == "online"
+
+
+# --- app_name ------------------------------------------------------------------------------
+
+
+def test_identity_is_project_name_and_version_from_one_read(tmp_path: Path) -> None:
+    """read_app_identity gives [project].name (stripped) and the version read_app_version gives."""
+    path = write_pyproject(tmp_path, '[project]\nname = " billing "\nversion = "2.0"\n')
+
+    assert read_app_identity(path) == AppIdentity("billing", "2.0")
+    assert read_app_identity(path).version == read_app_version(path)
+
+
+def test_identity_reads_the_pyproject_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call opens the file once for both the name and the version."""
+    path = write_pyproject(tmp_path, '[project]\nname = "billing"\nversion = "2.0"\n')
+    opened: list[object] = []
+    real_open = os.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    read_app_identity(path)
+    assert opened == [path]
+
+
+def test_identity_name_without_project_name_is_the_program(tmp_path: Path) -> None:
+    """Without [project].name (or without a pyproject) the name is the running program's."""
+    path = write_pyproject(tmp_path, '[project]\nversion = "2.0"\n')
+
+    assert read_app_identity(path) == AppIdentity(program_name(), "2.0")
+    assert read_app_identity(None) == AppIdentity(program_name(), UNKNOWN_VERSION)
+    assert read_app_identity(tmp_path / "missing.toml").name == program_name()
+
+
+def run_program_name(*argv: str, cwd: Path) -> str:
+    """The app_name a fresh interpreter started with ``argv`` finds for itself."""
+    done = subprocess.run([*argv], capture_output=True, text=True, timeout=60, check=False, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+PRINT_NAME = "from healthfile._version import program_name; print(program_name())"
+
+
+def test_program_name_of_a_script_is_its_stem(tmp_path: Path) -> None:
+    """`python worker.py` (no distribution owns it) is named "worker"."""
+    (tmp_path / "worker.py").write_text(PRINT_NAME + "\n")
+
+    assert run_program_name(sys.executable, "worker.py", cwd=tmp_path) == "worker"
+
+
+def test_program_name_of_python_c_is_python(tmp_path: Path) -> None:
+    """`python -c ...` has no script: it is named "python"."""
+    assert run_program_name(sys.executable, "-c", PRINT_NAME, cwd=tmp_path) == "python"
+
+
+def test_program_name_under_python_m_is_the_package(tmp_path: Path) -> None:
+    """`python -m myworker` is named after the package, not "__main__"."""
+    package = tmp_path / "myworker"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(PRINT_NAME + "\n")
+
+    assert run_program_name(sys.executable, "-m", "myworker", cwd=tmp_path) == "myworker"
+
+
+@pytest.mark.parametrize(
+    ("script", "distribution"), [("healthfile", "healthfile"), ("py.test", "pytest")]
+)
+def test_program_name_of_a_console_script_is_its_distribution(
+    tmp_path: Path, script: str, distribution: str
+) -> None:
+    """An installed console script is named after the distribution that owns it."""
+    path = Path(sys.executable).parent / script
+    if not path.exists():
+        pytest.skip(f"no {script} console script next to this interpreter")
+    code = f"import sys; sys.argv[0] = {str(path)!r}; {PRINT_NAME}"
+
+    assert run_program_name(sys.executable, "-c", code, cwd=tmp_path) == distribution
+
+
+def test_program_name_under_python_m_of_an_installed_package_is_its_distribution(
+    tmp_path: Path,
+) -> None:
+    """`python -m pytest` is named after the installed distribution pytest (its metadata Name)."""
+    code = (
+        "import importlib.machinery, sys\n"
+        "spec = importlib.machinery.ModuleSpec('pytest.__main__', None)\n"
+        "sys.modules['__main__'].__spec__ = spec\n"
+        "sys.argv[0] = '/somewhere/pytest/__main__.py'\n" + PRINT_NAME
+    )
+
+    assert (
+        run_program_name(sys.executable, "-c", code, cwd=tmp_path)
+        == metadata.metadata("pytest")["Name"]
+    )
+
+
+@pytest.mark.asyncio
+async def test_service_writes_app_name_from_pyproject(
+    make_service: ServiceFactory, tmp_path: Path, health_file: Path
+) -> None:
+    """Without app_name= the file's app_name is [project].name of the pyproject."""
+    path = write_pyproject(tmp_path, '[project]\nname = "billing"\nversion = "2.0"\n')
+    service = make_service(pyproject=path)
+    await service.start()
+
+    assert service.last_report is not None
+    assert service.last_report.app_name == "billing"
+    assert read_json(health_file)["app_name"] == "billing"
+
+
+@pytest.mark.asyncio
+async def test_app_name_argument_wins_over_pyproject(
+    make_service: ServiceFactory, tmp_path: Path, health_file: Path
+) -> None:
+    """app_name= wins over [project].name; the version still comes from the pyproject."""
+    path = write_pyproject(tmp_path, '[project]\nname = "billing"\nversion = "2.0"\n')
+    service = make_service(pyproject=path, app_name="billing-eu")
+    await service.start()
+
+    document = read_json(health_file)
+    assert (document["app_name"], document["app_version"]) == ("billing-eu", "2.0")
+
+
+@pytest.mark.asyncio
+async def test_app_name_without_pyproject_is_the_program(
+    make_service: ServiceFactory, health_file: Path
+) -> None:
+    """With no pyproject to read, app_name is the running program's (never empty)."""
+    service = make_service(pyproject=None)
+    await service.start()
+
+    assert read_json(health_file)["app_name"] == program_name() != ""
+
+
+@pytest.mark.parametrize("value", ["", "   ", 3, b"app"])
+def test_bad_app_name_is_refused_at_construction(value: Any) -> None:
+    """app_name must be a non-empty string or None, like app_version."""
+    with pytest.raises(ValueError, match="app_name"):
+        AsyncHealthService(app_name=value)
+
+
+def test_unreadable_distribution_metadata_falls_back_to_the_script_name(
+    monkeypatch: pytest.MonkeyPatch, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """Metadata that cannot be read is logged, and the program is named after its script."""
+
+    def broken(**_: object) -> object:
+        raise OSError("metadata unreadable")
+
+    monkeypatch.setattr(metadata, "entry_points", broken)
+    _program_name.cache_clear()
+    try:
+        assert _program_name("/usr/local/bin/billing-worker", None) == "billing-worker"
+    finally:
+        _program_name.cache_clear()
+    assert "metadata unreadable" in healthfile_logs.text

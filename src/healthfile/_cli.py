@@ -76,6 +76,23 @@ def _text(text: str) -> str:
     return text
 
 
+def _check_names(text: str) -> tuple[str, ...]:
+    """The names of an --only/--ignore value (the judge's own splitting)."""
+    from ._judge import split_check_names
+
+    names = split_check_names(text)
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected check names NAME[,NAME...], not {text!r}")
+    return names
+
+
+def _merged(values: list[tuple[str, ...]] | None) -> tuple[str, ...] | None:
+    """The names of a repeated --only/--ignore, in order, each once; None when not given."""
+    if values is None:
+        return None
+    return tuple(dict.fromkeys(name for names in values for name in names))
+
+
 def _output_path(text: str) -> str:
     """A path the service may replace: not a directory, device, socket or pipe."""
     _text(text)
@@ -98,6 +115,12 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--pyproject", _text, "pyproject.toml to read app_version from (default: pyproject.toml)"),
     ("--app-version", _text, "app_version to report; wins over --pyproject"),
     (
+        "--app-name",
+        _text,
+        "app_name to report and the Prometheus label app (default: [project].name of "
+        "--pyproject, else the installed distribution or script that runs)",
+    ),
+    (
         "--start-period",
         _seconds(allow_zero=True),
         "seconds in which failing checks read starting (default: 0)",
@@ -117,6 +140,7 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "check_timeout": 3.0,
     "pyproject": "pyproject.toml",
     "app_version": None,
+    "app_name": None,
     "start_period": 0.0,
     "prometheus_file": None,
 }
@@ -135,9 +159,16 @@ starting       0                                    1 WARNING
 degraded       1 (0 with --allow-degraded)          1 WARNING, 2 CRITICAL if a check fails
 stopped        1                                    2 CRITICAL
 stale          1                                    2 CRITICAL
+unknown_check  1                                    3 UNKNOWN
 missing,       1                                    3 UNKNOWN
 unreadable,
 not a health file
+
+--only NAME[,NAME...] / --ignore NAME[,NAME...] judge the status from those checks alone:
+online when they all pass, starting while the file says starting, else degraded (a
+liveness probe on --only event_loop,heartbeat; readiness on everything). Staleness,
+stopped and the contract still count; a named check the file does not hold is the verdict
+unknown_check. They cannot be used together.
 """
 
 
@@ -207,7 +238,21 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     check.add_argument(
         "--allow-degraded",
         action="store_true",
-        help="exit 0 for degraded too (default convention only; e.g. a liveness probe)",
+        help="exit 0 for degraded too (default convention only)",
+    )
+    check.add_argument(
+        "--only",
+        type=_check_names,
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="judge the status from these checks alone (e.g. event_loop,heartbeat for liveness)",
+    )
+    check.add_argument(
+        "--ignore",
+        type=_check_names,
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="judge the status from all checks but these",
     )
     check.add_argument(
         "--nagios",
@@ -291,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             health_file = _check_health_file(args, dict(os.environ))
         except _OptionError as exc:
             _check_usage_error(str(exc), nagios=args.nagios)
+        only, ignore = _merged(args.only), _merged(args.ignore)
+        if only is not None and ignore is not None:
+            _check_usage_error("--only and --ignore cannot be used together", nagios=args.nagios)
         # Only the judge: no service, no asyncio (a probe runs every few seconds).
         from ._judge import run_check
 
@@ -300,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_degraded=args.allow_degraded,
             nagios=args.nagios,
             as_json=args.as_json,
+            only=only,
+            ignore=ignore,
         )
     if args.command == "run":
         try:

@@ -15,6 +15,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Any
 
 __all__ = ["main"]
 
@@ -39,21 +40,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parse_check(
     arguments: list[str], environ: Mapping[str, str]
-) -> tuple[str, float | None, dict[str, bool]] | None:
+) -> tuple[str, float | None, dict[str, Any]] | None:
     """Parse a well-formed ``check`` command line; None for anything the full parser should see.
 
-    Returns the health file, ``--max-age`` and the flags as ``run_check`` keywords.
+    Returns the health file, ``--max-age`` and the flags (with ``only``/``ignore`` when
+    given) as ``run_check`` keywords.
     """
     health_file = environ.get("HEALTHFILE_HEALTH_FILE", "data/health.json")
     max_age: float | None = None
-    flags = dict.fromkeys(_FLAGS.values(), False)
+    flags: dict[str, Any] = dict.fromkeys(_FLAGS.values(), False)
     rest = iter(arguments)
     for argument in rest:
         name, equals, value = argument.partition("=")
         if name in _FLAGS and not equals:
             flags[_FLAGS[name]] = True
             continue
-        if name not in ("--health-file", "--max-age"):
+        if name not in ("--health-file", "--max-age", "--only", "--ignore"):
             return None
         if not equals:
             value = next(rest, "")
@@ -62,12 +64,21 @@ def _parse_check(
         if name == "--health-file":
             health_file = value
             continue
+        if name in ("--only", "--ignore"):
+            from ._judge import split_check_names
+
+            names = split_check_names(value)
+            if not names:
+                return None
+            key = name[2:]
+            flags[key] = tuple(dict.fromkeys((*flags.get(key, ()), *names)))
+            continue
         try:
             max_age = float(value)
         except ValueError:
             return None
         if not 0.001 <= max_age <= _MAX_SECONDS:  # also refuses nan
             return None
-    if not health_file.strip():
-        return None
+    if not health_file.strip() or ("only" in flags and "ignore" in flags):
+        return None  # the full parser words the error
     return health_file, max_age, flags

@@ -32,6 +32,7 @@ __all__ = [
     "parse_timestamp",
     "render",
     "run_check",
+    "split_check_names",
 ]
 
 # A health file is a few hundred bytes; anything past this is not one, and is never read whole.
@@ -53,6 +54,7 @@ STALE = "stale"
 MISSING = "missing"
 UNREADABLE = "unreadable"
 INVALID = "invalid"
+UNKNOWN_CHECK = "unknown_check"
 
 _STATUSES = ("starting", "online", "degraded", "stopped")
 _DATABASE_STATES = ("connected", "disconnected", "timeout")
@@ -95,10 +97,12 @@ class Verdict:
     """What ``healthfile check`` concluded about one health file.
 
     ``verdict`` is one of ``online``, ``starting``, ``degraded``, ``stopped``, ``stale``,
+    ``unknown_check`` (``--only``/``--ignore`` named a check the file does not hold),
     ``missing``, ``unreadable`` or ``invalid``; ``status`` is the file's own status (``None``
     when it could not be read); ``age`` the whole seconds since the report's ``timestamp``
     (``None`` likewise); ``reason`` the one-line, redacted summary; ``failing`` whether a
-    check reads ``fail``; ``durations`` each check's name and duration in milliseconds.
+    judged check reads ``fail``; ``durations`` each judged check's name and duration in
+    milliseconds.
     """
 
     __slots__ = ("age", "durations", "failing", "health_file", "reason", "status", "verdict")
@@ -130,7 +134,8 @@ class Verdict:
 
         Docker/Kubernetes: 0 for online and starting (and degraded with ``allow_degraded``),
         1 for everything else. Nagios: 0 online; 1 starting, or degraded with no check at
-        fail; 2 degraded with a check at fail, stopped, stale; 3 missing, unreadable, invalid.
+        fail; 2 degraded with a check at fail, stopped, stale; 3 unknown_check, missing,
+        unreadable, invalid.
         ``allow_degraded`` does not change the Nagios convention.
         """
         if nagios:
@@ -147,14 +152,28 @@ class Verdict:
 
 
 def judge(
-    path: str | os.PathLike[str], *, now: float | None = None, max_age: float | None = None
+    path: str | os.PathLike[str],
+    *,
+    now: float | None = None,
+    max_age: float | None = None,
+    only: tuple[str, ...] | None = None,
+    ignore: tuple[str, ...] | None = None,
 ) -> Verdict:
     """Read the health file at ``path`` and judge it.
 
     :param now: the current time in Unix seconds (``None``: the system clock).
     :param max_age: seconds after the report's ``timestamp`` from which it is stale even
         before its ``expires_at``, or ``None``.
+    :param only: judge the status from these checks alone (``--only``), or ``None``.
+    :param ignore: judge the status from all checks but these (``--ignore``), or ``None``.
+        With either, the status is recomputed from the judged checks: ``online`` when they
+        all pass, else ``starting`` when the file says ``starting``, else ``degraded``.
+        Staleness, ``stopped`` and the contract still count, and a named check the file
+        does not hold is the verdict ``unknown_check``.
+    :raises ValueError: for ``only`` and ``ignore`` together.
     """
+    if only is not None and ignore is not None:
+        raise ValueError("--only and --ignore cannot be used together")
     health_file = os.fspath(path)
     if now is None:
         now = time.time()
@@ -166,6 +185,11 @@ def judge(
         reason = f"not a health file: {health_file}: {exc}"
         return Verdict(INVALID, _clean(reason), health_file=health_file)
     age = math.floor(now - report.timestamp)
+    named = only if only is not None else ignore
+    judged = report.checks
+    if named is not None:
+        judged = [item for item in report.checks if (item[0] in named) == (only is not None)]
+    judged_names = {name for name, _, _ in judged}
 
     def verdict(name: str, reason: str) -> Verdict:
         return Verdict(
@@ -174,8 +198,8 @@ def judge(
             health_file=health_file,
             status=report.status,
             age=age,
-            failing=any(status == "fail" for _, status, _ in report.checks),
-            durations=tuple(report.durations),
+            failing=any(status == "fail" for _, status, _ in judged),
+            durations=tuple(item for item in report.durations if item[0] in judged_names),
         )
 
     described = f"database {report.database}, app_version {report.app_version}"
@@ -196,13 +220,46 @@ def judge(
             f"stale: last report {_ago(age)} (status {report.status}), "
             f"older than --max-age {max_age:g} s",
         )
+    status, scope = report.status, ""
+    if named is not None:
+        held = {name for name, _, _ in report.checks}
+        absent = [name for name in named if name not in held]
+        option = "--only" if only is not None else "--ignore"
+        if absent:
+            return verdict(
+                UNKNOWN_CHECK,
+                f"unknown check: {option} names {_names(absent)}, which the file does not "
+                f"hold (it holds {_names(sorted(held)) or 'none'}; status {report.status})",
+            )
+        status = _judged_status(report.status, judged)
+        said = "" if status == report.status else f"; the file says {report.status}"
+        scope = f" ({'only' if only is not None else 'ignoring'} {_names(named)}{said})"
     problems = "".join(
-        f"; {_cut(name, _MAX_LABEL_CHARS)} {status}"
+        f"; {_cut(name, _MAX_LABEL_CHARS)} {check_status}"
         + ("" if output is None else f": {_cut(_clean(output), _MAX_OUTPUT_CHARS)}")
-        for name, status, output in report.checks
-        if status != "pass"
+        for name, check_status, output in judged
+        if check_status != "pass"
     )
-    return verdict(report.status, f"{report.status}: {described}, updated {_ago(age)}{problems}")
+    return verdict(status, f"{status}: {described}, updated {_ago(age)}{scope}{problems}")
+
+
+def _judged_status(status: str, judged: list[tuple[str, str, str | None]]) -> str:
+    """The status the judged checks alone give: online when they all pass, else starting
+    while the file says starting (its failing checks have never passed), else degraded."""
+    if all(check_status == "pass" for _, check_status, _ in judged):
+        return ONLINE
+    return STARTING if status == STARTING else DEGRADED
+
+
+def _names(names: list[str] | tuple[str, ...]) -> str:
+    """Check names for a summary line, each cut short."""
+    return ", ".join(_cut(name, _MAX_LABEL_CHARS) for name in names)
+
+
+def split_check_names(text: str) -> tuple[str, ...]:
+    """The check names in an ``--only``/``--ignore`` value: comma-separated, blanks around a
+    name dropped, empty items and repeats skipped (so ``()`` when it names none)."""
+    return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
 def render(
@@ -230,9 +287,11 @@ def run_check(
     allow_degraded: bool = False,
     nagios: bool = False,
     as_json: bool = False,
+    only: tuple[str, ...] | None = None,
+    ignore: tuple[str, ...] | None = None,
 ) -> int:
     """Judge the file, print the verdict's line on stdout, and return the exit status."""
-    verdict = judge(path, max_age=max_age)
+    verdict = judge(path, max_age=max_age, only=only, ignore=ignore)
     _emit(render(verdict, nagios=nagios, allow_degraded=allow_degraded, as_json=as_json))
     return verdict.exit_code(nagios=nagios, allow_degraded=allow_degraded)
 
@@ -284,6 +343,8 @@ class _Report:
         self.expires_at_text: str = data["expires_at"]
         _timestamp(data, "started_at")
         self.app_version = _text(data, "app_version")
+        if "app_name" in data:  # written since it was added; v1 files before lack it
+            _text(data, "app_name")
         if data["api_version"] != "v1":
             raise _NotTheContract(f'api_version is {_show(data["api_version"])}, not "v1"')
         _number(data, "interval_seconds", positive=True)

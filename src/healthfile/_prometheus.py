@@ -31,16 +31,18 @@ def render_textfile(report: HealthReport) -> bytes:
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
+    app = report.app_name
 
     def gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Any:
-        return Gauge(name, documentation, labels, registry=registry)
+        # Every metric carries app="…", so that many apps' files share one textfile directory.
+        return Gauge(name, documentation, ("app", *labels), registry=registry)
 
-    gauge("healthfile_up", "1 when the application reports online, else 0").set(
+    gauge("healthfile_up", "1 when the application reports online, else 0").labels(app=app).set(
         1 if report.status == "online" else 0
     )
     status = gauge("healthfile_status", "1 for the current status, 0 for the others", ("status",))
     for name in _STATUSES:
-        status.labels(status=name).set(1 if report.status == name else 0)
+        status.labels(app=app, status=name).set(1 if report.status == name else 0)
     up = gauge("healthfile_check_up", "1 when the check passes, else 0", ("check",))
     duration = gauge(
         "healthfile_check_duration_seconds", "How long the check took in this cycle", ("check",)
@@ -49,16 +51,16 @@ def render_textfile(report: HealthReport) -> bytes:
         "healthfile_check_consecutive_failures", "Failures of the check in a row", ("check",)
     )
     for name, result in report.checks.items():
-        up.labels(check=name).set(1 if result.status == "pass" else 0)
-        duration.labels(check=name).set(result.duration_ms / 1000)
-        failures.labels(check=name).set(result.consecutive_failures)
-    gauge("healthfile_report_timestamp_seconds", "When the report was made, in Unix seconds").set(
-        report.timestamp.timestamp()
-    )
+        up.labels(app=app, check=name).set(1 if result.status == "pass" else 0)
+        duration.labels(app=app, check=name).set(result.duration_ms / 1000)
+        failures.labels(app=app, check=name).set(result.consecutive_failures)
+    gauge(
+        "healthfile_report_timestamp_seconds", "When the report was made, in Unix seconds"
+    ).labels(app=app).set(report.timestamp.timestamp())
     gauge(
         "healthfile_info",
         "The application's version and the contract version",
         ("app_version", "api_version"),
-    ).labels(app_version=report.app_version, api_version=report.api_version).set(1)
+    ).labels(app=app, app_version=report.app_version, api_version=report.api_version).set(1)
     data: bytes = generate_latest(registry)
     return data

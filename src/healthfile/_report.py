@@ -13,6 +13,7 @@ from ._redact import clean_output, redact
 
 __all__ = [
     "API_VERSION",
+    "UNKNOWN_APP_NAME",
     "CheckResult",
     "CheckStatus",
     "DatabaseState",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 API_VERSION = "v1"
+UNKNOWN_APP_NAME = "unknown"
 
 CheckStatus = Literal["pass", "warn", "fail"]
 HealthStatus = Literal["starting", "online", "degraded", "stopped"]
@@ -106,7 +108,8 @@ class CheckResult:
 class HealthReport:
     """One cycle's report: exactly what the health file holds (contract v1).
 
-    ``timestamp``, ``expires_at`` and ``started_at`` are aware UTC datetimes; ``as_dict()``
+    ``app_name`` says who wrote it (the service fills it in). ``timestamp``, ``expires_at``
+    and ``started_at`` are aware UTC datetimes; ``as_dict()``
     returns the JSON object with every key of the contract, in order, and ``to_json()`` the
     text written to the file.
     """
@@ -122,6 +125,8 @@ class HealthReport:
     pid: int
     checks: dict[str, CheckResult] = field(default_factory=dict)
     api_version: str = API_VERSION
+    # Last, with a default: added after 0.1.0, and api_version stays v1.
+    app_name: str = UNKNOWN_APP_NAME
 
     def as_dict(self) -> dict[str, Any]:
         """Return the health file's JSON object, keys in contract order."""
@@ -130,6 +135,7 @@ class HealthReport:
             "database": self.database,
             "timestamp": format_timestamp(self.timestamp),
             "app_version": self.app_version,
+            "app_name": self.app_name,
             "api_version": self.api_version,
             "interval_seconds": self.interval_seconds,
             "expires_at": format_timestamp(self.expires_at),

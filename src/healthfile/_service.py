@@ -26,6 +26,7 @@ from ._checks import (
 )
 from ._prometheus import render_textfile, require_prometheus_client
 from ._report import (
+    UNKNOWN_APP_NAME,
     CheckResult,
     CheckStatus,
     DatabaseState,
@@ -36,7 +37,7 @@ from ._report import (
     format_exception,
 )
 from ._systemd import SystemdNotifier
-from ._version import UNKNOWN_VERSION, read_app_version
+from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
 from ._writer import AtomicWriter
 
 __all__ = ["AsyncHealthService", "OnChange", "serve_until"]
@@ -145,6 +146,9 @@ class AsyncHealthService:
         set their own ``timeout``); also bounds ``on_change``.
     :param pyproject: the pyproject.toml to read ``app_version`` from, or ``None``.
     :param app_version: a version string that wins over ``pyproject``.
+    :param app_name: who writes the file (the report's ``app_name``, the Prometheus label
+        ``app``); ``None``: ``[project].name`` of ``pyproject``, else the installed
+        distribution that owns the running program, else the script's name.
     :param start_period: seconds after :meth:`start` in which failing checks that have never
         passed read ``starting`` rather than ``degraded``.
     :param checks: more checks to run every cycle.
@@ -175,6 +179,7 @@ class AsyncHealthService:
         file_mode: int = 0o644,
         prometheus_file: str | os.PathLike[str] | None = None,
         notify_systemd: bool = False,
+        app_name: str | None = None,
     ) -> None:
         self.interval = validate_seconds("interval", interval)
         self.check_timeout = validate_seconds("check_timeout", check_timeout)
@@ -183,11 +188,14 @@ class AsyncHealthService:
             raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
         if not _is_optional_text(app_version):
             raise ValueError(f"app_version must be a non-empty string or None, not {app_version!r}")
+        if not _is_optional_text(app_name):
+            raise ValueError(f"app_name must be a non-empty string or None, not {app_name!r}")
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
         self.health_file = Path(health_file)
         self.pyproject = None if pyproject is None else Path(pyproject)
         self._app_version_override = app_version
+        self._app_name_override = app_name
         self._checks, self._database_check = _collect_checks(database, checks)
         self._on_change = on_change
         self._on_change_runner = _DaemonThreadRunner("on_change")
@@ -210,6 +218,7 @@ class AsyncHealthService:
         self._state: _State = "stopped"
         self._generation = 0  # counts start() calls, so a start() that stop() overtook knows
         self._app_version = UNKNOWN_VERSION
+        self._app_name = UNKNOWN_APP_NAME
         self._sequence = 0
         self._started_at = datetime.now(timezone.utc)
         self._started_monotonic = 0.0
@@ -275,7 +284,7 @@ class AsyncHealthService:
         try:
             self._sweeping = asyncio.ensure_future(asyncio.to_thread(self._sweep))
             await asyncio.wait({self._sweeping})  # stop() waits for it too: see there
-            self._app_version = await asyncio.to_thread(self._read_version)
+            self._app_name, self._app_version = await asyncio.to_thread(self._read_identity)
             if self._generation != generation or self._state != "starting":
                 return  # stop() was called meanwhile
             for check in self._checks:
@@ -357,11 +366,14 @@ class AsyncHealthService:
         if removed:
             logger.info("removed %d stale temporary file(s) of a killed writer", removed)
 
-    def _read_version(self) -> str:
-        """Read app_version once (in a thread)."""
-        if self._app_version_override is not None:
-            return self._app_version_override
-        return read_app_version(self.pyproject)
+    def _read_identity(self) -> AppIdentity:
+        """Read app_name and app_version once (in a thread), the pyproject at most once."""
+        name, version = self._app_name_override, self._app_version_override
+        if name is None or version is None:
+            read = read_app_identity(self.pyproject)
+            name = read.name if name is None else name
+            version = read.version if version is None else version
+        return AppIdentity(name, version)
 
     async def _run_loop(self) -> None:
         """Run a cycle at every due time on the monotonic grid until cancelled by stop()."""
@@ -501,6 +513,7 @@ class AsyncHealthService:
             database=database,
             timestamp=now,
             app_version=self._app_version,
+            app_name=self._app_name,
             interval_seconds=self.interval,
             expires_at=ceil_to_second(expires),
             sequence=self._sequence,

@@ -130,22 +130,20 @@ def scrape(url: str) -> str | None:
         return None
 
 
-def test_node_exporter_serves_the_healthfile_metrics(
-    live_service: LiveService, tmp_path: Path
-) -> None:
-    """node_exporter's textfile collector serves healthfile_* with node_textfile_scrape_error 0."""
+def scrape_node_exporter(textfile_dir: Path, log_path: Path, ready: Callable[[str], bool]) -> str:
+    """Run the real node_exporter's textfile collector over ``textfile_dir`` and return the
+    first scrape for which ``ready`` holds; node_exporter's log goes to ``log_path``."""
     exporter = require_program(
         "prometheus-node-exporter", "node_exporter", package="prometheus-node-exporter"
     )
     port = free_port()
-    log_path = tmp_path / "node_exporter.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 exporter,
                 "--collector.disable-defaults",
                 "--collector.textfile",
-                f"--collector.textfile.directory={live_service.textfile_dir}",
+                f"--collector.textfile.directory={textfile_dir}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],
             stdout=log,
@@ -159,7 +157,7 @@ def test_node_exporter_serves_the_healthfile_metrics(
             if process.poll() is not None:
                 pytest.fail(f"node_exporter exited:\n{log_path.read_text(errors='replace')}")
             text = scrape(url)
-            if text is None or "healthfile_up" not in text:
+            if text is None or not ready(text):
                 return False
             body.append(text)
             return True
@@ -173,24 +171,106 @@ def test_node_exporter_serves_the_healthfile_metrics(
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    samples = {
+    return body[-1]
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    """Prometheus text format, parsed by prometheus_client: (name, sorted labels) -> value."""
+    return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body[-1])
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def test_node_exporter_serves_the_healthfile_metrics(
+    live_service: LiveService, tmp_path: Path
+) -> None:
+    """node_exporter's textfile collector serves healthfile_* with node_textfile_scrape_error 0."""
+    body = scrape_node_exporter(
+        live_service.textfile_dir,
+        tmp_path / "node_exporter.log",
+        lambda text: "healthfile_up" in text,
+    )
+    samples = parse_samples(body)
+    app = ("app", str(live_service.report()["app_name"]))
     assert samples[("node_textfile_scrape_error", ())] == 0
-    assert samples[("healthfile_up", ())] == 1
-    assert samples[("healthfile_status", (("status", "online"),))] == 1
-    assert samples[("healthfile_check_up", (("check", "database"),))] == 1
-    info = (("api_version", "v1"), ("app_version", "3.1.4"))
+    assert samples[("healthfile_up", (app,))] == 1
+    assert samples[("healthfile_status", (app, ("status", "online")))] == 1
+    assert samples[("healthfile_check_up", (app, ("check", "database")))] == 1
+    info = (("api_version", "v1"), app, ("app_version", "3.1.4"))
     assert samples[("healthfile_info", info)] == 1
-    stamp = samples[("healthfile_report_timestamp_seconds", ())]
+    stamp = samples[("healthfile_report_timestamp_seconds", (app,))]
     assert 0 <= time.time() - stamp < DEADLINE
     # The atomic writer's temporary files never show up as a second textfile.
     mtimes = [key for key in samples if key[0] == "node_textfile_mtime_seconds"]
     assert [dict(labels)["file"] for _, labels in mtimes] == [
         str(live_service.textfile_dir / "healthfile.prom")
     ]
+
+
+def test_node_exporter_serves_three_apps_from_one_textfile_directory(tmp_path: Path) -> None:
+    """Three apps' .prom files in one directory: every app's series is served, node_exporter
+    logs no "collected before" error, and node_textfile_scrape_error is 0."""
+    textfile_dir = tmp_path / "textfile"
+    apps = ("billing", "search", "mailer")
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("HEALTH")}
+    processes = []
+    try:
+        for app in apps:
+            database = make_database(tmp_path / f"{app}.db")
+            processes.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "healthfile", "run", "--database", str(database)),
+                        *("--health-file", str(tmp_path / app / "health.json"), "--interval", "1"),
+                        *("--app-name", app, "--app-version", "1.0"),
+                        *("--prometheus-file", str(textfile_dir / f"{app}.prom")),
+                    ],
+                    env=environ,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for app in apps:
+            wait_for((textfile_dir / f"{app}.prom").exists, f"the first report of {app}")
+        log_path = tmp_path / "node_exporter.log"
+
+        def every_app_served(text: str) -> bool:
+            return all(f'healthfile_up{{app="{app}"}}' in text for app in apps)
+
+        samples = parse_samples(scrape_node_exporter(textfile_dir, log_path, every_app_served))
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=DEADLINE)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    log = log_path.read_text(errors="replace")
+    assert "collected before" not in log, log
+    assert "level=error" not in log, log
+    assert samples[("node_textfile_scrape_error", ())] == 0
+    for app in apps:
+        label = ("app", app)
+        assert samples[("healthfile_up", (label,))] == 1, app
+        assert samples[("healthfile_status", (label, ("status", "online")))] == 1, app
+        assert samples[("healthfile_check_up", (label, ("check", "database")))] == 1, app
+        assert (
+            samples[("healthfile_info", (("api_version", "v1"), label, ("app_version", "1.0")))]
+            == 1
+        )
+        assert (("healthfile_report_timestamp_seconds", (label,))) in samples, app
+    served_files = {
+        dict(labels)["file"] for name, labels in samples if name == "node_textfile_mtime_seconds"
+    }
+    assert served_files == {str(textfile_dir / f"{app}.prom") for app in apps}
 
 
 def test_check_file_age_judges_the_live_file_ok(live_service: LiveService) -> None:
