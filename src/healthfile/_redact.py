@@ -1,21 +1,33 @@
-"""Redaction of secrets in check outputs and log lines (imports nothing but ``re``)."""
+"""Redaction of secrets in check outputs and log lines (imports nothing but ``re``).
+
+Linear in its input and bounded: text longer than a bound is cut *before* it is redacted,
+and a cut text loses its trailing partial token, so that a secret cut in half (whose
+pattern no longer matches) never shows. Secrets never hold whitespace (a quoted value that
+may is redacted to the end of the text when its closing quote is missing), so dropping back
+to the last whitespace is enough.
+"""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_OUTPUT_CHARS", "clean_output", "redact"]
+__all__ = ["MAX_OUTPUT_CHARS", "MAX_REDACT_CHARS", "clean_output", "redact"]
 
 MAX_OUTPUT_CHARS = 256
+# The most text one redaction looks at: a log line's traceback; more is cut first.
+MAX_REDACT_CHARS = 16 * 1024
+# What clean_output looks at: enough that cutting it never touches the 256 kept characters.
+_OUTPUT_REDACT_CHARS = 4 * MAX_OUTPUT_CHARS
 
 # `scheme://user:secret@host`: keep the scheme and user, hide everything up to the last `@`
-# of the authority (a password may hold an unencoded `@`).
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]+(?=@)")
+# of the authority (a password may hold an unencoded `@`). The match starts at `://` (one
+# scheme character before it), never at every letter of a long word: that kept it linear.
+_URL_PASSWORD = re.compile(r"(?<=[A-Za-z0-9+.\-])(?P<head>://[^\s:/@]*:)[^\s/]+(?=@)")
 # `password=...`, `DB_PASSWORD: ...`, `"api_key": "..."`, `access_token=...`: hide the value,
-# a quoted one up to its closing quote.
+# a quoted one up to its closing quote, or to the end when the quote is never closed.
 _KEY_VALUE = re.compile(
     r"""(?P<head>\b\w*?(?:password|passwd|secret|token|api_key)["']?\s*[=:]\s*)"""
-    r"""(?P<value>"[^"]*"|'[^']*'|["']?[^\s&;,"']+)""",
+    r"""(?P<value>"[^"]*(?:"|\Z)|'[^']*(?:'|\Z)|["']?[^\s&;,"']+)""",
     re.IGNORECASE,
 )
 
@@ -27,17 +39,30 @@ def _hide_value(match: re.Match[str]) -> str:
     return f"{match['head']}{opening}***{closing}"
 
 
-def redact(text: str) -> str:
-    """Replace passwords in URLs and secret-looking ``key=value`` pairs with ``***``."""
+def redact(text: str, *, limit: int = MAX_REDACT_CHARS) -> str:
+    """Replace passwords in URLs and secret-looking ``key=value`` pairs with ``***``.
+
+    Text longer than ``limit`` characters is cut to it first, loses its last partial token
+    (a secret cut in half would no longer be recognised) and ends with ``…``.
+    """
+    cut = len(text) > limit
+    if cut:
+        text = text[:limit]
     text = _URL_PASSWORD.sub(r"\g<head>***", text)
-    return _KEY_VALUE.sub(_hide_value, text)
+    text = _KEY_VALUE.sub(_hide_value, text)
+    if cut:
+        end = len(text)
+        while end and not text[end - 1].isspace():
+            end -= 1
+        text = text[:end] + "…"
+    return text
 
 
 def clean_output(text: str | None) -> str | None:
     """Redact secrets, then cut to at most 256 characters (the contract's bound)."""
     if text is None:
         return None
-    text = redact(text)
+    text = redact(text, limit=_OUTPUT_REDACT_CHARS)
     if len(text) > MAX_OUTPUT_CHARS:
         text = text[: MAX_OUTPUT_CHARS - 1] + "…"
     return text
