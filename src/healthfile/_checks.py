@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from ._report import CheckResult, describe_exception, format_timestamp
+from ._limits import MAX_NAME_CHARS
+from ._report import CheckResult, describe_exception, format_timestamp, redact
 
 __all__ = [
     "Check",
@@ -78,9 +79,16 @@ class CheckStillRunning(Exception):
 
 
 def _validate_name(name: object) -> str:
+    """Refuse an empty, overlong or unprintable name; return it redacted like an output."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"a check needs a non-empty name, not {name!r}")
-    return name
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(
+            f"a check name is at most {MAX_NAME_CHARS} characters, not {len(name)}: {name[:20]!r}…"
+        )
+    if not name.isprintable():
+        raise ValueError(f"a check name must be printable (no control characters), not {name!r}")
+    return redact(name)
 
 
 # Longer than any sensible interval or timeout, and short enough for datetime arithmetic.
@@ -192,7 +200,7 @@ class FunctionCheck:
         self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
         self.success_threshold = _validate_threshold("success_threshold", success_threshold)
         self._is_async = is_async_callable(fn)
-        self._runner = _DaemonThreadRunner(name)
+        self._runner = _DaemonThreadRunner(self.name)
 
     def __repr__(self) -> str:
         kind = "async" if self._is_async else "sync"
@@ -499,7 +507,7 @@ class DiskSpaceCheck:
         self.timeout = _validate_timeout(timeout)
         self.min_free_bytes = min_free_bytes
         self.min_free_ratio = min_free_ratio
-        self._runner = _DaemonThreadRunner(name)
+        self._runner = _DaemonThreadRunner(self.name)
 
     def __repr__(self) -> str:
         return (

@@ -1,10 +1,11 @@
 """Redaction of secrets in check outputs and log lines (imports nothing but ``re``).
 
 Linear in its input and bounded: text longer than a bound is cut *before* it is redacted,
-and a cut text loses its trailing partial token, so that a secret cut in half (whose
-pattern no longer matches) never shows. Secrets never hold whitespace (a quoted value that
-may is redacted to the end of the text when its closing quote is missing), so dropping back
-to the last whitespace is enough.
+so a secret may be cut in half. A ``key=value`` secret cut in half is still redacted (the
+pattern matches what is left of the value; a quoted one runs to the end of the text when
+its closing quote is missing); a URL cut before the ``@`` that ends its password no longer
+matches, so a cut text whose last token (URL passwords hold no whitespace) holds ``://``
+loses that token.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def _hide_value(match: re.Match[str]) -> str:
 def redact(text: str, *, limit: int = MAX_REDACT_CHARS) -> str:
     """Replace passwords in URLs and secret-looking ``key=value`` pairs with ``***``.
 
-    Text longer than ``limit`` characters is cut to it first, loses its last partial token
-    (a secret cut in half would no longer be recognised) and ends with ``…``.
+    Text longer than ``limit`` characters is cut to it first and ends with ``…``; a last
+    token holding ``://`` is dropped (a URL cut before its ``@`` would show its password).
     """
     cut = len(text) > limit
     if cut:
@@ -51,10 +52,12 @@ def redact(text: str, *, limit: int = MAX_REDACT_CHARS) -> str:
     text = _URL_PASSWORD.sub(r"\g<head>***", text)
     text = _KEY_VALUE.sub(_hide_value, text)
     if cut:
-        end = len(text)
-        while end and not text[end - 1].isspace():
-            end -= 1
-        text = text[:end] + "…"
+        start = len(text)
+        while start and not text[start - 1].isspace():
+            start -= 1
+        if "://" in text[start:]:
+            text = text[:start]
+        text += "…"
     return text
 
 

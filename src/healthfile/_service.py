@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -21,9 +22,11 @@ from ._checks import (
     CheckStillRunning,
     SQLiteCheck,
     _DaemonThreadRunner,
+    _validate_name,
     call_off_loop,
     validate_seconds,
 )
+from ._limits import MAX_FILE_BYTES
 from ._prometheus import render_textfile, require_prometheus_client
 from ._report import (
     CheckResult,
@@ -33,7 +36,9 @@ from ._report import (
     HealthStatus,
     ceil_to_second,
     describe_exception,
+    fit_report,
     format_exception,
+    worst_case_bytes,
 )
 from ._systemd import SystemdNotifier
 from ._version import UNKNOWN_VERSION, read_app_version
@@ -72,8 +77,9 @@ class _Observation:
 class _CheckState:
     """Flap damping and history of one check across cycles."""
 
-    def __init__(self, check: Check, default_timeout: float) -> None:
+    def __init__(self, check: Check, default_timeout: float, name: str) -> None:
         self.check = check
+        self.name = name  # validated and redacted: the key in the file, labels and logs
         self.timeout: float = getattr(check, "timeout", None) or default_timeout
         self.failure_threshold: int = getattr(check, "failure_threshold", 1)
         self.success_threshold: int = getattr(check, "success_threshold", 1)
@@ -188,7 +194,7 @@ class AsyncHealthService:
         self.health_file = Path(health_file)
         self.pyproject = None if pyproject is None else Path(pyproject)
         self._app_version_override = app_version
-        self._checks, self._database_check = _collect_checks(database, checks)
+        self._checks, self._database_check, names = _collect_checks(database, checks)
         self._on_change = on_change
         self._on_change_runner = _DaemonThreadRunner("on_change")
         self._writer = AtomicWriter(self.health_file, mode=file_mode)
@@ -199,8 +205,16 @@ class AsyncHealthService:
             self._prometheus_writer = AtomicWriter(self.prometheus_file, mode=file_mode)
         self._systemd = SystemdNotifier() if notify_systemd else None
         self._states = {
-            check.name: _CheckState(check, self.check_timeout) for check in self._checks
+            name: _CheckState(check, self.check_timeout, name)
+            for name, check in zip(names, self._checks, strict=True)
         }
+        largest = worst_case_bytes(names, app_version=app_version or "x" * 64, interval=interval)
+        if largest > MAX_FILE_BYTES:
+            raise ValueError(
+                f"{len(names)} checks cannot fit in the health file: with every output "
+                f"shortened a report may take {largest} bytes, and `healthfile check` reads "
+                f"at most {MAX_FILE_BYTES}; use fewer checks or shorter names"
+            )
         # A report stays fresh for one interval, the longest check, and a second of slack
         # for the write and the rounding of the timestamps.
         self._freshness = timedelta(
@@ -411,7 +425,7 @@ class AsyncHealthService:
         results: dict[str, CheckResult] = {}
         database: DatabaseState = "disconnected"
         for state, observed in zip(self._states.values(), observations, strict=False):
-            results[state.check.name] = state.record(observed, now)
+            results[state.name] = state.record(observed, now)
             if state.check is self._database_check:
                 database = observed.database
         report = self._new_report(self._overall_status(results), database, results, now)
@@ -441,7 +455,7 @@ class AsyncHealthService:
                     CheckResult("fail", str(CheckStillRunning(state.task_since))), "timeout", 0.0
                 )
                 continue
-            task = loop.create_task(state.check.run(), name=f"healthfile-check-{state.check.name}")
+            task = loop.create_task(state.check.run(), name=f"healthfile-check-{state.name}")
             state.task, state.task_since = task, since
             task.add_done_callback(state.run_done)
             running[task] = state
@@ -521,8 +535,9 @@ class AsyncHealthService:
     async def _publish(self, report: HealthReport) -> None:
         """Write the report (and its Prometheus twin), log changes, tell systemd and on_change."""
         previous, self._previous = self._previous, report
-        if await self._write(self._writer, partial(_render_json, report)):
-            self._last_report = report
+        rendering = _Rendering(report)
+        if await self._write(self._writer, rendering):
+            self._last_report = rendering.report  # as written: outputs maybe shortened
             if self._state == "running":  # READY=1 comes first, after the first report
                 self._notify("WATCHDOG=1")
         if self._prometheus_writer is not None:
@@ -600,15 +615,13 @@ class AsyncHealthService:
             future.cancel()
 
     def _close_checks(self) -> None:
-        for check in self._checks:
-            hook = getattr(check, "on_stop", None)
+        for name, state in self._states.items():
+            hook = getattr(state.check, "on_stop", None)
             if hook is not None:
                 try:
                     hook()
                 except Exception as exc:
-                    logger.error(
-                        "on_stop of check %r failed: %s", check.name, format_exception(exc)
-                    )
+                    logger.error("on_stop of check %r failed: %s", name, format_exception(exc))
 
 
 def _is_file_mode(value: object) -> bool:
@@ -621,8 +634,12 @@ def _is_optional_text(value: object) -> bool:
 
 def _collect_checks(
     database: str | os.PathLike[str] | Check | None, checks: Iterable[Check]
-) -> tuple[list[Check], Check]:
-    """Order the checks (database first), find the database check, refuse duplicate names."""
+) -> tuple[list[Check], Check, list[str]]:
+    """Order the checks (database first), find the database check, validate their names.
+
+    Returns the checks, the database check, and each check's name validated and redacted;
+    two names that read alike once redacted are refused like duplicates.
+    """
     extra = list(checks)
     for check in extra:
         _require_check(check)
@@ -639,11 +656,11 @@ def _collect_checks(
     else:
         raise TypeError(f"database must be a path or a Check, not {type(database).__name__}")
     ordered = [database_check, *extra]
-    names = [check.name for check in ordered]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    names = [_validate_name(check.name) for check in ordered]
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
-    return ordered, database_check
+    return ordered, database_check, names
 
 
 def _require_check(check: object) -> Check:
@@ -677,8 +694,15 @@ def _report_loop_death(task: asyncio.Task[None]) -> None:
         logger.critical("the health check loop died; no more reports: %s", format_exception(exc))
 
 
-def _render_json(report: HealthReport) -> bytes:
-    return report.to_json().encode("utf-8")
+class _Rendering:
+    """Render a report within the probe's size limit (in the write's hop); keep what it wrote."""
+
+    def __init__(self, report: HealthReport) -> None:
+        self.report = report
+
+    def __call__(self) -> bytes:
+        self.report, data = fit_report(self.report, MAX_FILE_BYTES)
+        return data
 
 
 def _changed(previous: HealthReport | None, current: HealthReport) -> bool:

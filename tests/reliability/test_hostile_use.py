@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+import healthfile
+from healthfile import CheckResult, check
+from healthfile._judge import MAX_FILE_BYTES, judge, render, run_check
+from healthfile._limits import SHORTENED
 from healthfile._redact import MAX_REDACT_CHARS, clean_output, redact
+from helpers import ServiceFactory, read_report
 
 pytestmark = pytest.mark.reliability
 
@@ -88,3 +99,276 @@ def test_an_output_cut_mid_secret_shows_no_part_of_it() -> None:
 
     assert cleaned is not None
     assert "hunt" not in cleaned
+
+
+def _passing() -> None:
+    """A check function that passes."""
+
+
+def _failing_with(output: str) -> Callable[[], CheckResult]:
+    """A check function that fails with ``output``."""
+
+    def run() -> CheckResult:
+        return CheckResult("fail", output)
+
+    return run
+
+
+def _size(path: Path) -> int:
+    """The file's size in bytes."""
+    return path.stat().st_size
+
+
+def _text(path: Path) -> str:
+    """The file's text."""
+    return path.read_text(encoding="utf-8")
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace the file's text."""
+    path.write_text(text, encoding="utf-8")
+
+
+def _probe(path: Path, *options: str) -> subprocess.CompletedProcess[bytes]:
+    """Run `healthfile check` on ``path`` in a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "healthfile", "check", "--health-file", str(path), *options],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_thousand_passing_checks_make_a_file_the_probe_accepts(
+    make_service: ServiceFactory, health_file: Path
+) -> None:
+    """1000 passing checks (the README's benchmark) make a file `healthfile check` calls online."""
+    checks = [check(f"check-{n:04d}", _passing) for n in range(1000)]
+    service = make_service(checks=checks, check_timeout=30.0)
+
+    await service.start()
+
+    assert _size(health_file) <= MAX_FILE_BYTES
+    done = _probe(health_file)
+    assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("count", [160, 1000])
+async def test_many_failing_checks_with_long_outputs_are_shortened_to_fit(
+    make_service: ServiceFactory, health_file: Path, count: int
+) -> None:
+    """Failing checks with 256-character outputs make a file the probe judges, shortened to fit."""
+    output = "OperationalError: " + "é" * 238
+    checks = [check(f"check-{n:04d}", _failing_with(output)) for n in range(count)]
+    service = make_service(checks=checks, check_timeout=30.0)
+
+    await service.start()
+
+    assert _size(health_file) <= MAX_FILE_BYTES
+    assert judge(health_file).verdict == "degraded"
+    done = _probe(health_file, "--nagios")
+    assert done.returncode == 2, done.stdout
+    written = read_report(health_file)
+    assert written is not None
+    assert service.last_report is not None
+    assert written == service.last_report.as_dict()  # last_report is what was written
+    outputs = [result["output"] for name, result in written["checks"].items() if name != "database"]
+    if count == 1000:
+        assert all(text.endswith(SHORTENED) for text in outputs)
+        assert all(text.startswith("OperationalError") for text in outputs)
+    else:
+        assert outputs == [output] * count
+
+
+def test_a_check_list_that_cannot_fit_is_refused_at_construction(tmp_path: Path) -> None:
+    """Checks whose report cannot fit even with every output shortened raise ValueError."""
+    checks = [check(f"{'n' * 56}-{n:05d}", _passing) for n in range(2000)]
+
+    with pytest.raises(ValueError, match="cannot fit in the health file"):
+        healthfile.AsyncHealthService(tmp_path / "app.db", checks=checks)
+
+
+def _report(timestamp: float, **fields: Any) -> dict[str, Any]:
+    """A contract-v1 online report dated ``timestamp`` (Unix seconds)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp + 35))
+    report: dict[str, Any] = {
+        "status": "online",
+        "database": "connected",
+        "timestamp": stamp,
+        "app_version": "1.0",
+        "api_version": "v1",
+        "interval_seconds": 30.0,
+        "expires_at": expires,
+        "sequence": 1,
+        "started_at": stamp,
+        "pid": 1,
+        "checks": {},
+    }
+    report.update(fields)
+    return report
+
+
+@pytest.mark.parametrize("ahead", [3600, 61])
+def test_a_report_from_the_future_is_a_clock_problem_not_health(tmp_path: Path, ahead: int) -> None:
+    """A report dated beyond the 60 s tolerance in the future is `clock`: exit 1, Nagios UNKNOWN."""
+    now = time.time()
+    path = tmp_path / "health.json"
+    path.write_text(json.dumps(_report(now + ahead)), encoding="utf-8")
+
+    verdict = judge(path, now=now)
+
+    assert verdict.verdict == "clock"
+    assert "in the future" in verdict.reason
+    assert verdict.exit_code() == 1
+    assert verdict.exit_code(allow_degraded=True) == 1
+    assert verdict.exit_code(nagios=True) == 3
+    assert render(verdict, nagios=True).startswith("HEALTHFILE UNKNOWN - clock:")
+
+
+def test_a_report_a_little_ahead_is_fresh_and_max_age_bounds_the_absolute_age(
+    tmp_path: Path,
+) -> None:
+    """Within the tolerance a report ahead is judged; --max-age also bounds how far ahead."""
+    now = time.time()
+    path = tmp_path / "health.json"
+    path.write_text(json.dumps(_report(now + 30)), encoding="utf-8")
+
+    assert judge(path, now=now).verdict == "online"
+    assert judge(path, now=now, max_age=120).verdict == "online"
+    assert judge(path, now=now, max_age=10).verdict == "clock"
+
+
+def test_the_dead_writer_with_a_fast_clock_is_not_online_in_a_real_probe(tmp_path: Path) -> None:
+    """The issue's case: a file written an hour fast, its writer gone, fails the real probe."""
+    path = tmp_path / "health.json"
+    path.write_text(json.dumps(_report(time.time() + 3600)), encoding="utf-8")
+
+    plain, nagios, bounded = (
+        _probe(path),
+        _probe(path, "--nagios"),
+        _probe(path, "--max-age", "120"),
+    )
+
+    assert plain.returncode == 1
+    assert nagios.returncode == 3
+    assert bounded.returncode == 1
+    assert plain.stdout.startswith(b"clock: ")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", " ", "a\nb", "tab\there", "bell\x07", "x" * 65, "nul\x00", "del\x7f"],
+)
+def test_bad_check_names_are_refused_at_construction(name: str) -> None:
+    """Empty, overlong or unprintable check names raise ValueError when the check is made."""
+    with pytest.raises(ValueError, match="check"):
+        check(name, _passing)
+
+
+class _NamedCheck:
+    """A hand-written check whose name is whatever the test gives it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def run(self) -> CheckResult:
+        """Fail, naming nothing."""
+        return CheckResult("fail", "down")
+
+
+def test_a_custom_check_with_a_bad_name_is_refused_by_the_service(tmp_path: Path) -> None:
+    """A Check object (not made by check()) is held to the same name rules by the service."""
+    with pytest.raises(ValueError, match="printable"):
+        healthfile.AsyncHealthService(tmp_path / "app.db", checks=[_NamedCheck("a\nb")])
+    with pytest.raises(ValueError, match="at most 64"):
+        healthfile.AsyncHealthService(tmp_path / "app.db", checks=[_NamedCheck("y" * 65)])
+
+
+def test_names_that_read_alike_once_redacted_are_refused_as_duplicates(tmp_path: Path) -> None:
+    """Two names that differ only in a secret would collide once redacted: refused."""
+    checks = [_NamedCheck("password=one"), _NamedCheck("password=two")]
+
+    with pytest.raises(ValueError, match="unique"):
+        healthfile.AsyncHealthService(tmp_path / "app.db", checks=checks)
+
+
+@pytest.mark.asyncio
+async def test_a_secret_in_a_check_name_reaches_no_file_label_log_or_perfdata(
+    make_service: ServiceFactory,
+    health_file: Path,
+    tmp_path: Path,
+    healthfile_logs: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A name holding a DSN is redacted in the file, the Prometheus file, the logs and perfdata."""
+    pytest.importorskip("prometheus_client")
+    prometheus = tmp_path / "out" / "app.prom"
+    service = make_service(
+        checks=[_NamedCheck("pg://u:hunter2@db"), _NamedCheck("token=hunter2")],
+        prometheus_file=prometheus,
+    )
+
+    await service.start()
+    await service.stop()
+
+    assert "hunter2" not in _text(health_file)
+    assert "pg://u:***@db" in _text(health_file)
+    assert "hunter2" not in _text(prometheus)
+    assert "hunter2" not in healthfile_logs.text
+    capsys.readouterr()
+    _write(
+        health_file,
+        json.dumps(
+            _report(
+                time.time(),
+                status="degraded",
+                checks={
+                    "token=hunter2": {
+                        "status": "fail",
+                        "output": None,
+                        "duration_ms": 1.0,
+                        "consecutive_failures": 1,
+                        "last_success": None,
+                    }
+                },
+            )
+        ),
+    )
+    assert run_check(health_file, nagios=True) == 2
+    assert "hunter2" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "utf-16", "cp1252"])
+@pytest.mark.parametrize("mode", [(), ("--nagios",), ("--json",)])
+def test_the_line_is_under_4_kib_in_bytes_whatever_stdouts_encoding(
+    tmp_path: Path, encoding: str, mode: tuple[str, ...]
+) -> None:
+    """The one line stays under 4096 bytes as written, in any stdout encoding."""
+    result = {
+        "status": "fail",
+        "output": "OperationalError: " + "…€é" * 79,
+        "duration_ms": 1.0,
+        "consecutive_failures": 1,
+        "last_success": None,
+    }
+    checks = {f"chéck-€-{n:03d}": result for n in range(60)}
+    path = tmp_path / "health.json"
+    path.write_text(
+        json.dumps(_report(time.time(), status="degraded", checks=checks)), encoding="utf-8"
+    )
+    environment = dict(os.environ, PYTHONIOENCODING=encoding)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "healthfile", "check", "--health-file", str(path), *mode],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env=environment,
+    )
+
+    assert done.stderr == b""
+    assert len(done.stdout) < 4096, len(done.stdout)
+    assert done.stdout.decode(encoding).count("\n") == 1
