@@ -258,6 +258,20 @@ def check(
     )
 
 
+def _absolute(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
+    """``path`` made absolute against today's working directory, symlinks not followed."""
+    return Path(os.path.abspath(os.fsdecode(path)))
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid Unicode text for outputs and logs: bytes that are not UTF-8 escaped.
+
+    POSIX allows any bytes in a file name; Python keeps those as lone surrogates, which no
+    UTF-8 file or log can hold. They are shown as ``\\xff``.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def sqlite_readonly_uri(path: str | os.PathLike[str]) -> str:
     """Return a ``file:`` URI that opens ``path`` read-only and never creates it."""
     text = os.fspath(path)
@@ -380,7 +394,7 @@ class SQLiteCheck:
     def __init__(
         self, path: str | os.PathLike[str], *, name: str = "database", timeout: float | None = None
     ) -> None:
-        self.path = Path(path)
+        self.path = _absolute(path)  # once: a later os.chdir() changes nothing
         self.name = _validate_name(name)
         self.timeout = _validate_timeout(timeout)
         self._uri = sqlite_readonly_uri(self.path)
@@ -474,7 +488,7 @@ class SQLiteCheck:
                     await opener.thread_ended(connection.stop())
             return CheckResult("pass")
         except sqlite3.Error as exc:
-            return CheckResult("fail", f"{describe_exception(exc)} ({self.path})")
+            return CheckResult("fail", f"{describe_exception(exc)} ({display_path(self.path)})")
         finally:
             self._connection = None
 
@@ -502,7 +516,7 @@ class DiskSpaceCheck:
             raise ValueError(f"min_free_bytes must be an integer >= 0, not {min_free_bytes!r}")
         if min_free_ratio is not None and not _is_ratio(min_free_ratio):
             raise ValueError(f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r}")
-        self.path = Path(path)
+        self.path = _absolute(path)  # once: a later os.chdir() changes nothing
         self.name = _validate_name(name)
         self.timeout = _validate_timeout(timeout)
         self.min_free_bytes = min_free_bytes
@@ -521,7 +535,7 @@ class DiskSpaceCheck:
         free = usage.f_bavail * usage.f_frsize
         total = usage.f_blocks * usage.f_frsize
         ratio = free / total if total else 0.0
-        summary = f"{_format_bytes(free)} free ({ratio:.1%}) on {self.path}"
+        summary = f"{_format_bytes(free)} free ({ratio:.1%}) on {display_path(self.path)}"
         if self.min_free_bytes is not None and free < self.min_free_bytes:
             return CheckResult("fail", f"{summary}; minimum {_format_bytes(self.min_free_bytes)}")
         if self.min_free_ratio is not None and ratio < self.min_free_ratio:

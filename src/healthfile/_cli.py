@@ -317,6 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "healthfile run: error: --prometheus-file needs prometheus_client: "
                     "pip install 'healthfile[prometheus]'\n",
                 )
+        from ._service import refuse_shared_files
+
+        try:
+            refuse_shared_files(
+                options["database"], options["health_file"], options["prometheus_file"]
+            )
+        except ValueError as exc:
+            parser.exit(2, f"healthfile run: error: {exc}\n")
         from ._run import run_service
 
         return run_service(options)

@@ -21,6 +21,7 @@ from ._checks import (
     Check,
     CheckStillRunning,
     SQLiteCheck,
+    _absolute,
     _DaemonThreadRunner,
     _validate_name,
     call_off_loop,
@@ -44,7 +45,7 @@ from ._systemd import SystemdNotifier
 from ._version import UNKNOWN_VERSION, read_app_version
 from ._writer import AtomicWriter
 
-__all__ = ["AsyncHealthService", "OnChange", "serve_until"]
+__all__ = ["AsyncHealthService", "OnChange", "refuse_shared_files", "serve_until"]
 
 logger = logging.getLogger("healthfile")
 
@@ -163,7 +164,12 @@ class AsyncHealthService:
         ``NOTIFY_SOCKET`` when it is set.
     :raises ImportError: for ``prometheus_file`` without prometheus_client installed.
     :raises ValueError: for a non-positive interval or check_timeout, a negative
-        start_period, or duplicate check names.
+        start_period, duplicate or bad check names (empty, unprintable, over 64
+        characters), two of database / health_file / prometheus_file that are one file, or
+        checks too many to fit in the health file even with their outputs shortened.
+
+    Every path is made absolute once, at construction: a later ``os.chdir()`` changes
+    nothing.
     """
 
     def __init__(
@@ -191,14 +197,18 @@ class AsyncHealthService:
             raise ValueError(f"app_version must be a non-empty string or None, not {app_version!r}")
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
-        self.health_file = Path(health_file)
-        self.pyproject = None if pyproject is None else Path(pyproject)
+        # Every path is made absolute once, here: a later os.chdir() changes nothing.
+        self.health_file = _absolute(health_file)
+        self.pyproject = None if pyproject is None else _absolute(pyproject)
         self._app_version_override = app_version
         self._checks, self._database_check, names = _collect_checks(database, checks)
         self._on_change = on_change
         self._on_change_runner = _DaemonThreadRunner("on_change")
         self._writer = AtomicWriter(self.health_file, mode=file_mode)
-        self.prometheus_file = None if prometheus_file is None else Path(prometheus_file)
+        self.prometheus_file = None if prometheus_file is None else _absolute(prometheus_file)
+        refuse_shared_files(
+            getattr(self._database_check, "path", None), self.health_file, self.prometheus_file
+        )
         self._prometheus_writer: AtomicWriter | None = None
         if self.prometheus_file is not None:
             require_prometheus_client()
@@ -661,6 +671,49 @@ def _collect_checks(
     if duplicates:
         raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
     return ordered, database_check, names
+
+
+def refuse_shared_files(
+    database: object,
+    health_file: str | os.PathLike[str],
+    prometheus_file: str | os.PathLike[str] | None,
+) -> None:
+    """Refuse any two of database / health file / Prometheus file that are one file.
+
+    The same path once made absolute or once symlinks are resolved, or the same existing
+    file (device and inode: a hard link too). Writing the health file over the database
+    would destroy the application's data. ``database`` that is not a path is left out.
+
+    :raises ValueError: naming both.
+    """
+    named = [
+        (what, _absolute(path))
+        for what, path in (
+            ("database", database),
+            ("health_file", health_file),
+            ("prometheus_file", prometheus_file),
+        )
+        if isinstance(path, (str, os.PathLike))
+    ]
+    for index, (first, first_path) in enumerate(named):
+        for second, second_path in named[index + 1 :]:
+            if _same_file(first_path, second_path):
+                raise ValueError(
+                    f"{first} and {second} are the same file ({str(first_path)!r} and "
+                    f"{str(second_path)!r}): the service would overwrite it"
+                )
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Tell whether two absolute paths name one file, existing or not."""
+    if os.path.normcase(first) == os.path.normcase(second):
+        return True
+    if os.path.normcase(os.path.realpath(first)) == os.path.normcase(os.path.realpath(second)):
+        return True
+    try:
+        return os.path.samefile(first, second)  # st_dev and st_ino: hard links too
+    except OSError:
+        return False  # one of them does not exist (yet): the path comparisons decided
 
 
 def _require_check(check: object) -> Check:
