@@ -135,6 +135,8 @@ starting       0                                    1 WARNING
 degraded       1 (0 with --allow-degraded)          1 WARNING, 2 CRITICAL if a check fails
 stopped        1                                    2 CRITICAL
 stale          1                                    2 CRITICAL
+clock          1                                    3 UNKNOWN
+(timestamp more than 60 s, or --max-age, in the future)
 missing,       1                                    3 UNKNOWN
 unreadable,
 not a health file

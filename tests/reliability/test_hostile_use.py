@@ -589,3 +589,30 @@ def test_healthfile_run_takes_a_database_path_that_is_not_utf8(tmp_path: Path) -
     assert report["status"] == "stopped"
     assert report["database"] == "connected"
     stderr.decode("utf-8")  # the log lines are UTF-8 too
+
+
+@pytest.mark.asyncio
+async def test_the_probe_of_a_wal_database_changes_no_byte_of_it_sqlite_may_add_sidecars(
+    tmp_path: Path,
+) -> None:
+    """As the README says: a probe never writes the database, while SQLite itself may create
+    the -wal and -shm files any reader of a WAL database needs (healthfile leaves them)."""
+    import hashlib
+    import sqlite3
+
+    database = tmp_path / "app.db"
+    connection = sqlite3.connect(database)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+        connection.commit()
+    finally:
+        connection.close()  # the last connection's clean close removes the sidecars
+    assert _names(tmp_path) == ["app.db"]
+    before = hashlib.sha256(_bytes(database)).hexdigest()
+
+    result = await healthfile.SQLiteCheck(database).run()
+
+    assert result.status == "pass"
+    assert hashlib.sha256(_bytes(database)).hexdigest() == before
+    assert set(_names(tmp_path)) <= {"app.db", "app.db-wal", "app.db-shm"}
