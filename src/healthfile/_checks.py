@@ -388,9 +388,9 @@ class SQLiteCheck:
     may create the ``-wal`` and ``-shm`` files (left in place: the application's connections
     use them). The probe reads the schema, so a missing, unreadable, corrupt or exclusively
     locked database fails. While the database is locked the probe retries in 10 ms slices
-    until its timeout (``timeout``, or the service's ``check_timeout``); when cancelled or timed out, the
-    running statement is interrupted and the connection closes as soon as its thread
-    returns, without anyone waiting for it.
+    until its timeout (``timeout``, or the service's ``check_timeout``); when cancelled or
+    timed out, the running statement is interrupted and the connection closes as soon as its
+    thread returns, without anyone waiting for it.
     """
 
     def __init__(
