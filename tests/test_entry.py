@@ -155,6 +155,31 @@ def test_fast_path_parses_only_and_ignore_itself() -> None:
     assert _entry._parse_check(["--only", "a", "--ignore", "b"], {}) is None
 
 
+@pytest.mark.parametrize(
+    "arguments", [[], ["--nagios"], ["--json"], ["--max-age", "120"]], ids=" ".join
+)
+def test_fast_path_judges_a_report_from_the_future_as_the_full_parser(
+    arguments: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A report dated an hour ahead is a clock problem on both paths, in the same words."""
+    frozen = time.time()
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(frozen + 3600))
+    path = tmp_path / "health.json"
+    path.write_text(json.dumps({**ONLINE, "timestamp": ahead}), encoding="utf-8")
+    monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(path))
+    monkeypatch.setattr(time, "time", lambda: frozen)
+    outcomes = []
+    for main in (_entry.main, _cli.main):
+        status = main(["check", *arguments])
+        outcomes.append((status, capsys.readouterr()))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == (3 if "--nagios" in arguments else 1)
+    assert "clock" in outcomes[0][1].out
+
+
 def test_fast_path_takes_the_file_from_the_option_over_the_environment(
     health_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

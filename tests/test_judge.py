@@ -787,7 +787,8 @@ def test_render_fits_every_verdict_in_the_byte_budget(write: WriteFile) -> None:
     """Multibyte text is cut on a character boundary, never mid-character."""
     data = many_failing_checks(60, "€" * 250)
     verdict = judge(write(data))
-    for options in ({}, {"nagios": True}, {"as_json": True}):
+    every: list[dict[str, Any]] = [{}, {"nagios": True}, {"as_json": True}]
+    for options in every:
         line = render(verdict, **options)
         encoded = line.encode("utf-8")
         assert len(encoded) < 4000

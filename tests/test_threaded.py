@@ -104,7 +104,7 @@ def test_defaults_are_the_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(tmp_path)
     facade = HealthCheckService()
     assert facade.service.interval == 30.0
-    assert facade.service.health_file == Path("data/health.json")
+    assert facade.service.health_file == Path(os.getcwd(), "data", "health.json")
     assert facade.service.check_timeout == 3.0
     assert not facade.is_running
 

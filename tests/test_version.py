@@ -440,11 +440,34 @@ async def test_app_name_without_pyproject_is_the_program(
     assert read_json(health_file)["app_name"] == program_name() != ""
 
 
-@pytest.mark.parametrize("value", ["", "   ", 3, b"app"])
+@pytest.mark.parametrize("value", ["", "   ", 3, b"app", "a" * 129])
 def test_bad_app_name_is_refused_at_construction(value: Any) -> None:
-    """app_name must be a non-empty string or None, like app_version."""
+    """app_name must be a non-empty string of at most 128 characters or None, like app_version."""
     with pytest.raises(ValueError, match="app_name"):
         AsyncHealthService(app_name=value)
+    with pytest.raises(ValueError, match="app_version"):
+        AsyncHealthService(app_version=value)
+
+
+@pytest.mark.asyncio
+async def test_name_and_version_too_long_for_the_file_are_written_as_unknown(
+    make_service: ServiceFactory,
+    tmp_path: Path,
+    health_file: Path,
+    healthfile_logs: pytest.LogCaptureFixture,
+) -> None:
+    """A pyproject name or version past 128 characters is logged and written as unknown."""
+    long_name, long_version = "n" * 129, "1." + "0" * 200
+    path = write_pyproject(
+        tmp_path, f'[project]\nname = "{long_name}"\nversion = "{long_version}"\n'
+    )
+    service = make_service(pyproject=path)
+    await service.start()
+
+    document = read_json(health_file)
+    assert (document["app_name"], document["app_version"]) == ("unknown", "unknown")
+    assert "app_name read from the project is longer than 128" in healthfile_logs.text
+    assert "app_version read from the project is longer than 128" in healthfile_logs.text
 
 
 def test_unreadable_distribution_metadata_falls_back_to_the_script_name(

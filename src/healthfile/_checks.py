@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from ._report import CheckResult, describe_exception, format_timestamp
+from ._limits import MAX_NAME_CHARS
+from ._report import CheckResult, describe_exception, format_timestamp, redact
 
 __all__ = [
     "Check",
@@ -78,9 +79,16 @@ class CheckStillRunning(Exception):
 
 
 def _validate_name(name: object) -> str:
+    """Refuse an empty, overlong or unprintable name; return it redacted like an output."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"a check needs a non-empty name, not {name!r}")
-    return name
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(
+            f"a check name is at most {MAX_NAME_CHARS} characters, not {len(name)}: {name[:20]!r}…"
+        )
+    if not name.isprintable():
+        raise ValueError(f"a check name must be printable (no control characters), not {name!r}")
+    return redact(name)
 
 
 # Longer than any sensible interval or timeout, and short enough for datetime arithmetic.
@@ -192,7 +200,7 @@ class FunctionCheck:
         self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
         self.success_threshold = _validate_threshold("success_threshold", success_threshold)
         self._is_async = is_async_callable(fn)
-        self._runner = _DaemonThreadRunner(name)
+        self._runner = _DaemonThreadRunner(self.name)
 
     def __repr__(self) -> str:
         kind = "async" if self._is_async else "sync"
@@ -248,6 +256,20 @@ def check(
         failure_threshold=failure_threshold,
         success_threshold=success_threshold,
     )
+
+
+def _absolute(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
+    """``path`` made absolute against today's working directory, symlinks not followed."""
+    return Path(os.path.abspath(os.fsdecode(path)))
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid Unicode text for outputs and logs: bytes that are not UTF-8 escaped.
+
+    POSIX allows any bytes in a file name; Python keeps those as lone surrogates, which no
+    UTF-8 file or log can hold. They are shown as ``\\xff``.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def sqlite_readonly_uri(path: str | os.PathLike[str]) -> str:
@@ -361,18 +383,20 @@ class _Opener:
 class SQLiteCheck:
     """Read an SQLite database, read-only, to prove it is there, readable and unlocked.
 
-    The file is opened by URI with ``mode=ro``: it is never created, written or locked. The
-    probe reads the schema, so a missing, unreadable, corrupt or exclusively locked database
-    fails. While the database is locked the probe retries in 10 ms slices until its timeout
-    (``timeout``, or the service's ``check_timeout``); when cancelled or timed out, the
-    running statement is interrupted and the connection closes as soon as its thread
-    returns, without anyone waiting for it.
+    The file is opened by URI with ``mode=ro``: it is never created nor written. Like any
+    SQLite reader it holds a shared lock while it reads, and on a WAL database SQLite itself
+    may create the ``-wal`` and ``-shm`` files (left in place: the application's connections
+    use them). The probe reads the schema, so a missing, unreadable, corrupt or exclusively
+    locked database fails. While the database is locked the probe retries in 10 ms slices
+    until its timeout (``timeout``, or the service's ``check_timeout``); when cancelled or
+    timed out, the running statement is interrupted and the connection closes as soon as its
+    thread returns, without anyone waiting for it.
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, name: str = "database", timeout: float | None = None
     ) -> None:
-        self.path = Path(path)
+        self.path = _absolute(path)  # once: a later os.chdir() changes nothing
         self.name = _validate_name(name)
         self.timeout = _validate_timeout(timeout)
         self._uri = sqlite_readonly_uri(self.path)
@@ -466,7 +490,7 @@ class SQLiteCheck:
                     await opener.thread_ended(connection.stop())
             return CheckResult("pass")
         except sqlite3.Error as exc:
-            return CheckResult("fail", f"{describe_exception(exc)} ({self.path})")
+            return CheckResult("fail", f"{describe_exception(exc)} ({display_path(self.path)})")
         finally:
             self._connection = None
 
@@ -494,12 +518,12 @@ class DiskSpaceCheck:
             raise ValueError(f"min_free_bytes must be an integer >= 0, not {min_free_bytes!r}")
         if min_free_ratio is not None and not _is_ratio(min_free_ratio):
             raise ValueError(f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r}")
-        self.path = Path(path)
+        self.path = _absolute(path)  # once: a later os.chdir() changes nothing
         self.name = _validate_name(name)
         self.timeout = _validate_timeout(timeout)
         self.min_free_bytes = min_free_bytes
         self.min_free_ratio = min_free_ratio
-        self._runner = _DaemonThreadRunner(name)
+        self._runner = _DaemonThreadRunner(self.name)
 
     def __repr__(self) -> str:
         return (
@@ -513,7 +537,7 @@ class DiskSpaceCheck:
         free = usage.f_bavail * usage.f_frsize
         total = usage.f_blocks * usage.f_frsize
         ratio = free / total if total else 0.0
-        summary = f"{_format_bytes(free)} free ({ratio:.1%}) on {self.path}"
+        summary = f"{_format_bytes(free)} free ({ratio:.1%}) on {display_path(self.path)}"
         if self.min_free_bytes is not None and free < self.min_free_bytes:
             return CheckResult("fail", f"{summary}; minimum {_format_bytes(self.min_free_bytes)}")
         if self.min_free_ratio is not None and ratio < self.min_free_ratio:

@@ -160,6 +160,8 @@ degraded       1 (0 with --allow-degraded)          1 WARNING, 2 CRITICAL if a c
 stopped        1                                    2 CRITICAL
 stale          1                                    2 CRITICAL
 unknown_check  1                                    3 UNKNOWN
+clock          1                                    3 UNKNOWN
+(timestamp more than 60 s, or --max-age, in the future)
 missing,       1                                    3 UNKNOWN
 unreadable,
 not a health file
@@ -367,6 +369,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "healthfile run: error: --prometheus-file needs prometheus_client: "
                     "pip install 'healthfile[prometheus]'\n",
                 )
+        from ._service import refuse_shared_files
+
+        try:
+            refuse_shared_files(
+                options["database"], options["health_file"], options["prometheus_file"]
+            )
+        except ValueError as exc:
+            parser.exit(2, f"healthfile run: error: {exc}\n")
         from ._run import run_service
 
         return run_service(options)

@@ -7,6 +7,7 @@ file holds, the outcome is a :class:`Verdict` and one line of output, never a tr
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import time
 
 # The writer's own redaction, so that the probe never prints a secret the file would not
 # hold. (_report also brings dataclasses, inspect and datetime, which the probe never uses.)
+from ._limits import CLOCK_TOLERANCE_SECONDS, MAX_FILE_BYTES, MAX_NAME_CHARS
 from ._redact import redact
 
 # Only mypy needs typing here (annotations are strings): this module adds no typing import.
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "CLOCK_TOLERANCE_SECONDS",
     "MAX_FILE_BYTES",
     "MAX_LINE_BYTES",
     "NotAHealthFile",
@@ -35,8 +38,6 @@ __all__ = [
     "split_check_names",
 ]
 
-# A health file is a few hundred bytes; anything past this is not one, and is never read whole.
-MAX_FILE_BYTES = 64 * 1024
 # Docker and Consul keep only the first 4096 bytes of a probe's output: one line, newline
 # included, stays below that.
 MAX_LINE_BYTES = 4000
@@ -44,13 +45,14 @@ MAX_LINE_BYTES = 4000
 _MAX_OUTPUT_CHARS = 256
 # Perfdata never crowds the summary out of the line.
 _MAX_PERFDATA_BYTES = 1500
-_MAX_LABEL_CHARS = 64
+_MAX_LABEL_CHARS = MAX_NAME_CHARS
 
 ONLINE = "online"
 STARTING = "starting"
 DEGRADED = "degraded"
 STOPPED = "stopped"
 STALE = "stale"
+CLOCK = "clock"
 MISSING = "missing"
 UNREADABLE = "unreadable"
 INVALID = "invalid"
@@ -97,8 +99,9 @@ class Verdict:
     """What ``healthfile check`` concluded about one health file.
 
     ``verdict`` is one of ``online``, ``starting``, ``degraded``, ``stopped``, ``stale``,
-    ``unknown_check`` (``--only``/``--ignore`` named a check the file does not hold),
-    ``missing``, ``unreadable`` or ``invalid``; ``status`` is the file's own status (``None``
+    ``clock`` (the report's timestamp lies in the future), ``unknown_check``
+    (``--only``/``--ignore`` named a check the file does not hold), ``missing``,
+    ``unreadable`` or ``invalid``; ``status`` is the file's own status (``None``
     when it could not be read); ``age`` the whole seconds since the report's ``timestamp``
     (``None`` likewise); ``reason`` the one-line, redacted summary; ``failing`` whether a
     judged check reads ``fail``; ``durations`` each judged check's name and duration in
@@ -134,9 +137,10 @@ class Verdict:
 
         Docker/Kubernetes: 0 for online and starting (and degraded with ``allow_degraded``),
         1 for everything else. Nagios: 0 online; 1 starting, or degraded with no check at
-        fail; 2 degraded with a check at fail, stopped, stale; 3 unknown_check, missing,
-        unreadable, invalid.
-        ``allow_degraded`` does not change the Nagios convention.
+        fail; 2 degraded with a check at fail, stopped, stale; 3 clock, unknown_check,
+        missing, unreadable, invalid (a report from the future says nothing sure about the
+        writer: it may be alive with a wrong clock, or dead). ``allow_degraded`` does not
+        change the Nagios convention.
         """
         if nagios:
             if self.verdict == ONLINE:
@@ -163,7 +167,8 @@ def judge(
 
     :param now: the current time in Unix seconds (``None``: the system clock).
     :param max_age: seconds after the report's ``timestamp`` from which it is stale even
-        before its ``expires_at``, or ``None``.
+        before its ``expires_at``, or ``None``. It bounds the absolute age: a timestamp
+        further in the future than this is a clock problem too.
     :param only: judge the status from these checks alone (``--only``), or ``None``.
     :param ignore: judge the status from all checks but these (``--ignore``), or ``None``.
         With either, the status is recomputed from the judged checks: ``online`` when they
@@ -171,6 +176,10 @@ def judge(
         Staleness, ``stopped`` and the contract still count, and a named check the file
         does not hold is the verdict ``unknown_check``.
     :raises ValueError: for ``only`` and ``ignore`` together.
+
+    A timestamp more than :data:`CLOCK_TOLERANCE_SECONDS` (or ``max_age``, when smaller) in
+    the future is the verdict ``clock``: a writer whose clock ran fast, then died, must not
+    be judged fresh until its clock-made ``expires_at``.
     """
     if only is not None and ignore is not None:
         raise ValueError("--only and --ignore cannot be used together")
@@ -206,6 +215,16 @@ def judge(
     if report.status == STOPPED:
         return verdict(
             STOPPED, f"stopped: the service wrote its final report {_ago(age)} ({described})"
+        )
+    ahead = report.timestamp - now
+    tolerance = (
+        CLOCK_TOLERANCE_SECONDS if max_age is None else min(CLOCK_TOLERANCE_SECONDS, max_age)
+    )
+    if ahead > tolerance:
+        return verdict(
+            CLOCK,
+            f"clock: last report is dated {_ago(age)} (status {report.status}), more than "
+            f"{tolerance:g} s ahead of this host's clock: one of the two clocks is wrong",
         )
     if now > report.expires_at:
         expired = math.floor(now - report.expires_at)
@@ -263,21 +282,31 @@ def split_check_names(text: str) -> tuple[str, ...]:
 
 
 def render(
-    verdict: Verdict, *, nagios: bool = False, allow_degraded: bool = False, as_json: bool = False
+    verdict: Verdict,
+    *,
+    nagios: bool = False,
+    allow_degraded: bool = False,
+    as_json: bool = False,
+    encoding: str = "utf-8",
 ) -> str:
-    """The one output line (without its newline), shorter than :data:`MAX_LINE_BYTES`."""
+    """The one output line (without its newline), shorter than :data:`MAX_LINE_BYTES`.
+
+    The bytes are counted in ``encoding`` (stdout's), a character it cannot encode counted
+    as its backslash escape, which is what :func:`run_check` writes then.
+    """
     code = verdict.exit_code(nagios=nagios, allow_degraded=allow_degraded)
     budget = MAX_LINE_BYTES - 1
     if as_json:
-        return _json_line(verdict, code, budget)
+        return _json_line(verdict, code, budget, encoding)
     if not nagios:
-        return _fit(verdict.reason, budget)
+        return _fit(verdict.reason, budget, encoding)
     head = f"HEALTHFILE {_NAGIOS_STATES[code]} - "
-    perfdata = _perfdata(verdict)
+    perfdata = _perfdata(verdict, encoding)
     tail = f" | {perfdata}" if perfdata else ""
     # A '|' in the text would start the perfdata early.
     summary = verdict.reason.replace("|", "/")
-    return head + _fit(summary, budget - len(head) - len(tail.encode())) + tail
+    room = budget - _size(head, encoding) - _size(tail, encoding)
+    return head + _fit(summary, room, encoding) + tail
 
 
 def run_check(
@@ -292,7 +321,11 @@ def run_check(
 ) -> int:
     """Judge the file, print the verdict's line on stdout, and return the exit status."""
     verdict = judge(path, max_age=max_age, only=only, ignore=ignore)
-    _emit(render(verdict, nagios=nagios, allow_degraded=allow_degraded, as_json=as_json))
+    encoding = _stream_encoding(sys.stdout)
+    line = render(
+        verdict, nagios=nagios, allow_degraded=allow_degraded, as_json=as_json, encoding=encoding
+    )
+    _emit(line)
     return verdict.exit_code(nagios=nagios, allow_degraded=allow_degraded)
 
 
@@ -550,17 +583,38 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _fit(text: str, max_bytes: int) -> str:
-    """At most ``max_bytes`` of UTF-8, cut on a character boundary, an ellipsis marking a cut."""
-    data = text.encode("utf-8")
-    if len(data) <= max_bytes:
+def _stream_encoding(stream: object) -> str:
+    """The stream's encoding when Python knows it, else UTF-8."""
+    encoding = getattr(stream, "encoding", None)
+    if isinstance(encoding, str):
+        try:
+            return codecs.lookup(encoding).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
+def _size(text: str, encoding: str) -> int:
+    """Bytes of ``text`` in ``encoding``, unencodable characters as backslash escapes, no BOM."""
+    return len(text.encode(encoding, "backslashreplace")) - len("".encode(encoding))
+
+
+def _fit(text: str, max_bytes: int, encoding: str = "utf-8") -> str:
+    """At most ``max_bytes`` in ``encoding``, cut on a character boundary, an ellipsis marking
+    a cut."""
+    if _size(text, encoding) <= max_bytes:
         return text
     ellipsis = "…"
-    room = max(max_bytes - len(ellipsis.encode("utf-8")), 0)
-    return data[:room].decode("utf-8", "ignore") + ellipsis
+    room = max(max_bytes - _size(ellipsis, encoding), 0)
+    used = 0
+    for index, char in enumerate(text):
+        used += _size(char, encoding)
+        if used > room:
+            return text[:index] + ellipsis
+    return text + ellipsis  # pragma: no cover - the whole text fits: returned above
 
 
-def _perfdata(verdict: Verdict) -> str:
+def _perfdata(verdict: Verdict, encoding: str = "utf-8") -> str:
     """Nagios perfdata: the report's age and every check's duration, within a byte budget."""
     if verdict.age is None:
         return ""
@@ -568,7 +622,7 @@ def _perfdata(verdict: Verdict) -> str:
     size = len(items[0])
     for name, duration_ms in verdict.durations:
         item = f"{_perf_label(name + '_duration')}={_perf_number(duration_ms)}ms"
-        size += 1 + len(item.encode("utf-8"))
+        size += 1 + _size(item, encoding)
         if size > _MAX_PERFDATA_BYTES:
             break
         items.append(item)
@@ -578,7 +632,8 @@ def _perfdata(verdict: Verdict) -> str:
 def _perf_label(name: str) -> str:
     """A perfdata label: no '=' or '|' or control characters; quoted unless plain ASCII."""
     label = "".join(
-        "_" if ch in "=|" or not ch.isprintable() else ch for ch in _cut(name, _MAX_LABEL_CHARS)
+        "_" if ch in "=|" or not ch.isprintable() else ch
+        for ch in _cut(redact(name), _MAX_LABEL_CHARS)
     )
     if label.isascii() and all(ch.isalnum() or ch in "_.-" for ch in label):
         return label
@@ -591,9 +646,9 @@ def _perf_number(value: float) -> str:
     return text or "0"
 
 
-def _json_line(verdict: Verdict, code: int, budget: int) -> str:
+def _json_line(verdict: Verdict, code: int, budget: int, encoding: str) -> str:
     reason = verdict.reason
-    health_file = _fit(_clean(verdict.health_file), 512)
+    health_file = _fit(_clean(verdict.health_file), 512, encoding)
     while True:
         line = json.dumps(
             {
@@ -606,11 +661,11 @@ def _json_line(verdict: Verdict, code: int, budget: int) -> str:
             },
             ensure_ascii=False,
         )
-        excess = len(line.encode("utf-8")) - budget
+        excess = _size(line, encoding) - budget
         if excess <= 0:
             return line
         # Escapes make the JSON at least as long as the text cut from it: this converges.
-        reason = _fit(reason, len(reason.encode("utf-8")) - excess - 8)
+        reason = _fit(reason, _size(reason, encoding) - excess - 8, encoding)
 
 
 def _emit(line: str) -> None:
@@ -619,5 +674,6 @@ def _emit(line: str) -> None:
     try:
         stream.write(line + "\n")
     except UnicodeEncodeError:
-        stream.write(line.encode("ascii", "backslashreplace").decode("ascii") + "\n")
+        encoding = _stream_encoding(stream)
+        stream.write(line.encode(encoding, "backslashreplace").decode(encoding) + "\n")
     stream.flush()

@@ -1,21 +1,34 @@
-"""Redaction of secrets in check outputs and log lines (imports nothing but ``re``)."""
+"""Redaction of secrets in check outputs and log lines (imports nothing but ``re``).
+
+Linear in its input and bounded: text longer than a bound is cut *before* it is redacted,
+so a secret may be cut in half. A ``key=value`` secret cut in half is still redacted (the
+pattern matches what is left of the value; a quoted one runs to the end of the text when
+its closing quote is missing); a URL cut before the ``@`` that ends its password no longer
+matches, so a cut text whose last token (URL passwords hold no whitespace) holds ``://``
+loses that token.
+"""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_OUTPUT_CHARS", "clean_output", "redact"]
+__all__ = ["MAX_OUTPUT_CHARS", "MAX_REDACT_CHARS", "clean_output", "redact"]
 
 MAX_OUTPUT_CHARS = 256
+# The most text one redaction looks at: a log line's traceback; more is cut first.
+MAX_REDACT_CHARS = 16 * 1024
+# What clean_output looks at: enough that cutting it never touches the 256 kept characters.
+_OUTPUT_REDACT_CHARS = 4 * MAX_OUTPUT_CHARS
 
 # `scheme://user:secret@host`: keep the scheme and user, hide everything up to the last `@`
-# of the authority (a password may hold an unencoded `@`).
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]+(?=@)")
+# of the authority (a password may hold an unencoded `@`). The match starts at `://` (one
+# scheme character before it), never at every letter of a long word: that kept it linear.
+_URL_PASSWORD = re.compile(r"(?<=[A-Za-z0-9+.\-])(?P<head>://[^\s:/@]*:)[^\s/]+(?=@)")
 # `password=...`, `DB_PASSWORD: ...`, `"api_key": "..."`, `access_token=...`: hide the value,
-# a quoted one up to its closing quote.
+# a quoted one up to its closing quote, or to the end when the quote is never closed.
 _KEY_VALUE = re.compile(
     r"""(?P<head>\b\w*?(?:password|passwd|secret|token|api_key)["']?\s*[=:]\s*)"""
-    r"""(?P<value>"[^"]*"|'[^']*'|["']?[^\s&;,"']+)""",
+    r"""(?P<value>"[^"]*(?:"|\Z)|'[^']*(?:'|\Z)|["']?[^\s&;,"']+)""",
     re.IGNORECASE,
 )
 
@@ -27,17 +40,32 @@ def _hide_value(match: re.Match[str]) -> str:
     return f"{match['head']}{opening}***{closing}"
 
 
-def redact(text: str) -> str:
-    """Replace passwords in URLs and secret-looking ``key=value`` pairs with ``***``."""
+def redact(text: str, *, limit: int = MAX_REDACT_CHARS) -> str:
+    """Replace passwords in URLs and secret-looking ``key=value`` pairs with ``***``.
+
+    Text longer than ``limit`` characters is cut to it first and ends with ``…``; a last
+    token holding ``://`` is dropped (a URL cut before its ``@`` would show its password).
+    """
+    cut = len(text) > limit
+    if cut:
+        text = text[:limit]
     text = _URL_PASSWORD.sub(r"\g<head>***", text)
-    return _KEY_VALUE.sub(_hide_value, text)
+    text = _KEY_VALUE.sub(_hide_value, text)
+    if cut:
+        start = len(text)
+        while start and not text[start - 1].isspace():
+            start -= 1
+        if "://" in text[start:]:
+            text = text[:start]
+        text += "…"
+    return text
 
 
 def clean_output(text: str | None) -> str | None:
     """Redact secrets, then cut to at most 256 characters (the contract's bound)."""
     if text is None:
         return None
-    text = redact(text)
+    text = redact(text, limit=_OUTPUT_REDACT_CHARS)
     if len(text) > MAX_OUTPUT_CHARS:
         text = text[: MAX_OUTPUT_CHARS - 1] + "…"
     return text

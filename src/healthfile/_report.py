@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
-from ._redact import clean_output, redact
+from ._limits import SHORTENED
+from ._redact import MAX_OUTPUT_CHARS, clean_output, redact
 
 __all__ = [
     "API_VERSION",
@@ -20,9 +21,11 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "clean_output",
+    "fit_report",
     "format_exception",
     "format_timestamp",
     "redact",
+    "worst_case_bytes",
 ]
 
 API_VERSION = "v1"
@@ -148,3 +151,82 @@ class HealthReport:
     def to_json(self) -> str:
         """Render the file's text: 2-space indented JSON with a final newline."""
         return json.dumps(self.as_dict(), indent=2) + "\n"
+
+
+def _shorten(output: str | None, limit: int) -> str | None:
+    """``output`` cut to ``limit`` characters, ending with the SHORTENED mark when cut.
+
+    ``limit`` 0 is the floor: every output whose JSON is longer than the mark's becomes the
+    mark, so that no output takes more room than the construction-time estimate gave it.
+    """
+    if output is None:
+        return output
+    if limit == 0:
+        return output if len(json.dumps(output)) <= len(json.dumps(SHORTENED)) else SHORTENED
+    if len(output) <= limit:
+        return output
+    return output[: max(limit - len(SHORTENED), 0)] + SHORTENED
+
+
+def _with_outputs_cut(report: HealthReport, limit: int) -> HealthReport:
+    """The report with every check output longer than ``limit`` characters shortened."""
+    checks = {
+        name: result.with_state(output=_shorten(result.output, limit))
+        for name, result in report.checks.items()
+    }
+    return replace(report, checks=checks)
+
+
+def fit_report(report: HealthReport, max_bytes: int) -> tuple[HealthReport, bytes]:
+    """Render ``report`` in at most ``max_bytes``, shortening check outputs when it must.
+
+    Returns the report as written (outputs cut, each ending with ``…(shortened)``, at the
+    longest bound that fits) and its bytes. The common case renders once. A report that
+    fits with no output left but the mark is returned in that form, even if still too large
+    (the service refuses such a check list at construction).
+    """
+    data = report.to_json().encode("utf-8")
+    if len(data) <= max_bytes:
+        return report, data
+    low, high = 0, MAX_OUTPUT_CHARS  # the floor, 0, always fits (or nothing does)
+    best = _with_outputs_cut(report, low)
+    best_data = best.to_json().encode("utf-8")
+    while low < high:
+        middle = (low + high + 1) // 2
+        trial = _with_outputs_cut(report, middle)
+        trial_data = trial.to_json().encode("utf-8")
+        if len(trial_data) <= max_bytes:
+            low, best, best_data = middle, trial, trial_data
+        else:
+            high = middle - 1
+    return best, best_data
+
+
+def worst_case_bytes(names: list[str], *, app_version: str, app_name: str, interval: float) -> int:
+    """The size of the largest report these checks can make once outputs are shortened.
+
+    Every check fails with a shortened output, its numbers at their longest; the top-level
+    fields take their longest values.
+    """
+    moment = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    result = CheckResult(
+        "fail",
+        SHORTENED,
+        duration_ms=123456789012.345,  # past a year in milliseconds: past any timeout
+        consecutive_failures=10**15,
+        last_success=moment,
+    )
+    report = HealthReport(
+        status="degraded",
+        database="disconnected",
+        timestamp=moment,
+        app_version=app_version,
+        app_name=app_name,
+        interval_seconds=interval,
+        expires_at=moment,
+        sequence=10**15,
+        started_at=moment,
+        pid=2**31,
+        checks=dict.fromkeys(names, result),
+    )
+    return len(report.to_json().encode("utf-8"))

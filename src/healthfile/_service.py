@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,10 +21,13 @@ from ._checks import (
     Check,
     CheckStillRunning,
     SQLiteCheck,
+    _absolute,
     _DaemonThreadRunner,
+    _validate_name,
     call_off_loop,
     validate_seconds,
 )
+from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
 from ._prometheus import render_textfile, require_prometheus_client
 from ._report import (
     UNKNOWN_APP_NAME,
@@ -34,13 +38,15 @@ from ._report import (
     HealthStatus,
     ceil_to_second,
     describe_exception,
+    fit_report,
     format_exception,
+    worst_case_bytes,
 )
 from ._systemd import SystemdNotifier
 from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
 from ._writer import AtomicWriter
 
-__all__ = ["AsyncHealthService", "OnChange", "serve_until"]
+__all__ = ["AsyncHealthService", "OnChange", "refuse_shared_files", "serve_until"]
 
 logger = logging.getLogger("healthfile")
 
@@ -73,8 +79,9 @@ class _Observation:
 class _CheckState:
     """Flap damping and history of one check across cycles."""
 
-    def __init__(self, check: Check, default_timeout: float) -> None:
+    def __init__(self, check: Check, default_timeout: float, name: str) -> None:
         self.check = check
+        self.name = name  # validated and redacted: the key in the file, labels and logs
         self.timeout: float = getattr(check, "timeout", None) or default_timeout
         self.failure_threshold: int = getattr(check, "failure_threshold", 1)
         self.success_threshold: int = getattr(check, "success_threshold", 1)
@@ -161,7 +168,12 @@ class AsyncHealthService:
         ``NOTIFY_SOCKET`` when it is set.
     :raises ImportError: for ``prometheus_file`` without prometheus_client installed.
     :raises ValueError: for a non-positive interval or check_timeout, a negative
-        start_period, or duplicate check names.
+        start_period, duplicate or bad check names (empty, unprintable, over 64
+        characters), two of database / health_file / prometheus_file that are one file, or
+        checks too many to fit in the health file even with their outputs shortened.
+
+    Every path is made absolute once, at construction: a later ``os.chdir()`` changes
+    nothing.
     """
 
     def __init__(
@@ -186,29 +198,45 @@ class AsyncHealthService:
         self.start_period = validate_seconds("start_period", start_period, allow_zero=True)
         if not _is_file_mode(file_mode):
             raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
-        if not _is_optional_text(app_version):
-            raise ValueError(f"app_version must be a non-empty string or None, not {app_version!r}")
-        if not _is_optional_text(app_name):
-            raise ValueError(f"app_name must be a non-empty string or None, not {app_name!r}")
+        for option, value in (("app_version", app_version), ("app_name", app_name)):
+            if not _is_optional_text(value):
+                raise ValueError(f"{option} must be a non-empty string or None, not {value!r}")
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
-        self.health_file = Path(health_file)
-        self.pyproject = None if pyproject is None else Path(pyproject)
+        # Every path is made absolute once, here: a later os.chdir() changes nothing.
+        self.health_file = _absolute(health_file)
+        self.pyproject = None if pyproject is None else _absolute(pyproject)
         self._app_version_override = app_version
         self._app_name_override = app_name
-        self._checks, self._database_check = _collect_checks(database, checks)
+        self._checks, self._database_check, names = _collect_checks(database, checks)
         self._on_change = on_change
         self._on_change_runner = _DaemonThreadRunner("on_change")
         self._writer = AtomicWriter(self.health_file, mode=file_mode)
-        self.prometheus_file = None if prometheus_file is None else Path(prometheus_file)
+        self.prometheus_file = None if prometheus_file is None else _absolute(prometheus_file)
+        refuse_shared_files(
+            getattr(self._database_check, "path", None), self.health_file, self.prometheus_file
+        )
         self._prometheus_writer: AtomicWriter | None = None
         if self.prometheus_file is not None:
             require_prometheus_client()
             self._prometheus_writer = AtomicWriter(self.prometheus_file, mode=file_mode)
         self._systemd = SystemdNotifier() if notify_systemd else None
         self._states = {
-            check.name: _CheckState(check, self.check_timeout) for check in self._checks
+            name: _CheckState(check, self.check_timeout, name)
+            for name, check in zip(names, self._checks, strict=True)
         }
+        largest = worst_case_bytes(
+            names,
+            app_version=app_version or "x" * MAX_IDENTITY_CHARS,
+            app_name=app_name or "x" * MAX_IDENTITY_CHARS,
+            interval=interval,
+        )
+        if largest > MAX_FILE_BYTES:
+            raise ValueError(
+                f"{len(names)} checks cannot fit in the health file: with every output "
+                f"shortened a report may take {largest} bytes, and `healthfile check` reads "
+                f"at most {MAX_FILE_BYTES}; use fewer checks or shorter names"
+            )
         # A report stays fresh for one interval, the longest check, and a second of slack
         # for the write and the rounding of the timestamps.
         self._freshness = timedelta(
@@ -371,8 +399,8 @@ class AsyncHealthService:
         name, version = self._app_name_override, self._app_version_override
         if name is None or version is None:
             read = read_app_identity(self.pyproject)
-            name = read.name if name is None else name
-            version = read.version if version is None else version
+            name = _identity("app_name", read.name) if name is None else name
+            version = _identity("app_version", read.version) if version is None else version
         return AppIdentity(name, version)
 
     async def _run_loop(self) -> None:
@@ -423,7 +451,7 @@ class AsyncHealthService:
         results: dict[str, CheckResult] = {}
         database: DatabaseState = "disconnected"
         for state, observed in zip(self._states.values(), observations, strict=False):
-            results[state.check.name] = state.record(observed, now)
+            results[state.name] = state.record(observed, now)
             if state.check is self._database_check:
                 database = observed.database
         report = self._new_report(self._overall_status(results), database, results, now)
@@ -453,7 +481,7 @@ class AsyncHealthService:
                     CheckResult("fail", str(CheckStillRunning(state.task_since))), "timeout", 0.0
                 )
                 continue
-            task = loop.create_task(state.check.run(), name=f"healthfile-check-{state.check.name}")
+            task = loop.create_task(state.check.run(), name=f"healthfile-check-{state.name}")
             state.task, state.task_since = task, since
             task.add_done_callback(state.run_done)
             running[task] = state
@@ -534,8 +562,9 @@ class AsyncHealthService:
     async def _publish(self, report: HealthReport) -> None:
         """Write the report (and its Prometheus twin), log changes, tell systemd and on_change."""
         previous, self._previous = self._previous, report
-        if await self._write(self._writer, partial(_render_json, report)):
-            self._last_report = report
+        rendering = _Rendering(report)
+        if await self._write(self._writer, rendering):
+            self._last_report = rendering.report  # as written: outputs maybe shortened
             if self._state == "running":  # READY=1 comes first, after the first report
                 self._notify("WATCHDOG=1")
         if self._prometheus_writer is not None:
@@ -613,15 +642,13 @@ class AsyncHealthService:
             future.cancel()
 
     def _close_checks(self) -> None:
-        for check in self._checks:
-            hook = getattr(check, "on_stop", None)
+        for name, state in self._states.items():
+            hook = getattr(state.check, "on_stop", None)
             if hook is not None:
                 try:
                     hook()
                 except Exception as exc:
-                    logger.error(
-                        "on_stop of check %r failed: %s", check.name, format_exception(exc)
-                    )
+                    logger.error("on_stop of check %r failed: %s", name, format_exception(exc))
 
 
 def _is_file_mode(value: object) -> bool:
@@ -629,13 +656,32 @@ def _is_file_mode(value: object) -> bool:
 
 
 def _is_optional_text(value: object) -> bool:
-    return value is None or (isinstance(value, str) and bool(value.strip()))
+    return value is None or (
+        isinstance(value, str) and bool(value.strip()) and len(value) <= MAX_IDENTITY_CHARS
+    )
+
+
+def _identity(what: str, value: str) -> str:
+    """Keep a name or version read from the project, unless it is too long for the file."""
+    if len(value) <= MAX_IDENTITY_CHARS:
+        return value
+    logger.warning(
+        "%s read from the project is longer than %d characters; written as %r",
+        what,
+        MAX_IDENTITY_CHARS,
+        UNKNOWN_VERSION,
+    )
+    return UNKNOWN_VERSION
 
 
 def _collect_checks(
     database: str | os.PathLike[str] | Check | None, checks: Iterable[Check]
-) -> tuple[list[Check], Check]:
-    """Order the checks (database first), find the database check, refuse duplicate names."""
+) -> tuple[list[Check], Check, list[str]]:
+    """Order the checks (database first), find the database check, validate their names.
+
+    Returns the checks, the database check, and each check's name validated and redacted;
+    two names that read alike once redacted are refused like duplicates.
+    """
     extra = list(checks)
     for check in extra:
         _require_check(check)
@@ -652,11 +698,54 @@ def _collect_checks(
     else:
         raise TypeError(f"database must be a path or a Check, not {type(database).__name__}")
     ordered = [database_check, *extra]
-    names = [check.name for check in ordered]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    names = [_validate_name(check.name) for check in ordered]
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
-    return ordered, database_check
+    return ordered, database_check, names
+
+
+def refuse_shared_files(
+    database: object,
+    health_file: str | os.PathLike[str],
+    prometheus_file: str | os.PathLike[str] | None,
+) -> None:
+    """Refuse any two of database / health file / Prometheus file that are one file.
+
+    The same path once made absolute or once symlinks are resolved, or the same existing
+    file (device and inode: a hard link too). Writing the health file over the database
+    would destroy the application's data. ``database`` that is not a path is left out.
+
+    :raises ValueError: naming both.
+    """
+    named = [
+        (what, _absolute(path))
+        for what, path in (
+            ("database", database),
+            ("health_file", health_file),
+            ("prometheus_file", prometheus_file),
+        )
+        if isinstance(path, (str, os.PathLike))
+    ]
+    for index, (first, first_path) in enumerate(named):
+        for second, second_path in named[index + 1 :]:
+            if _same_file(first_path, second_path):
+                raise ValueError(
+                    f"{first} and {second} are the same file ({str(first_path)!r} and "
+                    f"{str(second_path)!r}): the service would overwrite it"
+                )
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Tell whether two absolute paths name one file, existing or not."""
+    if os.path.normcase(first) == os.path.normcase(second):
+        return True
+    if os.path.normcase(os.path.realpath(first)) == os.path.normcase(os.path.realpath(second)):
+        return True
+    try:
+        return os.path.samefile(first, second)  # st_dev and st_ino: hard links too
+    except OSError:
+        return False  # one of them does not exist (yet): the path comparisons decided
 
 
 def _require_check(check: object) -> Check:
@@ -690,8 +779,15 @@ def _report_loop_death(task: asyncio.Task[None]) -> None:
         logger.critical("the health check loop died; no more reports: %s", format_exception(exc))
 
 
-def _render_json(report: HealthReport) -> bytes:
-    return report.to_json().encode("utf-8")
+class _Rendering:
+    """Render a report within the probe's size limit (in the write's hop); keep what it wrote."""
+
+    def __init__(self, report: HealthReport) -> None:
+        self.report = report
+
+    def __call__(self) -> bytes:
+        self.report, data = fit_report(self.report, MAX_FILE_BYTES)
+        return data
 
 
 def _changed(previous: HealthReport | None, current: HealthReport) -> bool:

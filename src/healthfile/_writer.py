@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -54,7 +55,7 @@ class AtomicWriter:
     def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o644) -> None:
         self.path = Path(path)
         self.mode = mode
-        self._prefix = f".{self.path.name}."
+        self._prefix = _temp_prefix(self.path.name)
         self._temp_pattern = re.compile(re.escape(self._prefix) + r"[0-9a-f]{16}\.tmp\Z")
         # Orders the rename step of writes whose tasks were cancelled against later writes.
         self._commit_lock = threading.Lock()
@@ -177,6 +178,23 @@ class AtomicWriter:
             _unlink_quietly(temp_name, dir_fd)
             raise
         return temp_name
+
+
+# The longest file name most file systems take (ext4, XFS, APFS, NTFS: 255 bytes or units),
+# and what a temporary name adds to its prefix: 16 hex digits and ".tmp".
+_NAME_MAX = 255
+_TEMP_SUFFIX_BYTES = 16 + len(".tmp")
+
+
+def _temp_prefix(name: str) -> str:
+    """``.name.``, or for a name too long to take it, a cut of the name and a hash of it."""
+    prefix = f".{name}."
+    if len(os.fsencode(prefix)) + _TEMP_SUFFIX_BYTES <= _NAME_MAX:
+        return prefix
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    room = _NAME_MAX - _TEMP_SUFFIX_BYTES - len(f"..~{digest}")
+    cut = os.fsencode(name)[:room].decode("utf-8", "ignore")
+    return f".{cut}~{digest}."
 
 
 def _make_directories(directory: Path) -> None:
