@@ -546,6 +546,25 @@ def test_outside_the_main_thread_it_warns_and_runs_the_block(
     assert current_handlers() == before
 
 
+@pytest.mark.asyncio
+async def test_a_handler_set_outside_python_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signal whose handler Python did not set (getsignal is None) is not taken over."""
+    real_getsignal = signal.getsignal
+
+    def getsignal(signum: int) -> Any:
+        return None if signum == signal.SIGTERM else real_getsignal(signum)
+
+    monkeypatch.setattr(signal, "getsignal", getsignal)
+    with caplog.at_level(logging.WARNING, logger="healthfile"):
+        with healthfile.cancel_on_signals():
+            assert real_getsignal(signal.SIGTERM) == signal.SIG_DFL
+        await asyncio.sleep(0)
+
+    assert "not handling SIGTERM" in caplog.text
+
+
 def test_repr_shows_state_and_signal() -> None:
     """The repr says whether the block is entered and which signal ended it."""
     assert repr(healthfile.cancel_on_signals()) == "<cancel_on_signals idle received=None>"
