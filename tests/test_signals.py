@@ -37,6 +37,12 @@ LOOPS = [
         marks=pytest.mark.skipif(not HAS_UVLOOP, reason="uvloop is not installed here"),
     ),
 ]
+# Another process can send SIGTERM or SIGINT only where there are POSIX signals (SIGKILL is
+# one of them); on Windows os.kill terminates the process instead.
+posix_signals = pytest.mark.skipif(
+    not hasattr(signal, "SIGKILL"),
+    reason="no POSIX signals between processes here: os.kill terminates instead",
+)
 PATHS = [
     pytest.param("add_signal_handler", id="loop-handler"),
     pytest.param("refuse", id="fallback"),
@@ -185,6 +191,7 @@ def start_readme_example(
 # --- the README's example, a real process -------------------------------------------------
 
 
+@posix_signals
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("loop", LOOPS)
@@ -212,6 +219,7 @@ def test_readme_example_writes_stopped_and_exits_0_on_signal(
     assert "Traceback" not in running.stderr
 
 
+@posix_signals
 @pytest.mark.parametrize("path", PATHS)
 def test_signal_outside_the_block_keeps_the_default_behaviour(
     path: str, start: Callable[..., RunningCli]
@@ -223,6 +231,7 @@ def test_signal_outside_the_block_keeps_the_default_behaviour(
     assert running.signal_and_wait(signal.SIGTERM) == -signal.SIGTERM
 
 
+@posix_signals
 def test_second_signal_inside_the_block_raises_keyboard_interrupt(tmp_path: Path) -> None:
     """A second signal while the cancelled block is still unwinding raises KeyboardInterrupt."""
     script = tmp_path / "slow_unwind.py"
@@ -270,6 +279,7 @@ def run_options(workdir: Path) -> list[str]:
     ]
 
 
+@posix_signals
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("path", PATHS)
 def test_run_stops_cleanly_and_restores_the_handlers(
@@ -289,6 +299,7 @@ def test_run_stops_cleanly_and_restores_the_handlers(
     assert "Traceback" not in running.stderr
 
 
+@posix_signals
 @pytest.mark.parametrize("path", PATHS)
 def test_run_exits_130_on_a_second_signal_while_stopping(
     path: str, start: Callable[..., RunningCli], workdir: Path, tmp_path: Path
