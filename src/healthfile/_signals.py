@@ -107,8 +107,10 @@ class cancel_on_signals:  # lower case: a context manager, named like contextlib
 
     The first signal cancels the task; the ``CancelledError`` that this causes ends the block
     and goes no further, so the code after the block runs and the program can exit 0. Any
-    other cancellation propagates as usual. A second signal before the block is left raises
-    ``KeyboardInterrupt`` out of the event loop, as a second Ctrl-C does in ``asyncio.run``.
+    other cancellation propagates as usual (on Python 3.10, which counts no cancellations,
+    one that lands together with the signal's is swallowed with it). A second signal before
+    the block is left raises ``KeyboardInterrupt`` out of the event loop, as a second Ctrl-C
+    does in ``asyncio.run``.
     The previous signal handlers are back when the block is left: a signal outside it does
     what it did before. ``received`` is the signal that ended the block, or None.
 
