@@ -358,7 +358,7 @@ def child_environment(**variables: str) -> dict[str, str]:
 class RunningCli:
     """A `healthfile run` subprocess whose stderr is collected line by line as it comes."""
 
-    def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str], **popen: Any) -> None:
         self.process = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -367,6 +367,7 @@ class RunningCli:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            **popen,
         )
         self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._arrived = threading.Condition()

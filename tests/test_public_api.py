@@ -25,6 +25,7 @@ EXPECTED_ALL = {
     "SQLiteCheck",
     "UnsafeDirectoryError",
     "__version__",
+    "cancel_on_signals",
     "check",
 }
 HEAVY_MODULES = ["asyncio", "aiosqlite", "aiofiles"]

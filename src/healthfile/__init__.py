@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     )
     from ._report import CheckResult, HealthReport
     from ._service import AsyncHealthService
+    from ._signals import cancel_on_signals
     from ._threaded import HealthCheckService
     from ._writer import AtomicWriter, UnsafeDirectoryError
 
@@ -41,6 +42,7 @@ __all__ = [
     "SQLiteCheck",
     "UnsafeDirectoryError",
     "__version__",
+    "cancel_on_signals",
     "check",
 ]
 
@@ -57,6 +59,7 @@ _HOMES = {
     "LoopLagCheck": "._checks",
     "SQLiteCheck": "._checks",
     "UnsafeDirectoryError": "._writer",
+    "cancel_on_signals": "._signals",
     "check": "._checks",
 }
 

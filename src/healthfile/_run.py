@@ -1,4 +1,4 @@
-"""``healthfile run``: the service in the foreground until SIGINT or SIGTERM."""
+"""``healthfile run``: the service in the foreground until SIGINT, SIGTERM or SIGBREAK."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from ._service import AsyncHealthService, serve_until
+from ._signals import handle_signals
 
 __all__ = ["run_service"]
 
@@ -36,25 +37,23 @@ def run_service(options: dict[str, Any]) -> int:
 
 
 async def _serve(service: AsyncHealthService) -> None:
-    """Start the service, wait for SIGINT or SIGTERM, stop it."""
-    loop = asyncio.get_running_loop()
+    """Start the service, wait for a stop signal, stop it; a second signal stops waiting."""
     stop_requested = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, _on_signal, signum, stop_requested)
-    logger.info(
-        "writing %s every %g s (database check: %s)",
-        service.health_file,
-        service.interval,
-        service.checks[0],
-    )
-    try:
+
+    def on_signal(signum: signal.Signals) -> None:
+        """Request the stop; on a second signal, give up waiting for it."""
+        if stop_requested.is_set():
+            logger.warning("received %s again: exiting without waiting for the stop", signum.name)
+            raise KeyboardInterrupt
+        logger.info("received %s, stopping", signum.name)
+        stop_requested.set()
+
+    with handle_signals(on_signal):
+        logger.info(
+            "writing %s every %g s (database check: %s)",
+            service.health_file,
+            service.interval,
+            service.checks[0],
+        )
         await serve_until(service, stop_requested)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
     logger.info("stopped; %s says so", service.health_file)
-
-
-def _on_signal(signum: int, stop_requested: asyncio.Event) -> None:
-    logger.info("received %s, stopping", signal.Signals(signum).name)
-    stop_requested.set()
