@@ -54,7 +54,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
-	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/pytest --cov --cov-report= --cov-fail-under=0 -q
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/pytest -n 3 --cov --cov-report= --cov-fail-under=0 -q
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report
 
 ## matrix: the suite on Python 3.10-3.13, each on asyncio and uvloop, and in asyncio debug mode
