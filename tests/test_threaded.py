@@ -477,3 +477,127 @@ def test_program_without_asyncio_exits_promptly(
     assert finished.stdout == ("not running\n" if stopped else "running\n")
     assert "Traceback" not in finished.stderr
     assert status_of(health_file) == expected
+
+
+SIGTERM_PROGRAM = textwrap.dedent(
+    """
+    import json
+    import os
+    import random
+    import signal
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from healthfile import HealthCheckService
+
+    health_file, database, style, seed = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    rng = random.Random(seed)
+    # Mostly inside start() itself (a fraction of a millisecond), else in the first cycle.
+    delay = rng.uniform(0, 0.002) if rng.random() < 0.7 else rng.uniform(0, 0.05)
+    service = HealthCheckService(
+        check_interval=0.2, health_file=health_file, database=database, pyproject=None
+    )
+    handled = []
+    started = []
+    landed = []
+
+
+    def on_disk():
+        try:
+            return json.loads(health_file.read_text())["status"]
+        except FileNotFoundError:
+            return None
+
+
+    def where(frame):
+        # Where the signal interrupted the program: before, in or after start().
+        while frame is not None:
+            if frame.f_code is HealthCheckService.start.__code__:
+                return "in"
+            frame = frame.f_back
+        return "after" if started else "before"
+
+
+    def on_term(signum, frame):
+        landed.append(where(frame))
+        print(f"signal: {landed[0]}", flush=True)
+        service.stop(timeout=30)
+        handled.append(on_disk())
+        if style == "exit":
+            print(f"handler: {handled[0]}", flush=True)
+            sys.exit(0)
+
+
+    signal.signal(signal.SIGTERM, on_term)
+    threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    service.start()
+    started.append(True)
+    while not handled:
+        time.sleep(0.005)
+    if landed[0] == "before":
+        service.stop()  # that stop() came before start(): the program's own stop() follows
+    print(f"handler: {handled[0]}", flush=True)
+    print(f"after: {on_disk()} running={service.is_running}", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("style", ["return", "exit"])
+def test_sigterm_handler_calling_stop_during_start_never_hangs_and_leaves_stopped(
+    style: str, tmp_path: Path, database: Path
+) -> None:
+    """30 processes whose SIGTERM handler calls stop() at random moments of start() all exit.
+
+    With a handler that returns, every one leaves ``stopped`` on disk once start() has
+    returned; with one that exits at once, every one leaves ``stopped`` or, when the signal
+    overtook start() before its thread was let go, no report at all (the service never ran).
+    """
+    script = tmp_path / "program.py"
+    script.write_text(SIGTERM_PROGRAM, encoding="utf-8")
+    outcomes: list[tuple[str | None, str]] = []
+    for batch in range(6):
+        children = []
+        for index in range(5):
+            health_file = tmp_path / f"run-{batch}-{index}" / "health.json"
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(script),
+                    str(health_file),
+                    str(database),
+                    style,
+                    health_file.parent.name,
+                ],
+                cwd=tmp_path,
+                env=child_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            children.append((child, health_file))
+        for child, health_file in children:
+            try:
+                out, err = child.communicate(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+                pytest.fail(f"a process hung with stop() called from its SIGTERM handler ({style})")
+            assert child.returncode == 0, err
+            assert "Traceback" not in err, err
+            outcomes.append((status_of(health_file), out))
+    landed = [out.splitlines()[0] for _, out in outcomes]
+    assert landed.count("signal: in") >= 5, landed  # the test hits the window it is about
+    for final, out in outcomes:
+        if style == "return":
+            assert final == "stopped", out
+            assert out.endswith("after: stopped running=False\n"), out
+            if "signal: after" in out:
+                assert "handler: stopped" in out, out  # on disk when stop() returned
+        else:
+            assert final in ("stopped", None), out
+            assert (final is None) == ("handler: None" in out), out
+            if final is None:
+                assert "signal: after" not in out, out
