@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import healthfile
+from conftest import TEST_LOOP
 from healthfile import CheckResult, HealthCheckService, HealthReport
 from helpers import read_report
 
@@ -38,6 +39,10 @@ def make_facade(database: Path, health_file: Path, tmp_path: Path) -> Iterator[F
         options.setdefault("health_file", health_file)
         options.setdefault("database", database)
         options.setdefault("pyproject", tmp_path / "missing-pyproject.toml")
+        if TEST_LOOP == "uvloop":  # the CI runs the suite on uvloop too: so does the facade
+            import uvloop
+
+            options.setdefault("loop_factory", uvloop.new_event_loop)
         facade = HealthCheckService(*args, **options)
         made.append(facade)
         return facade
