@@ -70,6 +70,7 @@ class _Run:
         self.previous = previous  # a thread whose stop() timed out: this run starts after it
         self.thread: threading.Thread | None = None
         self.stop_requested = False
+        self.cancelled = False  # start() was interrupted before it let the thread go
         # Held until start() has published this run (or stop() has seen it): until then the
         # thread starts nothing, so that a run nobody can stop never writes a report.
         self.gate = threading.Lock()
@@ -80,6 +81,13 @@ class _Run:
         self.loop_ready = threading.Event()  # the loop exists, or the thread has ended
         self.ready = threading.Event()  # the first report is on disk, or the thread has ended
         self.first_report = False
+        self.ended = threading.Lock()  # released by the thread as it ends
+        self.ended.acquire()
+
+    def wait_ended(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the thread to end (also one never started)."""
+        if self.ended.acquire(timeout=timeout):
+            self.ended.release()
 
     def open_gate(self) -> None:
         """Let the thread go; a second call (start() and stop() both may) does nothing."""
@@ -190,18 +198,30 @@ class HealthCheckService:
             run.thread = thread = threading.Thread(
                 target=self._serve, args=(run,), name=THREAD_NAME, daemon=True
             )
-            thread.start()
-            # Published only now that the thread exists, so that a stop() that sees this run
-            # can always wait for it.
-            self._run = run
-            if self._stop_token is not token:
-                # A stop() came while this start() ran (from a signal handler or another
-                # thread): it stops this run too, as if it had come just after start().
-                run.stop_requested = True
+            try:
+                thread.start()
+                # Published only now that the thread exists, so that a stop() that sees this
+                # run can always wait for it.
+                self._run = run
+                # A stop() that came while this start() ran (from a signal handler or another
+                # thread) stops this run too, as if it had come just after start() returned.
+                overtaken = self._stop_token is not token
+                run.stop_requested = run.stop_requested or overtaken
                 run.open_gate()
-                thread.join(self._stop_timeout)
-                return
-            run.open_gate()
+            except BaseException:
+                # Something raised inside start(), such as a signal handler's SystemExit after
+                # its stop(): a run that stop() overtook still ends with "stopped" on disk;
+                # any other is dropped before it starts anything.
+                if self._stop_token is not token:
+                    run.stop_requested = True
+                else:
+                    run.cancelled = True
+                run.open_gate()
+                if run.stop_requested:
+                    run.wait_ended(self._stop_timeout)
+                raise
+            if overtaken:
+                run.wait_ended(self._stop_timeout)
         finally:
             self._start_lock.release()
 
@@ -311,6 +331,11 @@ class HealthCheckService:
     def _serve(self, run: _Run) -> None:
         """Body of the service thread: wait to be let go, then run the service's loop."""
         run.gate.acquire()
+        if run.cancelled:
+            run.loop_ready.set()
+            run.ready.set()
+            run.ended.release()
+            return
         try:
             if run.previous is not None:
                 run.previous.join()  # the service object is the old thread's until it ends
@@ -320,6 +345,7 @@ class HealthCheckService:
         finally:
             run.loop_ready.set()
             run.ready.set()
+            run.ended.release()
 
     async def _main(self, run: _Run) -> None:
         """Start the service, wait for a stop request, stop it (also while it is starting)."""
