@@ -90,7 +90,7 @@ class _Run:
             self.ended.release()
 
     def open_gate(self) -> None:
-        """Let the thread go; a second call (start() and stop() both may) does nothing."""
+        """Let the thread go; a later call (start() and stop() both may call it) is harmless."""
         with contextlib.suppress(RuntimeError):  # already released
             self.gate.release()
 
