@@ -930,3 +930,47 @@ def test_facade_methods_from_ten_threads_at_once(
     assert all("not running" in message or "stopped during" in message for message in refused)
     assert not facade.is_running
     assert status_of(health_file) == "stopped"
+
+
+def test_interval_and_a_bad_loop_factory_are_refused() -> None:
+    """interval= (the asyncio name) and a loop_factory that is not callable raise TypeError."""
+    with pytest.raises(TypeError, match="check_interval="):
+        HealthCheckService(interval=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="loop_factory must be callable"):
+        HealthCheckService(loop_factory=42)  # type: ignore[arg-type]
+
+
+def test_repr_says_running_or_stopped(make_facade: Facade) -> None:
+    """repr() shows whether the thread runs, and the service it runs."""
+    facade = make_facade()
+    assert repr(facade).startswith("<HealthCheckService stopped service=<AsyncHealthService")
+    facade.start()
+    assert repr(facade).startswith("<HealthCheckService running")
+
+
+class FailingStart:
+    """A check whose on_start() raises: the service cannot start."""
+
+    name = "broken"
+
+    def on_start(self) -> None:
+        """Fail, as a check that cannot set itself up does."""
+        raise RuntimeError("cannot set up")
+
+    async def run(self) -> CheckResult:
+        """Never reached."""
+        return CheckResult("pass")  # pragma: no cover
+
+
+def test_a_service_that_fails_to_start_is_logged_and_not_running(
+    make_facade: Facade, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """A start() that fails in the thread is logged; check_now() and wait_ready() then refuse."""
+    facade = make_facade(checks=[FailingStart()])
+    facade.start()
+    wait_until(lambda: not facade.is_running, "the failed thread ends")
+    assert "health check thread failed" in healthfile_logs.text
+    assert "cannot set up" in healthfile_logs.text
+    with pytest.raises(RuntimeError, match="not running"):
+        facade.check_now(timeout=DEADLINE)
+    assert facade.wait_ready(DEADLINE) is False
