@@ -84,6 +84,10 @@ class _Run:
         self.ended = threading.Lock()  # released by the thread as it ends
         self.ended.acquire()
 
+    def is_alive(self) -> bool:
+        """Whether the run's thread is running."""
+        return self.thread is not None and self.thread.is_alive()
+
     def wait_ended(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the thread to end (also one never started)."""
         if self.ended.acquire(timeout=timeout):
@@ -143,7 +147,7 @@ class HealthCheckService:
             **passed,
         )
         self._loop_factory = loop_factory
-        self._start_lock = threading.Lock()  # one start() at a time; stop() never takes it
+        self._start_lock = threading.Lock()
         self._run: _Run | None = None
         self._stop_token = object()  # replaced by every stop(): a start() in progress sees it
         self._stop_timeout = 2.0
@@ -161,7 +165,7 @@ class HealthCheckService:
     def is_running(self) -> bool:
         """True while the background thread runs."""
         run = self._run
-        return run is not None and run.thread is not None and run.thread.is_alive()
+        return run is not None and run.is_alive()
 
     @property
     def last_report(self) -> HealthReport | None:
@@ -178,52 +182,56 @@ class HealthCheckService:
         that timed out (its thread still writing the final report), the new thread waits for
         the old one to end, then starts the service: nothing is ever silently not started.
         """
-        token = self._stop_token
-        if not self._start_lock.acquire(blocking=False):
-            logger.warning("health check service is already starting")
-            return
+        token: object | None = None
+        run: _Run | None = None
         try:
-            current = self._run
-            previous = None
-            if current is not None and current.thread is not None and current.thread.is_alive():
-                if not current.stop_requested:
+            with self._start_lock:  # one start() at a time; stop() never takes it
+                token = self._stop_token
+                current = self._run
+                if current is not None and current.is_alive() and not current.stop_requested:
                     logger.warning("health check service is already running")
                     return
-                previous = current.thread
-                logger.warning(
-                    "the previous health check thread is still stopping; "
-                    "the service starts again once it has ended"
-                )
-            run = _Run(previous)
-            run.thread = thread = threading.Thread(
-                target=self._serve, args=(run,), name=THREAD_NAME, daemon=True
-            )
-            try:
-                thread.start()
-                # Published only now that the thread exists, so that a stop() that sees this
-                # run can always wait for it.
-                self._run = run
+                run = self._launch()
                 # A stop() that came while this start() ran (from a signal handler or another
                 # thread) stops this run too, as if it had come just after start() returned.
                 overtaken = self._stop_token is not token
                 run.stop_requested = run.stop_requested or overtaken
                 run.open_gate()
-            except BaseException:
-                # Something raised inside start(), such as a signal handler's SystemExit after
-                # its stop(): a run that stop() overtook still ends with "stopped" on disk;
-                # any other is dropped before it starts anything.
-                if self._stop_token is not token:
-                    run.stop_requested = True
-                else:
-                    run.cancelled = True
+        except BaseException:
+            # Something raised inside start(), such as a signal handler's SystemExit after its
+            # stop(): the start that stop() overtook still ends with "stopped" on disk; any
+            # other is dropped before it starts anything.
+            if token is not None and self._stop_token is not token:
+                if run is None or run.thread is None:  # its thread may not exist: make one
+                    run = self._launch()
+                run.stop_requested = True
                 run.open_gate()
-                if run.stop_requested:
-                    run.wait_ended(self._stop_timeout)
-                raise
-            if overtaken:
                 run.wait_ended(self._stop_timeout)
-        finally:
-            self._start_lock.release()
+            elif run is not None:
+                run.cancelled = True
+                run.open_gate()
+            raise
+        if overtaken:
+            run.wait_ended(self._stop_timeout)
+
+    def _launch(self) -> _Run:
+        """Start a new run's thread (held at its gate), then publish the run."""
+        previous = None
+        current = self._run
+        if current is not None and current.is_alive():
+            previous = current.thread
+            logger.warning(
+                "the previous health check thread is still stopping; "
+                "the service starts again once it has ended"
+            )
+        run = _Run(previous)
+        thread = threading.Thread(target=self._serve, args=(run,), name=THREAD_NAME, daemon=True)
+        thread.start()
+        run.thread = thread
+        # Published only now that its thread exists, so that a stop() that sees this run can
+        # always wait for it.
+        self._run = run
+        return run
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the service and wait up to ``timeout`` seconds for the final report.
