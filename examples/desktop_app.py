@@ -5,7 +5,8 @@
 HealthCheckService runs the checks on its own event loop in a daemon thread named
 HealthCheckThread, so the program's main loop (here a plain loop until Ctrl-C or SIGTERM; in
 a GUI, the toolkit's mainloop) never waits for a check. ``stop()`` writes the final
-"stopped" report before it returns: call it when the window closes.
+"stopped" report before it returns: call it when the window closes. For a real window
+(tkinter, CustomTkinter) see examples/tk_app.py.
 """
 
 from __future__ import annotations

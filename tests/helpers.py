@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
+
+import pytest
 
 from healthfile import AsyncHealthService
 
@@ -54,3 +60,30 @@ def read_report(path: Path) -> dict[str, Any] | None:
     report = json.loads(text)
     assert isinstance(report, dict)
     return report
+
+
+def integration_unavailable(reason: str) -> NoReturn:
+    """Skip an integration test for ``reason``, or fail it under HEALTHFILE_REQUIRE_INTEGRATION=1.
+
+    .ci/run sets that variable, so that CI cannot go green by not running these tests.
+    """
+    if os.environ.get("HEALTHFILE_REQUIRE_INTEGRATION") == "1":
+        pytest.fail(f"HEALTHFILE_REQUIRE_INTEGRATION=1 but {reason}")
+    pytest.skip(reason)
+
+
+def require_program(*candidates: str, package: str) -> str:
+    """The first of ``candidates`` found (a name on PATH or a path), else skip or fail."""
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found is not None:
+            return found
+    integration_unavailable(f"{' or '.join(candidates)} not found (apt-get install {package})")
+
+
+def require_module(name: str, package: str) -> ModuleType:
+    """The module ``name`` of this interpreter, else skip or fail."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        integration_unavailable(f"this Python has no {name} ({exc}; install {package})")

@@ -24,6 +24,7 @@ SERVICE_MODULES = (
     "healthfile._writer",
     "healthfile._run",
     "healthfile._threaded",
+    "healthfile._heartbeat",
     "healthfile._prometheus",
 )
 

@@ -21,6 +21,7 @@ EXPECTED_ALL = {
     "FunctionCheck",
     "HealthCheckService",
     "HealthReport",
+    "HeartbeatCheck",
     "LoopLagCheck",
     "SQLiteCheck",
     "UnsafeDirectoryError",

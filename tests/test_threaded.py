@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import healthfile
+from conftest import TEST_LOOP
 from healthfile import CheckResult, HealthCheckService, HealthReport
 from helpers import read_report
 
@@ -38,6 +39,10 @@ def make_facade(database: Path, health_file: Path, tmp_path: Path) -> Iterator[F
         options.setdefault("health_file", health_file)
         options.setdefault("database", database)
         options.setdefault("pyproject", tmp_path / "missing-pyproject.toml")
+        if TEST_LOOP == "uvloop":  # the CI runs the suite on uvloop too: so does the facade
+            import uvloop
+
+            options.setdefault("loop_factory", uvloop.new_event_loop)
         facade = HealthCheckService(*args, **options)
         made.append(facade)
         return facade
@@ -477,3 +482,527 @@ def test_program_without_asyncio_exits_promptly(
     assert finished.stdout == ("not running\n" if stopped else "running\n")
     assert "Traceback" not in finished.stderr
     assert status_of(health_file) == expected
+
+
+SIGTERM_PROGRAM = textwrap.dedent(
+    """
+    import json
+    import os
+    import random
+    import signal
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from healthfile import HealthCheckService
+
+    health_file, database, style, seed = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    rng = random.Random(seed)
+    # The signal is raised at a random line of start() or of the healthfile code it calls,
+    # counted by a trace function; past start()'s last line, at a random moment of the first
+    # cycle. (Lines of the standard library are left out: an exception raised at some of
+    # them, in Condition.wait for one, breaks threading itself.)
+    target = rng.randrange(0, 60)
+    START = HealthCheckService.start.__code__
+    OURS = str(Path(START.co_filename).parent)
+    service = HealthCheckService(
+        check_interval=0.2, health_file=health_file, database=database, pyproject=None
+    )
+    handled = []
+    started = []
+    landed = []
+    traced = {"lines": 0, "inside": False, "fired": False}
+
+
+    def on_disk():
+        try:
+            return json.loads(health_file.read_text())["status"]
+        except FileNotFoundError:
+            return None
+
+
+    def where(frame):
+        # Where the signal interrupted the program: before, in or after start(). Until
+        # start() has read the stop token, a stop() comes before start().
+        while frame is not None:
+            if frame.f_code is START:
+                return "in" if frame.f_locals.get("token") is not None else "before"
+            frame = frame.f_back
+        return "after" if started else "before"
+
+
+    def on_term(signum, frame):
+        landed.append(where(frame))
+        print(f"signal: {landed[0]}", flush=True)
+        service.stop(timeout=10)
+        handled.append(on_disk())
+        if style == "exit":
+            print(f"handler: {handled[0]}", flush=True)
+            sys.exit(0)
+
+
+    def tracer(frame, event, arg):
+        if traced["fired"]:
+            return None
+        if frame.f_code is START:
+            traced["inside"] = event != "return"
+        if traced["inside"] and event == "line" and frame.f_code.co_filename.startswith(OURS):
+            traced["lines"] += 1
+            if traced["lines"] > target:
+                traced["fired"] = True
+                signal.raise_signal(signal.SIGTERM)
+        return tracer
+
+
+    signal.signal(signal.SIGTERM, on_term)
+    sys.settrace(tracer)
+    service.start()
+    sys.settrace(None)
+    started.append(True)
+    if not traced["fired"]:
+        time.sleep(rng.uniform(0, 0.05))
+        signal.raise_signal(signal.SIGTERM)
+    while not handled:
+        time.sleep(0.005)
+    if landed[0] == "before":
+        service.stop()  # that stop() came before start(): the program's own stop() follows
+    print(f"handler: {handled[0]}", flush=True)
+    print(f"after: {on_disk()} running={service.is_running}", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("style", ["return", "exit"])
+def test_sigterm_handler_calling_stop_during_start_never_hangs_and_leaves_stopped(
+    style: str, tmp_path: Path, database: Path
+) -> None:
+    """30 processes whose SIGTERM handler calls stop() at random moments of start() all exit.
+
+    The signal lands on a random line of start() (or of healthfile code it calls), else
+    during the first cycle. Every process leaves ``stopped`` on disk, whether its handler
+    returns or exits at once, also when it interrupted start() before its thread was let
+    go; only a handler that exits before start() has begun (read the stop token) leaves no
+    report, since nothing was started.
+    """
+    script = tmp_path / "program.py"
+    script.write_text(SIGTERM_PROGRAM, encoding="utf-8")
+    outcomes: list[tuple[str | None, str]] = []
+    for batch in range(6):
+        children = []
+        for index in range(5):
+            health_file = tmp_path / f"run-{batch}-{index}" / "health.json"
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(script),
+                    str(health_file),
+                    str(database),
+                    style,
+                    health_file.parent.name,
+                ],
+                cwd=tmp_path,
+                env=child_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            children.append((child, health_file))
+        try:
+            for child, health_file in children:
+                try:
+                    out, err = child.communicate(timeout=DEADLINE)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(
+                        f"a process hung with stop() called from its SIGTERM handler ({style})"
+                    )
+                assert child.returncode == 0, err
+                assert "Traceback" not in err, err
+                outcomes.append((status_of(health_file), out))
+        finally:
+            for child, _ in children:  # none is left behind when one fails
+                if child.poll() is None:
+                    child.kill()
+                child.communicate()
+    landed = [out.splitlines()[0] for _, out in outcomes]
+    assert landed.count("signal: in") >= 10, landed  # the test hits the window it is about
+    for final, out in outcomes:
+        if style == "return":
+            assert final == "stopped", out
+            assert out.endswith("after: stopped running=False\n"), out
+            if "signal: after" in out:
+                assert "handler: stopped" in out, out  # on disk when stop() returned
+        elif "signal: before" in out:
+            assert final is None, out  # nothing was started
+        else:
+            assert final == "stopped", out
+
+
+def loop_factories() -> list[Any]:
+    """asyncio's default loop, and uvloop where it is installed."""
+    factories: list[Any] = [pytest.param(None, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a test dependency off Windows
+        return factories
+    factories.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    return factories
+
+
+@pytest.fixture
+def slow_fsync(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Make every fsync take ``seconds`` longer: a slow disk."""
+    real_fsync = os.fsync
+
+    def install(seconds: float) -> None:
+        def fsync(fd: int) -> None:
+            time.sleep(seconds)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    return install
+
+
+def test_start_after_a_stop_that_timed_out_starts_once_the_old_thread_has_ended(
+    make_facade: Facade,
+    health_file: Path,
+    slow_fsync: Callable[[float], None],
+    healthfile_logs: pytest.LogCaptureFixture,
+) -> None:
+    """start() after a stop() that timed out on a slow disk runs the service again, later."""
+    facade = make_facade(check_interval=0.2)
+    facade.start()
+    online = wait_for_report(health_file, is_online)
+    slow_fsync(0.4)
+    [old_thread] = service_threads()
+
+    facade.stop(timeout=0.05)  # the stopped report needs two slow fsyncs
+    assert old_thread.is_alive()
+    assert "did not stop within" in healthfile_logs.text
+    facade.start()
+
+    assert "starts again once it has ended" in healthfile_logs.text
+    assert facade.is_running
+    wait_until(lambda: not old_thread.is_alive(), "the old thread ends")
+    again = wait_for_report(
+        health_file,
+        lambda report: is_online(report) and report["sequence"] > online["sequence"] + 1,
+    )
+    assert facade.is_running
+    assert [thread for thread in service_threads() if thread is not old_thread]
+    facade.stop(timeout=DEADLINE)
+    final = read_report(health_file)
+    assert final is not None
+    assert final["status"] == "stopped"
+    assert final["sequence"] > again["sequence"]
+    assert not facade.is_running
+
+
+def test_stop_while_waiting_for_the_old_thread_leaves_nothing_running(
+    make_facade: Facade, health_file: Path, slow_fsync: Callable[[float], None]
+) -> None:
+    """start() then stop() while a timed-out stop() still writes: stopped, nothing left running."""
+    facade = make_facade()
+    facade.start()
+    wait_for_report(health_file, is_online)
+    slow_fsync(0.3)
+    facade.stop(timeout=0.01)
+    facade.start()
+    facade.stop(timeout=DEADLINE)
+    assert not facade.is_running
+    assert service_threads() == []
+    assert status_of(health_file) == "stopped"
+
+
+def test_start_from_many_threads_at_once_runs_one_service(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """start() called by 10 threads at once launches one HealthCheckThread."""
+    facade = make_facade()
+    barrier = threading.Barrier(10)
+
+    def start() -> None:
+        barrier.wait()
+        facade.start()
+
+    starters = [threading.Thread(target=start) for _ in range(10)]
+    for thread in starters:
+        thread.start()
+    for thread in starters:
+        thread.join(DEADLINE)
+    assert facade.wait_ready(DEADLINE)
+    assert len(service_threads()) == 1
+    report = read_report(health_file)
+    assert report is not None
+    assert report["sequence"] == 1
+
+
+def test_last_report_is_none_before_start_then_the_report_on_disk(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """last_report is None before the first report, then the report the file holds."""
+    facade = make_facade()
+    assert facade.last_report is None
+    facade.start()
+    assert facade.wait_ready(DEADLINE)
+    report = facade.last_report
+    assert report is not None
+    assert report.as_dict() == read_report(health_file)
+    facade.stop(timeout=DEADLINE)
+    stopped = facade.last_report
+    assert stopped is not None
+    assert stopped.status == "stopped"
+
+
+@pytest.mark.parametrize("loop_factory", loop_factories())
+def test_check_now_runs_a_cycle_and_returns_its_report(
+    make_facade: Facade, health_file: Path, loop_factory: Any
+) -> None:
+    """check_now() from the caller's thread runs one cycle, writes it, and returns it."""
+    facade = make_facade(loop_factory=loop_factory)
+    facade.start()
+    assert facade.wait_ready(DEADLINE)
+    first = facade.last_report
+    assert first is not None
+
+    report = facade.check_now(timeout=DEADLINE)
+
+    assert report.sequence == first.sequence + 1
+    assert report.status == "online"
+    assert facade.last_report is report
+    assert read_report(health_file) == report.as_dict()
+    assert [thread.name for thread in service_threads()] == [THREAD_NAME]
+
+
+def test_check_now_right_after_start_waits_for_the_first_cycle(
+    make_facade: Facade, database: Path
+) -> None:
+    """check_now() while the service is still starting runs its cycle after the first one."""
+    facade = make_facade(check_timeout=DEADLINE)
+    with exclusively_locked(database):
+        facade.start()
+        result: list[HealthReport] = []
+        caller = threading.Thread(target=lambda: result.append(facade.check_now(DEADLINE)))
+        caller.start()
+        time.sleep(0.1)  # the caller is waiting: the first cycle cannot end while locked
+        assert not result
+    caller.join(DEADLINE)
+    [report] = result
+    assert report.sequence == 2
+    assert report.status == "online"
+
+
+def test_check_now_when_not_running_raises_runtime_error(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """check_now() before start() and after stop() raises RuntimeError."""
+    facade = make_facade()
+    with pytest.raises(RuntimeError, match="not running"):
+        facade.check_now()
+    facade.start()
+    assert facade.wait_ready(DEADLINE)
+    facade.stop(timeout=DEADLINE)
+    with pytest.raises(RuntimeError, match="not running"):
+        facade.check_now(timeout=1.0)
+
+
+def test_check_now_past_its_timeout_raises_timeout_error(make_facade: Facade) -> None:
+    """check_now(timeout) raises TimeoutError when the cycle outlives it, well before the check."""
+    release = threading.Event()
+    blocking = [False]
+
+    def gate() -> bool:
+        if blocking[0]:
+            release.wait(DEADLINE)
+        return True
+
+    facade = make_facade(check_timeout=DEADLINE, checks=[healthfile.check("gate", gate)])
+    facade.start()
+    assert facade.wait_ready(DEADLINE)
+    blocking[0] = True
+    began = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match=r"did not finish within 0\.2 s"):
+            facade.check_now(timeout=0.2)
+        assert time.monotonic() - began < DEADLINE / 2
+    finally:
+        release.set()
+
+
+def test_check_now_and_wait_ready_on_the_services_own_thread_raise(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """check_now() and wait_ready() from an async on_change (the service's thread) raise."""
+    errors: list[str] = []
+    done = threading.Event()
+
+    async def on_change(previous: HealthReport | None, current: HealthReport) -> None:
+        if previous is None:
+            for method in (facade.check_now, facade.wait_ready):
+                try:
+                    method(1.0)
+                except RuntimeError as exc:
+                    errors.append(str(exc))
+            done.set()
+
+    facade = make_facade(on_change=on_change)
+    facade.start()
+    assert done.wait(DEADLINE)
+    assert len(errors) == 2
+    assert all("own thread" in error for error in errors)
+    wait_for_report(health_file, is_online)
+
+
+def test_wait_ready_before_start_is_false_at_once(make_facade: Facade) -> None:
+    """wait_ready() on a facade never started returns False without waiting."""
+    facade = make_facade()
+    began = time.monotonic()
+    assert facade.wait_ready(DEADLINE) is False
+    assert time.monotonic() - began < DEADLINE / 2
+
+
+def test_wait_ready_waits_for_the_first_report(
+    make_facade: Facade, database: Path, health_file: Path
+) -> None:
+    """wait_ready() is False while the first cycle is blocked, True once its report is written."""
+    facade = make_facade(check_timeout=DEADLINE)
+    with exclusively_locked(database):
+        facade.start()
+        assert facade.wait_ready(0.2) is False
+        assert not health_file.exists()
+    assert facade.wait_ready(DEADLINE) is True
+    assert status_of(health_file) == "online"
+
+
+def test_wait_ready_after_a_failed_first_write_turns_true_when_a_write_succeeds(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """A first report that cannot be written is not ready; the first one written is."""
+    health_file.mkdir(parents=True)  # a directory where the file should be: writes fail
+    facade = make_facade(check_interval=0.1)
+    facade.start()
+    assert facade.wait_ready(0.5) is False
+    health_file.rmdir()
+    assert facade.wait_ready(DEADLINE) is True
+    assert status_of(health_file) == "online"
+
+
+def test_wait_ready_is_false_when_stopped_before_the_first_report(
+    make_facade: Facade, database: Path
+) -> None:
+    """wait_ready() returns False, at once, for a service stopped before its first report."""
+    facade = make_facade(check_timeout=DEADLINE)
+    with exclusively_locked(database):
+        facade.start()
+        facade.stop()
+    assert facade.wait_ready(DEADLINE) is False
+
+
+@pytest.mark.parametrize("loop_factory", loop_factories())
+def test_facade_methods_from_ten_threads_at_once(
+    make_facade: Facade, health_file: Path, loop_factory: Any
+) -> None:
+    """10 threads calling check_now, last_report, wait_ready and stop at once: no hang, no error.
+
+    Every check_now() that returns a report returns its own cycle's; the others raise
+    RuntimeError because stop() came first; the file ends stopped.
+    """
+    facade = make_facade(check_interval=0.05, loop_factory=loop_factory)
+    facade.start()
+    barrier = threading.Barrier(10)
+    reports: list[HealthReport] = []
+    refused: list[str] = []
+    failures: list[BaseException] = []
+
+    def checker() -> None:
+        barrier.wait()
+        for _ in range(20):
+            try:
+                reports.append(facade.check_now(timeout=DEADLINE))
+            except RuntimeError as exc:
+                refused.append(str(exc))
+                return
+
+    def reader() -> None:
+        barrier.wait()
+        for _ in range(200):
+            report = facade.last_report
+            assert report is None or report.status in ("online", "stopped")
+
+    def waiter() -> None:
+        barrier.wait()
+        assert facade.wait_ready(DEADLINE)
+
+    def stopper() -> None:
+        barrier.wait()
+        time.sleep(0.2)
+        facade.stop(timeout=DEADLINE)
+
+    def guarded(target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                failures.append(exc)
+
+        return run
+
+    roles = [checker] * 4 + [reader] * 2 + [waiter] * 2 + [stopper] * 2
+    threads = [threading.Thread(target=guarded(role)) for role in roles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(2 * DEADLINE)
+    assert not [thread for thread in threads if thread.is_alive()], "a caller hung"
+    assert failures == []
+    sequences = [report.sequence for report in reports]
+    assert len(set(sequences)) == len(sequences)  # each call got its own cycle
+    assert all("not running" in message or "stopped during" in message for message in refused)
+    assert not facade.is_running
+    assert status_of(health_file) == "stopped"
+
+
+def test_interval_and_a_bad_loop_factory_are_refused() -> None:
+    """interval= (the asyncio name) and a loop_factory that is not callable raise TypeError."""
+    with pytest.raises(TypeError, match="check_interval="):
+        HealthCheckService(interval=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="loop_factory must be callable"):
+        HealthCheckService(loop_factory=42)  # type: ignore[arg-type]
+
+
+def test_repr_says_running_or_stopped(make_facade: Facade) -> None:
+    """repr() shows whether the thread runs, and the service it runs."""
+    facade = make_facade()
+    assert repr(facade).startswith("<HealthCheckService stopped service=<AsyncHealthService")
+    facade.start()
+    assert repr(facade).startswith("<HealthCheckService running")
+
+
+class FailingStart:
+    """A check whose on_start() raises: the service cannot start."""
+
+    name = "broken"
+
+    def on_start(self) -> None:
+        """Fail, as a check that cannot set itself up does."""
+        raise RuntimeError("cannot set up")
+
+    async def run(self) -> CheckResult:
+        """Never reached."""
+        return CheckResult("pass")  # pragma: no cover
+
+
+def test_a_service_that_fails_to_start_is_logged_and_not_running(
+    make_facade: Facade, healthfile_logs: pytest.LogCaptureFixture
+) -> None:
+    """A start() that fails in the thread is logged; check_now() and wait_ready() then refuse."""
+    facade = make_facade(checks=[FailingStart()])
+    facade.start()
+    wait_until(lambda: not facade.is_running, "the failed thread ends")
+    assert "health check thread failed" in healthfile_logs.text
+    assert "cannot set up" in healthfile_logs.text
+    with pytest.raises(RuntimeError, match="not running"):
+        facade.check_now(timeout=DEADLINE)
+    assert facade.wait_ready(DEADLINE) is False

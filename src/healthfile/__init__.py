@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         SQLiteCheck,
         check,
     )
+    from ._heartbeat import HeartbeatCheck
     from ._report import CheckResult, HealthReport
     from ._service import AsyncHealthService
     from ._signals import cancel_on_signals
@@ -38,6 +39,7 @@ __all__ = [
     "FunctionCheck",
     "HealthCheckService",
     "HealthReport",
+    "HeartbeatCheck",
     "LoopLagCheck",
     "SQLiteCheck",
     "UnsafeDirectoryError",
@@ -56,6 +58,7 @@ _HOMES = {
     "FunctionCheck": "._checks",
     "HealthCheckService": "._threaded",
     "HealthReport": "._report",
+    "HeartbeatCheck": "._heartbeat",
     "LoopLagCheck": "._checks",
     "SQLiteCheck": "._checks",
     "UnsafeDirectoryError": "._writer",

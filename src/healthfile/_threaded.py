@@ -3,19 +3,105 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
+import sys
 import threading
-from typing import Any
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from ._service import AsyncHealthService, serve_until
+from ._checks import Check
+from ._report import HealthReport
+from ._service import AsyncHealthService, OnChange
 
-__all__ = ["HealthCheckService"]
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
+
+__all__ = ["HealthCheckService", "ServiceOptions"]
 
 logger = logging.getLogger("healthfile")
 
 THREAD_NAME = "HealthCheckThread"
+
+# How often a caller blocked in check_now() looks whether the service thread has died under
+# it (a cycle submitted as the loop closed is never run, so its future never resolves).
+_LIVENESS_POLL = 0.1
+
+# How often the service's loop looks for its first report when the first write failed.
+_READY_POLL = 0.1
+
+
+class ServiceOptions(TypedDict, total=False):
+    """The keyword options :class:`HealthCheckService` passes on to :class:`AsyncHealthService`.
+
+    Every option of ``AsyncHealthService`` but ``interval`` (the facade's ``check_interval``)
+    and ``health_file`` (its second argument).
+    """
+
+    database: str | os.PathLike[str] | Check | None
+    check_timeout: float
+    pyproject: str | os.PathLike[str] | None
+    app_version: str | None
+    app_name: str | None
+    start_period: float
+    checks: Iterable[Check]
+    on_change: OnChange | None
+    file_mode: int
+    prometheus_file: str | os.PathLike[str] | None
+    notify_systemd: bool
+
+
+class _Run:
+    """One start() of the facade: its thread and loop, and what other threads ask of it.
+
+    Every field another thread writes is a plain attribute store, and every wake-up a lock
+    release or a ``call_soon_threadsafe``: :meth:`HealthCheckService.stop` must work from a
+    signal handler that interrupted any line of the facade, so it may take no lock and touch
+    no ``threading.Event`` (whose internal lock the interrupted line may hold).
+    """
+
+    def __init__(self, previous: threading.Thread | None) -> None:
+        self.previous = previous  # a thread whose stop() timed out: this run starts after it
+        self.thread: threading.Thread | None = None
+        self.stop_requested = False
+        self.cancelled = False  # start() was interrupted before it let the thread go
+        # Held until start() has published this run (or stop() has seen it): until then the
+        # thread starts nothing, so that a run nobody can stop never writes a report.
+        self.gate = threading.Lock()
+        self.gate.acquire()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.starting: asyncio.Future[None] | None = None
+        self.loop_ready = threading.Event()  # the loop exists, or the thread has ended
+        self.ready = threading.Event()  # the first report is on disk, or the thread has ended
+        self.first_report = False
+        self.ended = threading.Lock()  # released by the thread as it ends
+        self.ended.acquire()
+
+    def is_alive(self) -> bool:
+        """Whether the run's thread is running."""
+        return self.thread is not None and self.thread.is_alive()
+
+    def wait_ended(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the thread to end (also one never started)."""
+        if self.ended.acquire(timeout=timeout):
+            self.ended.release()
+
+    def open_gate(self) -> None:
+        """Let the thread go; a later call (start() and stop() both may call it) is harmless."""
+        with contextlib.suppress(RuntimeError):  # already released
+            self.gate.release()
+
+    def request_stop(self) -> None:
+        """Tell the service to stop (on its loop)."""
+        assert self.stop_event is not None
+        self.stop_event.set()
 
 
 class HealthCheckService:
@@ -28,30 +114,43 @@ class HealthCheckService:
         ...
         service.stop()    # writes the final "stopped" report before it returns
 
+    ``last_report``, :meth:`check_now` and :meth:`wait_ready` are safe to call from any
+    thread but the service's own; :meth:`stop` also from a signal handler, at any moment.
+
     :param check_interval: seconds between the starts of two cycles.
     :param health_file: the JSON file to keep; ``None`` means ``data/health.json``.
-    :param options: any keyword option of :class:`AsyncHealthService` (``database``,
-        ``check_timeout``, ``pyproject``, ``app_version``, ``checks``, ...). Bad values raise
-        ``ValueError`` here, in the caller's thread.
+    :param loop_factory: makes the event loop the service runs on (``uvloop.new_event_loop``,
+        say); ``None`` means asyncio's default.
+    :param options: the keyword options of :class:`AsyncHealthService` (``database``,
+        ``check_timeout``, ``pyproject``, ``app_version``, ``checks``, ``on_change``, ...;
+        see :class:`ServiceOptions`). Bad values raise ``ValueError`` here, in the caller's
+        thread.
     """
 
     def __init__(
         self,
         check_interval: float = 30,
         health_file: str | os.PathLike[str] | None = None,
-        **options: Any,
+        *,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        **options: Unpack[ServiceOptions],
     ) -> None:
         if "interval" in options:
             raise TypeError("HealthCheckService takes check_interval=, not interval=")
+        if loop_factory is not None and not callable(loop_factory):
+            raise TypeError(f"loop_factory must be callable, not {type(loop_factory).__name__}")
+        # A plain dict: the options are typed at this signature, for the caller.
+        passed: dict[str, Any] = dict(options)
         self._service = AsyncHealthService(
             interval=check_interval,
             health_file="data/health.json" if health_file is None else health_file,
-            **options,
+            **passed,
         )
-        self._guard = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
+        self._loop_factory = loop_factory
+        self._start_lock = threading.Lock()
+        self._run: _Run | None = None
+        self._stop_token = object()  # replaced by every stop(): a start() in progress sees it
+        self._stop_timeout = 2.0
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
@@ -59,66 +158,257 @@ class HealthCheckService:
 
     @property
     def service(self) -> AsyncHealthService:
-        """The asyncio service this facade runs (its ``last_report`` is safe to read)."""
+        """The asyncio service this facade runs (use it only from the service's own loop)."""
         return self._service
 
     @property
     def is_running(self) -> bool:
         """True while the background thread runs."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        run = self._run
+        return run is not None and run.is_alive()
+
+    @property
+    def last_report(self) -> HealthReport | None:
+        """The last report written to the health file, or ``None``; safe from any thread.
+
+        A GUI polls this from its own loop (Tk's ``after``) to show the status.
+        """
+        return self._service.last_report
 
     def start(self) -> None:
         """Launch the daemon thread ``HealthCheckThread``; return without waiting for a cycle.
 
-        A second call while running does nothing but log a warning.
+        A second call while running does nothing but log a warning. After a :meth:`stop`
+        that timed out (its thread still writing the final report), the new thread waits for
+        the old one to end, then starts the service: nothing is ever silently not started.
         """
-        with self._guard:
-            if self.is_running:
-                logger.warning("health check service is already running")
-                return
-            loop_ready = threading.Event()
-            self._thread = threading.Thread(
-                target=self._run, args=(loop_ready,), name=THREAD_NAME, daemon=True
+        token: object | None = None
+        run: _Run | None = None
+        try:
+            with self._start_lock:  # one start() at a time; stop() never takes it
+                token = self._stop_token
+                current = self._run
+                if current is not None and current.is_alive() and not current.stop_requested:
+                    logger.warning("health check service is already running")
+                    return
+                run = self._launch()
+                # A stop() that came while this start() ran (from a signal handler or another
+                # thread) stops this run too, as if it had come just after start() returned.
+                overtaken = self._stop_token is not token
+                run.stop_requested = run.stop_requested or overtaken
+                run.open_gate()
+        except BaseException:
+            # Something raised inside start(), such as a signal handler's SystemExit after its
+            # stop(): the start that stop() overtook still ends with "stopped" on disk; any
+            # other is dropped before it starts anything.
+            if token is not None and self._stop_token is not token:
+                if run is None or run.thread is None:  # its thread may not exist: make one
+                    run = self._launch()
+                run.stop_requested = True
+                run.open_gate()
+                run.wait_ended(self._stop_timeout)
+            elif run is not None:
+                run.cancelled = True
+                run.open_gate()
+            raise
+        if overtaken:
+            run.wait_ended(self._stop_timeout)
+
+    def _launch(self) -> _Run:
+        """Start a new run's thread (held at its gate), then publish the run."""
+        previous = None
+        current = self._run
+        if current is not None and current.is_alive():
+            previous = current.thread
+            logger.warning(
+                "the previous health check thread is still stopping; "
+                "the service starts again once it has ended"
             )
-            self._thread.start()
-            # Only until the thread's loop exists, so that stop() can reach it at once.
-            loop_ready.wait()
+        run = _Run(previous)
+        thread = threading.Thread(target=self._serve, args=(run,), name=THREAD_NAME, daemon=True)
+        thread.start()
+        run.thread = thread
+        # Published only now that its thread exists, so that a stop() that sees this run can
+        # always wait for it.
+        self._run = run
+        return run
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the service and wait up to ``timeout`` seconds for the final report.
 
-        Idempotent, and safe to call before :meth:`start`.
+        Idempotent, safe before :meth:`start`, and safe from a signal handler at any moment
+        (it takes no lock). Called on the service's own thread (an async ``on_change``), it
+        asks the service to stop and returns without waiting for itself.
         """
-        with self._guard:
-            thread, loop = self._thread, self._loop
-            if thread is None or not thread.is_alive() or loop is None:
-                return
+        self._stop_timeout = timeout
+        self._stop_token = object()
+        run = self._run
+        if run is None or run.thread is None:
+            return
+        run.stop_requested = True
+        # The thread publishes its loop, then reads stop_requested: one of the two sees the
+        # other, so the request is never lost.
+        loop = run.loop
+        if loop is not None:
             # The loop may have just closed: the thread is then ending by itself.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._request_stop)
-        # Joined outside the guard: a stop() from the service's own loop (an on_change
-        # callback) must not wait for the lock this join would hold.
-        if thread is threading.current_thread():
+                loop.call_soon_threadsafe(run.request_stop)
+        run.open_gate()  # a start() interrupted between publishing and opening it
+        if run.thread is threading.current_thread():
             return  # called on the service's own loop: it cannot wait for itself
-        thread.join(timeout)
-        if thread.is_alive():
+        run.thread.join(timeout)
+        if run.thread.is_alive():
             logger.warning("health check thread did not stop within %g s", timeout)
 
-    def _request_stop(self) -> None:
-        assert self._stop_requested is not None
-        self._stop_requested.set()
+    def check_now(self, timeout: float | None = None) -> HealthReport:
+        """Run one extra cycle on the service's loop now, wait for it, and return its report.
 
-    def _run(self, loop_ready: threading.Event) -> None:
+        Safe from any thread but the service's own. Called while the service is still
+        starting, it waits for the first cycle first. A cycle that outlives ``timeout``
+        still completes (and writes its report) in the background.
+
+        :param timeout: seconds to wait, or ``None`` to wait as long as the cycle takes.
+        :raises RuntimeError: when the service is not running or stops meanwhile, or when
+            called on the service's own thread (which would wait for itself).
+        :raises TimeoutError: when the cycle has not finished within ``timeout``.
+        """
+        run = self._current_run("check_now")
+        if run is None or run.stop_requested:
+            raise RuntimeError("HealthCheckService is not running")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not run.loop_ready.wait(timeout):
+            raise TimeoutError(f"check_now() did not finish within {timeout:g} s")
+        loop = run.loop
+        if loop is None or run.stop_requested:
+            raise RuntimeError("HealthCheckService is not running")
+        cycle = self._check(run)
         try:
-            asyncio.run(self._main(loop_ready))
+            future = asyncio.run_coroutine_threadsafe(cycle, loop)
+        except RuntimeError:  # the loop has closed
+            cycle.close()
+            raise RuntimeError("HealthCheckService is not running") from None
+        assert run.thread is not None
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = _LIVENESS_POLL if remaining is None else min(_LIVENESS_POLL, remaining)
+            done, _ = concurrent.futures.wait([future], timeout=step)
+            if done:
+                try:
+                    return future.result()
+                except concurrent.futures.CancelledError:  # the loop shut down under it
+                    raise RuntimeError("HealthCheckService stopped during check_now()") from None
+            if remaining is not None and remaining <= step:
+                raise TimeoutError(f"check_now() did not finish within {timeout:g} s")
+            if not run.thread.is_alive() and not future.done():
+                raise RuntimeError("HealthCheckService stopped during check_now()")
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the first report of the latest :meth:`start` is on disk.
+
+        Safe from any thread but the service's own.
+
+        :param timeout: seconds to wait, or ``None`` to wait as long as it takes.
+        :returns: True once that report is on disk (even if the service has stopped since);
+            False when ``timeout`` passes first, or the service was never started or stopped
+            before writing one.
+        :raises RuntimeError: when called on the service's own thread.
+        """
+        run = self._current_run("wait_ready")
+        if run is None:
+            return False
+        run.ready.wait(timeout)
+        return run.first_report
+
+    def _current_run(self, method: str) -> _Run | None:
+        """The latest run; refuse a caller on the service's own thread, which would hang it."""
+        run = self._run
+        if run is not None and run.thread is threading.current_thread():
+            raise RuntimeError(
+                f"{method}() on the service's own thread would wait for itself; "
+                "await facade.service.check_now() there instead"
+            )
+        return run
+
+    async def _check(self, run: _Run) -> HealthReport:
+        """Run one cycle, after the first one if the service is still starting."""
+        starting = run.starting
+        if starting is not None and not starting.done():
+            await asyncio.wait({starting})
+        return await self._service.check_now()
+
+    def _serve(self, run: _Run) -> None:
+        """Body of the service thread: wait to be let go, then run the service's loop."""
+        run.gate.acquire()
+        if run.cancelled:
+            run.loop_ready.set()
+            run.ready.set()
+            run.ended.release()
+            return
+        try:
+            if run.previous is not None:
+                run.previous.join()  # the service object is the old thread's until it ends
+            _run_on_new_loop(self._main(run), self._loop_factory)
         except Exception:
             logger.exception("health check thread failed")
         finally:
-            loop_ready.set()  # never leave start() waiting
+            run.loop_ready.set()
+            run.ready.set()
+            run.ended.release()
 
-    async def _main(self, loop_ready: threading.Event) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_requested = stop_requested = asyncio.Event()
-        loop_ready.set()
-        await serve_until(self._service, stop_requested)
+    async def _main(self, run: _Run) -> None:
+        """Start the service, wait for a stop request, stop it (also while it is starting)."""
+        service = self._service
+        baseline = service.last_report
+        run.stop_event = stop_event = asyncio.Event()
+        run.starting = starting = asyncio.ensure_future(service.start())
+        run.loop = asyncio.get_running_loop()
+        run.loop_ready.set()
+        if run.stop_requested:  # stop() came before the loop existed (see stop())
+            stop_event.set()
+        stopping = asyncio.ensure_future(stop_event.wait())
+        helpers: set[asyncio.Future[Any]] = {stopping}
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a start() that failed is logged by _serve
+                helpers.add(asyncio.ensure_future(self._mark_ready(run, baseline)))
+                await stopping
+            await service.stop()
+            await starting
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.wait(helpers)
+
+    async def _mark_ready(self, run: _Run, baseline: HealthReport | None) -> None:
+        """Mark the run ready once a report of its own is on disk (polls only while writes fail)."""
+        while True:
+            report = self._service.last_report
+            if report is not baseline and report is not None and report.status != "stopped":
+                break
+            await asyncio.sleep(_READY_POLL)
+        run.first_report = True
+        run.ready.set()
+
+
+def _run_on_new_loop(
+    main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
+    """Run ``main`` to completion on a new event loop made by ``loop_factory``."""
+    if loop_factory is None:
+        asyncio.run(main)
+        return
+    runner = getattr(asyncio, "Runner", None)
+    if runner is not None:
+        with runner(loop_factory=loop_factory) as loop_runner:
+            loop_runner.run(main)
+        return
+    loop = loop_factory()  # Python 3.10: asyncio.run takes no loop factory
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()

@@ -26,24 +26,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import require_program
+
 DEADLINE = 30.0  # generous: slow CI machines, coverage
 CHECK_FILE_AGE = "/usr/lib/nagios/plugins/check_file_age"
-
-
-def require_program(*candidates: str, package: str) -> str:
-    """The first of ``candidates`` found (a name on PATH or a path), else skip or fail.
-
-    Fails instead of skipping when HEALTHFILE_REQUIRE_INTEGRATION=1, so that CI cannot go
-    green by not running these tests.
-    """
-    for candidate in candidates:
-        found = shutil.which(candidate)
-        if found is not None:
-            return found
-    reason = f"{' or '.join(candidates)} not found (apt-get install {package})"
-    if os.environ.get("HEALTHFILE_REQUIRE_INTEGRATION") == "1":
-        pytest.fail(f"HEALTHFILE_REQUIRE_INTEGRATION=1 but {reason}")
-    pytest.skip(reason)
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:

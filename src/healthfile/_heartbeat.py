@@ -1,0 +1,85 @@
+"""HeartbeatCheck: liveness of a thread that matters, fed by that thread's own beats."""
+
+from __future__ import annotations
+
+import time
+
+from ._checks import _validate_name, _validate_threshold, _validate_timeout, validate_seconds
+from ._report import CheckResult
+
+__all__ = ["HeartbeatCheck"]
+
+
+class HeartbeatCheck:
+    """Pass while ``beat()`` keeps being called; warn, then fail, when the beats stop.
+
+    The thread whose liveness matters calls :meth:`beat` from its own loop: a GUI from its
+    main loop (Tk's ``root.after``), a worker once per loop turn, a consumer once per
+    message. A frozen window or a wedged worker then shows in the health file, Consul-TTL
+    style, although healthfile's own thread is fine.
+
+    :param name: the check's name in the report.
+    :param warn_after: seconds without a beat from which the check warns.
+    :param fail_after: seconds without a beat from which it fails.
+    :param timeout: seconds the check may take (it takes microseconds); ``None`` means the
+        service's ``check_timeout``.
+    :param failure_threshold: consecutive failures before it reads fail (flap damping).
+    :param success_threshold: consecutive passes before a failed check reads pass again.
+    :raises ValueError: for non-positive bounds, or ``warn_after`` above ``fail_after``.
+
+    Before the first beat the check fails ("no beat yet"): it never passes on no evidence.
+    """
+
+    def __init__(
+        self,
+        name: str = "heartbeat",
+        *,
+        warn_after: float = 1.0,
+        fail_after: float = 5.0,
+        timeout: float | None = None,
+        failure_threshold: int = 1,
+        success_threshold: int = 1,
+    ) -> None:
+        self.name = _validate_name(name)
+        self.warn_after = validate_seconds("warn_after", warn_after)
+        self.fail_after = validate_seconds("fail_after", fail_after)
+        if self.warn_after > self.fail_after:
+            raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
+        self.timeout = _validate_timeout(timeout)
+        self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
+        self.success_threshold = _validate_threshold("success_threshold", success_threshold)
+        self._last_beat: float | None = None
+
+    def __repr__(self) -> str:
+        age = self.seconds_since_beat()
+        state = "no beat yet" if age is None else f"last beat {age:.1f} s ago"
+        return (
+            f"<HeartbeatCheck {self.name!r} {state} "
+            f"warn_after={self.warn_after} fail_after={self.fail_after}>"
+        )
+
+    def beat(self) -> None:
+        """Record that the calling thread is alive; cheap, and safe from any thread.
+
+        One monotonic clock read and one attribute store. No lock: storing a reference to a
+        new float is atomic (under the GIL and in free-threaded builds alike), so a reader
+        sees either the previous beat or this one, both true statements about liveness.
+        """
+        self._last_beat = time.monotonic()
+
+    def seconds_since_beat(self) -> float | None:
+        """Seconds since the last beat, or ``None`` before the first one."""
+        last = self._last_beat
+        return None if last is None else max(0.0, time.monotonic() - last)
+
+    async def run(self) -> CheckResult:
+        """Judge the age of the last beat against ``warn_after`` and ``fail_after``."""
+        age = self.seconds_since_beat()
+        if age is None:
+            return CheckResult("fail", "no beat yet")
+        output = f"last beat {age:.1f} s ago"
+        if age >= self.fail_after:
+            return CheckResult("fail", f"{output} (fail after {self.fail_after:g} s)")
+        if age >= self.warn_after:
+            return CheckResult("warn", f"{output} (warn after {self.warn_after:g} s)")
+        return CheckResult("pass", output)

@@ -1,0 +1,310 @@
+"""examples/tk_app.py, a real tkinter window on a real X display (Xvfb), driven from outside.
+
+The app runs as its own process with ``--trace``, which prints each label's text, read back
+from the widget, whenever it changes; the test clicks the real buttons with xdotool, reads the
+health file as a monitor does, takes screenshots with ImageMagick's ``import``, and closes the
+window with the ``WM_DELETE_WINDOW`` message a window manager sends for the close button.
+Without Xvfb, xdotool, ImageMagick or tkinter these tests skip, unless
+HEALTHFILE_REQUIRE_INTEGRATION=1 (set by .ci/run), when they fail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import (
+    integration_unavailable,
+    make_database,
+    read_report,
+    require_module,
+    require_program,
+)
+
+DEADLINE = 30.0  # generous: slow CI machines, coverage
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tk_app.py"
+TITLE = "healthfile demo"
+DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "tk_app.png"
+
+
+@pytest.fixture(scope="module")
+def x_display() -> Iterator[str]:
+    """A private Xvfb display (the server picks a free number), not listening on TCP."""
+    require_module("tkinter", "the interpreter's Tk support, e.g. python3-tk")
+    xvfb = require_program("Xvfb", package="xvfb")
+    require_program("xdotool", package="xdotool")
+    require_program("import", package="imagemagick")
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen(
+        [xvfb, "-displayfd", str(write_end), "-nolisten", "tcp", "-screen", "0", "800x600x24"],
+        pass_fds=(write_end,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as announced:
+            number = announced.readline().strip()
+        if not number.isdigit():
+            integration_unavailable(f"Xvfb did not start (exit {server.poll()})")
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(DEADLINE)
+
+
+class TracedApp:
+    """The example's process, and the lines its ``--trace`` printed so far."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        """Collect stdout lines as they come."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_line(self, predicate: Callable[[str], bool], what: str, since: int = 0) -> str:
+        """The first line from index ``since`` on that satisfies ``predicate``; waits for it."""
+        deadline = time.monotonic() + DEADLINE
+        with self._changed:
+            while True:
+                for line in self.lines[since:]:
+                    if predicate(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.process.poll() is not None and not self._reader.is_alive()
+                ):
+                    pytest.fail(f"the window never showed {what}; its trace: {self.lines[-30:]}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def label(self, key: str, text: str, since: int = 0) -> str:
+        """Wait until the label ``key`` shows a text containing ``text``."""
+        prefix = f"label {key}: "
+        return self.wait_line(
+            lambda line: line.startswith(prefix) and text in line, f"{key} {text!r}", since
+        )
+
+    def button(self, key: str) -> tuple[int, int]:
+        """Where the button ``key`` is on the screen now (its latest traced position)."""
+        self.wait_line(lambda line: line.startswith(f"button {key}: "), f"the {key} button")
+        with self._changed:
+            line = [line for line in self.lines if line.startswith(f"button {key}: ")][-1]
+        x, y = line.split(": ")[1].split()
+        return int(x), int(y)
+
+
+def x_run(display: str, *command: str) -> str:
+    """Run an X client program on ``display``; its stdout."""
+    completed = subprocess.run(
+        command,
+        env={**os.environ, "DISPLAY": display},
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+    return completed.stdout
+
+
+def click(display: str, position: tuple[int, int]) -> None:
+    """Press and release the left mouse button at a screen position (XTEST, as a user does)."""
+    x, y = position
+    x_run(display, "xdotool", "mousemove", "--sync", str(x), str(y), "click", "1")
+
+
+def screenshot(display: str, window: str, path: Path) -> Path:
+    """Save a PNG of the window."""
+    x_run(display, "import", "-window", window, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path
+
+
+class _ClientMessage(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("serial", ctypes.c_ulong),
+        ("send_event", ctypes.c_int),
+        ("display", ctypes.c_void_p),
+        ("window", ctypes.c_ulong),
+        ("message_type", ctypes.c_ulong),
+        ("format", ctypes.c_int),
+        ("data", ctypes.c_long * 5),
+    ]
+
+
+class _XEvent(ctypes.Union):
+    _fields_ = [("xclient", _ClientMessage), ("pad", ctypes.c_long * 24)]
+
+
+def request_close(display: str, window: int) -> None:
+    """Send the window WM_DELETE_WINDOW, as a window manager does for the close button.
+
+    xdotool's windowclose destroys the window instead, and wmctrl needs a window manager.
+    """
+    library = ctypes.util.find_library("X11")
+    if library is None:
+        integration_unavailable("libX11 not found")
+    xlib: Any = ctypes.cdll.LoadLibrary(library)
+    xlib.XOpenDisplay.restype = ctypes.c_void_p
+    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    xlib.XInternAtom.restype = ctypes.c_ulong
+    xlib.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    xlib.XSendEvent.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_ulong,
+        ctypes.c_int,
+        ctypes.c_long,
+        ctypes.POINTER(_XEvent),
+    ]
+    xlib.XFlush.argtypes = [ctypes.c_void_p]
+    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    connection = xlib.XOpenDisplay(display.encode())
+    assert connection, f"cannot open display {display}"
+    try:
+        event = _XEvent()
+        event.xclient.type = 33  # ClientMessage
+        event.xclient.window = window
+        event.xclient.message_type = xlib.XInternAtom(connection, b"WM_PROTOCOLS", False)
+        event.xclient.format = 32
+        event.xclient.data[0] = xlib.XInternAtom(connection, b"WM_DELETE_WINDOW", False)
+        event.xclient.data[1] = 0  # CurrentTime
+        assert xlib.XSendEvent(connection, window, False, 0, ctypes.byref(event))
+        xlib.XFlush(connection)
+    finally:
+        xlib.XCloseDisplay(connection)
+
+
+def wait_for_report(path: Path, predicate: Callable[[dict[str, Any]], bool], what: str) -> None:
+    """Poll the health file until its report satisfies ``predicate``."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        report = read_report(path)
+        if report is not None and predicate(report):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the health file never showed {what}: {report}")
+        time.sleep(0.05)
+
+
+def heartbeat_is(status: str) -> Callable[[dict[str, Any]], bool]:
+    """The report is degraded and its heartbeat check reads ``status``."""
+    return lambda report: (
+        report["status"] == "degraded" and report["checks"]["heartbeat"]["status"] == status
+    )
+
+
+def test_tk_window_shows_the_health_and_stops_the_service_when_closed(
+    x_display: str, tmp_path: Path
+) -> None:
+    """The window shows online, a frozen Tk thread degrades the file, a lost database the window.
+
+    Then closing the window writes ``stopped`` and the process exits 0.
+    """
+    database = make_database(tmp_path / "app.db")
+    health_file = tmp_path / "out" / "health.json"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--database",
+            str(database),
+            "--health-file",
+            str(health_file),
+            "--interval",
+            "0.25",
+            "--trace",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "DISPLAY": x_display, "PYTHONIOENCODING": "utf-8"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    app = TracedApp(process)
+    try:
+        app.label("status", "Status: online")
+        app.label("check database", "database: pass")
+        app.label("check heartbeat", "heartbeat: pass")
+        [window, *_] = x_run(
+            x_display, "xdotool", "search", "--sync", "--name", f"^{TITLE}$"
+        ).split()
+        online_png = screenshot(x_display, window, tmp_path / "tk_app-online.png")
+        if os.environ.get("HEALTHFILE_UPDATE_SCREENSHOT") == "1":
+            shutil.copyfile(online_png, DOCS_IMAGE)
+
+        # "Check now": a cycle run from a worker thread, picked up by the poll.
+        click(x_display, app.button("check-now"))
+        app.label("check-now", "checked now: report")
+        app.label("check-now", ", online")
+
+        # A frozen Tk thread: healthfile's thread goes on, and the heartbeat tells.
+        click(x_display, app.button("freeze"))
+        app.wait_line(lambda line: line == "freezing", "the freeze starting")
+        wait_for_report(health_file, heartbeat_is("warn"), "the heartbeat warning")
+        wait_for_report(health_file, heartbeat_is("fail"), "the heartbeat failing")
+        since = len(app.lines)
+        app.label("check heartbeat", "heartbeat: pass", since)  # the window is back
+        app.label("status", "Status: online", since)
+
+        # The database disappears: the window says degraded, and why.
+        since = len(app.lines)
+        database.unlink()
+        app.label("status", "Status: degraded", since)
+        app.label("check database", "unable to open database file", since)
+        reason = app.label("check database", "database: fail", since)
+        assert "OperationalError" in reason
+        screenshot(x_display, window, tmp_path / "tk_app-degraded.png")
+
+        # The window's close button.
+        request_close(x_display, int(window))
+        try:
+            returncode = process.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the app did not exit after WM_DELETE_WINDOW")
+        assert returncode == 0, process.stderr.read() if process.stderr else ""
+        app.wait_line(lambda line: line == "closed", "its end")
+        report = read_report(health_file)
+        assert report is not None
+        assert report["status"] == "stopped"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(DEADLINE)
+        stderr = process.stderr.read() if process.stderr else ""
+        if process.stdout is not None:
+            process.stdout.close()
+        if process.stderr is not None:
+            process.stderr.close()
+    assert "Traceback" not in stderr, stderr
+
+
+def test_readme_shows_a_screenshot_of_the_window() -> None:
+    """docs/images/tk_app.png, the window as the user gets it, exists and the README shows it."""
+    assert DOCS_IMAGE.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "docs/images/tk_app.png" in readme
