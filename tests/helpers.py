@@ -53,3 +53,8 @@ def read_report(path: Path) -> dict[str, Any] | None:
     report = json.loads(text)
     assert isinstance(report, dict)
     return report
+
+
+def is_lock_file(name: str) -> bool:
+    """True for the lock file a writing service keeps next to its health file (``.NAME.lock``)."""
+    return name.startswith(".") and name.endswith(".lock")
