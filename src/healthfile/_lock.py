@@ -41,8 +41,10 @@ def _optional_module(name: str) -> Any:
 _fcntl: Any = _optional_module("fcntl")
 _msvcrt: Any = _optional_module("msvcrt")
 
+# Read-only: locking needs no write access, and a file open for writing would keep its
+# file system from being remounted read-only. The pid is written through a second, brief open.
 _OPEN_FLAGS = (
-    os.O_RDWR
+    os.O_RDONLY
     | os.O_CREAT
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_NONBLOCK", 0)  # a FIFO planted at the lock's name must not block open()
@@ -56,6 +58,13 @@ _MSVCRT_OFFSET = 1 << 16
 # reader never sees an empty file in between.
 _PID_WIDTH = 20
 
+_WRITE_FLAGS = (
+    os.O_WRONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 # Lock files removed under a taker's feet, in a row, before it gives up for this cycle.
 _ATTEMPTS = 5
 
@@ -104,7 +113,7 @@ class WriterLock:
             _warn_unenforced()
             return True
         for _ in range(_ATTEMPTS):
-            fd, writable = self._open()
+            fd = self._open()
             try:
                 locked = _try_lock(fd)
                 current = locked and self._is_current(fd)
@@ -120,9 +129,8 @@ class WriterLock:
         else:
             return False
         self._fd = fd
-        if writable:
-            with contextlib.suppress(OSError):  # the pid is for the others' logs only
-                _write_pid(fd, os.getpid())
+        with contextlib.suppress(OSError):  # the pid is for the others' logs only
+            self._write_pid()
         return True
 
     def release(self) -> None:
@@ -165,20 +173,13 @@ class WriterLock:
         mine = os.fstat(fd)
         return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
 
-    def _open(self) -> tuple[int, bool]:
-        """Open (creating it) the lock file; read-only if it belongs to another user."""
+    def _open(self) -> int:
+        """Open the lock file read-only, creating it (and its directory) when missing."""
         try:
             fd = os.open(self.path, _OPEN_FLAGS, 0o644)
-            writable = True
         except FileNotFoundError:
             _make_directories(self.path.parent)
             fd = os.open(self.path, _OPEN_FLAGS, 0o644)
-            writable = True
-        except PermissionError:
-            # Left by a run as another user: locking needs no write access.
-            flags = (_OPEN_FLAGS & ~(os.O_RDWR | os.O_CREAT)) | os.O_RDONLY
-            fd = os.open(self.path, flags)
-            writable = False
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise IsADirectoryError(
@@ -187,7 +188,20 @@ class WriterLock:
         except BaseException:
             os.close(fd)
             raise
-        return fd, writable
+        return fd
+
+    def _write_pid(self) -> None:
+        """Write this process's pid at the start of the lock file, over the same bytes."""
+        data = f"{os.getpid()}\n".encode().ljust(_PID_WIDTH, b" ")
+        fd = os.open(self.path, _WRITE_FLAGS)
+        try:
+            if not self._is_current(fd):
+                return  # replaced since it was locked: not ours to write
+            os.write(fd, data)
+            if os.fstat(fd).st_size > len(data):
+                os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
 
 def _try_lock(fd: int) -> bool:
@@ -206,15 +220,6 @@ def _try_lock(fd: int) -> bool:
             return False
         raise
     return True
-
-
-def _write_pid(fd: int, pid: int) -> None:
-    """Write the holder's pid at the start of the lock file, over the same bytes each time."""
-    data = f"{pid}\n".encode().ljust(_PID_WIDTH, b" ")
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, data)
-    if os.fstat(fd).st_size > len(data):
-        os.ftruncate(fd, len(data))
 
 
 def _warn_unenforced() -> None:

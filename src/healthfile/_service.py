@@ -300,6 +300,7 @@ class AsyncHealthService:
         self._grid_origin = loop.time()
         self._ready = False
         self._lock_state = "unknown"
+        self._lock = WriterLock(self.health_file)
         self._worker = WorkerThread()
         self._writer.executor = self._worker
         if self._prometheus_writer is not None:
@@ -394,7 +395,8 @@ class AsyncHealthService:
         """Release the lock after any work queued, then let the worker thread end."""
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.submit(self._release_lock)  # a no-op when stop() released it already
+            # This start's lock (a no-op when stop() released it): a later start() has its own.
+            worker.submit(self._lock.release)
             worker.shutdown(wait=False)
 
     def _prepare(self) -> str:
