@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -140,7 +141,10 @@ async def test_a_second_service_on_one_file_stands_by_and_takes_over_after_stop(
     stopped = read_report(health_file)
     assert stopped is not None
     assert (stopped["status"], stopped["app_version"]) == ("stopped", "writer")
-    taken = await standby.check_now()
+    for _ in range(100):  # the writer's worker releases the lock a moment after stop()
+        taken = await standby.check_now()
+        if standby.writing:
+            break
     assert standby.writing
     on_disk = read_report(health_file)
     assert on_disk is not None
@@ -158,4 +162,8 @@ async def test_a_second_service_on_one_file_stands_by_and_takes_over_after_stop(
     on_disk = read_report(health_file)
     assert on_disk is not None
     assert (on_disk["status"], on_disk["app_version"]) == ("stopped", "standby")
-    assert not lock_path(health_file).exists()
+    for _ in range(1000):
+        if not lock_path(health_file).exists():
+            break
+        await asyncio.sleep(0.005)
+    assert not lock_path(health_file).exists()  # removed as it is released, after stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import math
@@ -57,6 +58,10 @@ _STOP_GRACE = 0.1
 # How long a cycle waits for a check's previous run, cancelled a moment ago, to finish
 # before it reports the check as still running.
 _SETTLE = 0.05
+
+# How long a start() waits for the previous start's worker to release the lock (a write hung
+# on a dead disk holds it) before trying anyway.
+_RELEASE_WAIT = 5.0
 
 _State = Literal["stopped", "starting", "running", "stopping"]
 # Whether this service writes the file: "held" the lock (or none can be had on this
@@ -214,6 +219,7 @@ class AsyncHealthService:
         self._logged_holder: int | None = None
         self._logged_error: str | None = None
         self._worker: WorkerThread | None = None  # healthfile's own thread, one per start()
+        self._retiring: concurrent.futures.Future[None] | None = None  # the last lock release
         self._ready = False  # READY=1 sent since start()
         self._states = {
             check.name: _CheckState(check, self.check_timeout) for check in self._checks
@@ -306,7 +312,8 @@ class AsyncHealthService:
         if self._prometheus_writer is not None:
             self._prometheus_writer.executor = self._worker
         try:
-            self._preparing = asyncio.ensure_future(self._off_loop(self._prepare))
+            prepare = partial(self._prepare, self._retiring)
+            self._preparing = asyncio.ensure_future(self._off_loop(prepare))
             await asyncio.wait({self._preparing})  # stop() waits for it too: see there
             self._app_version = self._preparing.result()
             self._report_lock("unknown")
@@ -373,8 +380,6 @@ class AsyncHealthService:
                 # it raises only when our caller is cancelled, which must propagate.
                 await asyncio.wait(tasks)
             await self._publish(self._final_report(), final=True)
-            if self._lock.held:
-                await self._off_loop(self._release_lock)  # a standby may take over now
             await self._wait_for_abandoned_checks()
         finally:
             self._loop_task = None
@@ -392,15 +397,25 @@ class AsyncHealthService:
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
 
     def _retire_worker(self) -> None:
-        """Release the lock after any work queued, then let the worker thread end."""
+        """Release the lock once the work queued (the final write) is done; end the worker.
+
+        Not awaited, so that stop() costs no extra hop: the next start() of this service
+        waits for it in its own worker, another service takes over at its next cycle.
+        """
         worker, self._worker = self._worker, None
         if worker is not None:
-            # This start's lock (a no-op when stop() released it): a later start() has its own.
-            worker.submit(self._lock.release)
+            self._retiring = worker.submit(self._lock.release)  # this start's lock
             worker.shutdown(wait=False)
+        self._lock_state = "unknown"
 
-    def _prepare(self) -> str:
-        """Take the lock if free (sweeping under it) and read app_version (in the worker)."""
+    def _prepare(self, retiring: concurrent.futures.Future[None] | None) -> str:
+        """Take the lock if free (sweeping under it) and read app_version (in the worker).
+
+        ``retiring`` is the previous start's release, still under way in its own worker: a
+        bounded wait for it, so that this start does not stand by for itself.
+        """
+        if retiring is not None:
+            concurrent.futures.wait([retiring], timeout=_RELEASE_WAIT)
         self._take_lock()
         return self._read_version()
 
@@ -419,12 +434,6 @@ class AsyncHealthService:
         else:
             self._lock_state = "standby"
             self._lock_holder = self._lock.holder()
-
-    def _release_lock(self) -> None:
-        """Let another service write the file (in the worker)."""
-        self._lock.release()
-        if self._lock_state == "held":
-            self._lock_state = "unknown"
 
     def _report_lock(self, before: _LockState) -> None:
         """Log entering standby (once per holder), a take-over, a lock that fails."""
