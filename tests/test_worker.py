@@ -47,6 +47,26 @@ async def test_a_full_default_executor_delays_neither_start_nor_cycles_nor_stop(
         await asyncio.gather(*blockers)
 
 
+@pytest.mark.asyncio
+async def test_the_worker_thread_runs_from_start_to_stop_and_no_longer(
+    make_service: ServiceFactory,
+) -> None:
+    """Each start() has one worker thread; it ends after stop(), however many restarts."""
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "healthfile-worker"]
+
+    service = make_service()
+    for _ in range(20):
+        await service.start()
+        assert workers()  # the previous start's may still be ending for a moment
+        await service.stop()
+    deadline = time.monotonic() + PROMPT
+    while workers() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert workers() == []
+
+
 def test_calls_run_in_order_in_one_named_daemon_thread_that_ends_after_shutdown() -> None:
     """Calls run one at a time, in order, in one daemon thread, which ends once shut down."""
     worker = WorkerThread("healthfile-test-worker")

@@ -148,7 +148,13 @@ class AsyncHealthService:
     Runs as one task on the running event loop of whoever calls :meth:`start`. Every cycle
     runs all checks concurrently, each bounded by its timeout, builds a
     :class:`HealthReport` and replaces the health file atomically. File and database I/O
-    run off the loop.
+    run off the loop; the file's writes, the start-up sweep and the version read run on the
+    service's own worker thread, never the loop's default executor.
+
+    One writer per file: the service that holds the advisory lock ``.<name>.lock`` next to
+    the health file writes it (and the Prometheus file); another service on the same file
+    stands by: it runs its checks (``last_report`` is then its own, unwritten view), writes
+    nothing, logs once which pid writes, and takes over when that one stops or dies.
 
     :param database: the SQLite database to probe (a path), or any :class:`Check` whose
         outcome feeds the report's ``database`` field, or ``None`` when ``checks`` holds a
