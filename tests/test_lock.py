@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,24 @@ async def test_a_second_service_on_one_file_stands_by_and_takes_over_after_stop(
             break
         await asyncio.sleep(0.005)
     assert not lock_path(health_file).exists()  # removed as it is released, after stop()
+
+
+@pytest.mark.asyncio
+async def test_a_standby_never_writes_the_prometheus_file_either(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """The health file's lock also guards the Prometheus file: a standby writes neither."""
+    pytest.importorskip("prometheus_client")
+    prometheus_file = tmp_path / "metrics" / "app.prom"
+    writer = make_service(app_version="writer", prometheus_file=prometheus_file)
+    standby = make_service(app_version="standby", prometheus_file=prometheus_file)
+    await writer.start()
+    await standby.start()
+    for _ in range(3):
+        await standby.check_now()
+    await standby.stop()
+    text = prometheus_file.read_text()
+    assert 'app_version="writer"' in text
+    assert 'app_version="standby"' not in text
+    # The standby's stop wrote no stopped metrics (labels, if any, before the value).
+    assert re.search(r"^healthfile_up(\{[^}]*\})? 1\.0$", text, re.MULTILINE)
