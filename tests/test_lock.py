@@ -189,3 +189,30 @@ async def test_a_standby_never_writes_the_prometheus_file_either(
     assert 'app_version="standby"' not in text
     # The standby's stop wrote no stopped metrics (labels, if any, before the value).
     assert re.search(r"^healthfile_up(\{[^}]*\})? 1\.0$", text, re.MULTILINE)
+
+
+@pytest.mark.asyncio
+async def test_a_lock_file_that_cannot_be_opened_is_logged_once_and_the_file_still_written(
+    make_service: ServiceFactory,
+    health_file: Path,
+    tmp_path: Path,
+    healthfile_logs: pytest.LogCaptureFixture,
+) -> None:
+    """A symlink planted at the lock's name: one error log, the health file written anyway."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    os.makedirs(health_file.parent)
+    lock_path(health_file).symlink_to(victim)
+    service = make_service()
+    await service.start()
+    for _ in range(3):
+        report = await service.check_now()
+    assert service.writing
+    on_disk = read_report(health_file)
+    assert on_disk is not None
+    assert on_disk["sequence"] == report.sequence
+    errors = [r for r in healthfile_logs.records if r.getMessage().startswith("cannot lock")]
+    assert len(errors) == 1
+    assert errors[0].levelno == logging.ERROR
+    await service.stop()
+    assert victim.read_bytes() == b"precious"
