@@ -87,3 +87,8 @@ def require_module(name: str, package: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         integration_unavailable(f"this Python has no {name} ({exc}; install {package})")
+
+
+def is_lock_file(name: str) -> bool:
+    """True for the lock file a writing service keeps next to its health file (``.NAME.lock``)."""
+    return name.startswith(".") and name.endswith(".lock")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from healthfile import SQLiteCheck, _checks
-from helpers import ServiceFactory, make_database
+from helpers import ServiceFactory, is_lock_file, make_database
 
 # aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
 AIOSQLITE_THREAD = "_connection_worker_thread"
@@ -373,7 +373,9 @@ async def test_probe_never_writes_the_database(make_service: ServiceFactory, db_
 
 
 def tree(root: Path) -> list[str]:
-    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    return sorted(
+        str(path.relative_to(root)) for path in root.rglob("*") if not is_lock_file(path.name)
+    )
 
 
 URI_NAMES = ["my db.db", "what?mode=rwc.db", "hash#frag.db", "pct%41%20%.db", "a?b#c%d &e=f.db"]

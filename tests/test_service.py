@@ -25,7 +25,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from healthfile import AsyncHealthService, AtomicWriter, CheckResult, HealthReport
-from helpers import CONTRACT_KEYS, ServiceFactory
+from helpers import CONTRACT_KEYS, ServiceFactory, is_lock_file
 
 # Threads of the loop's default executor (aiofiles and asyncio.to_thread run there): asyncio
 # names them asyncio_N, uvloop names them uvloop_N. They belong to the loop, not the service.
@@ -136,7 +136,7 @@ def read_text(path: Path) -> str:
 
 
 def listing(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir())
+    return sorted(path.name for path in directory.iterdir() if not is_lock_file(path.name))
 
 
 def permissions(path: Path) -> int:

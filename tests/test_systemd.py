@@ -121,10 +121,7 @@ async def run_and_collect(
 
 
 def assert_notify_sequence(messages: list[str]) -> None:
-    """READY=1 after the first report, WATCHDOG=1 per later report, STOPPING=1 last."""
-    # The first report's WATCHDOG=1 may precede READY=1; nothing else may.
-    if messages[:1] == ["WATCHDOG=1"]:
-        messages = messages[1:]
+    """READY=1 with the first report, WATCHDOG=1 per later report, STOPPING=1 last."""
     assert messages == ["READY=1", "WATCHDOG=1", "WATCHDOG=1", "STOPPING=1"]
 
 
@@ -142,6 +139,31 @@ async def test_abstract_socket_receives_the_same_messages(
 ) -> None:
     """NOTIFY_SOCKET=@name reaches the abstract socket 'name' with the same messages."""
     assert_notify_sequence(await run_and_collect(make_service, abstract_listener, monkeypatch))
+
+
+@pytest.mark.asyncio
+async def test_ready_waits_for_the_first_report_that_reaches_the_disk(
+    make_service: ServiceFactory,
+    path_listener: Listener,
+    monkeypatch: pytest.MonkeyPatch,
+    health_file: Path,
+) -> None:
+    """While writes fail nothing is sent; READY=1 comes with the first report on disk."""
+    monkeypatch.setenv("NOTIFY_SOCKET", path_listener.notify_socket)
+    os.makedirs(health_file)  # a directory at the target: every write fails
+    service = make_service(notify_systemd=True)
+    await service.start()
+    await service.check_now()
+    assert service.last_report is None
+    assert path_listener.pending() == []
+    os.rmdir(health_file)
+    report = await service.check_now()
+    assert read_status(health_file) == report.status == "online"
+    assert path_listener.pending() == ["READY=1"]
+    await service.check_now()
+    assert path_listener.pending() == ["WATCHDOG=1"]
+    await service.stop()
+    assert path_listener.pending() == ["STOPPING=1"]
 
 
 @pytest.mark.asyncio

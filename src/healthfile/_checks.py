@@ -120,6 +120,23 @@ def _validate_threshold(name: str, value: object) -> int:
     return value
 
 
+class RaisedInThread(Exception):
+    """A function run in its own thread raised a ``BaseException`` that is not an ``Exception``.
+
+    Carried back to the loop as an ordinary exception, so that it is never re-raised there:
+    a check then fails, an ``on_change`` failure is logged. ``exception`` is the original.
+    """
+
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(f"{type(exception).__name__} raised in its thread")
+        self.exception = exception
+
+
+def unwrap_thread_exception(exc: BaseException) -> BaseException:
+    """The exception a function raised in its thread, for ``Type: message`` and tracebacks."""
+    return exc.exception if isinstance(exc, RaisedInThread) else exc
+
+
 class _DaemonThreadRunner:
     """Run a blocking function in a fresh daemon thread, never two at a time.
 
@@ -141,8 +158,13 @@ class _DaemonThreadRunner:
         def target() -> None:
             try:
                 deliver = functools.partial(_set_result, future, fn())
-            except BaseException as exc:
+            except Exception as exc:
                 deliver = functools.partial(_set_exception, future, exc)
+            except BaseException as exc:
+                # SystemExit or KeyboardInterrupt from the function ends nothing but this
+                # thread; set as it is on the future, the loop would re-raise it and end the
+                # application (asyncio.run() raises SystemExit).
+                deliver = functools.partial(_set_exception, future, RaisedInThread(exc))
             self._busy_since = None
             # The loop may have closed while the function ran: then nobody is waiting.
             with contextlib.suppress(RuntimeError):

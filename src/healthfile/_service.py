@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import math
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ._checks import (
     Check,
@@ -25,9 +26,11 @@ from ._checks import (
     _DaemonThreadRunner,
     _validate_name,
     call_off_loop,
+    unwrap_thread_exception,
     validate_seconds,
 )
 from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
+from ._lock import WriterLock
 from ._prometheus import render_textfile, require_prometheus_client
 from ._report import (
     UNKNOWN_APP_NAME,
@@ -44,11 +47,14 @@ from ._report import (
 )
 from ._systemd import SystemdNotifier
 from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
+from ._worker import WorkerThread
 from ._writer import AtomicWriter
 
 __all__ = ["AsyncHealthService", "OnChange", "refuse_shared_files", "serve_until"]
 
 logger = logging.getLogger("healthfile")
+
+T = TypeVar("T")
 
 OnChange = Callable[[HealthReport | None, HealthReport], Awaitable[object] | object]
 
@@ -60,7 +66,15 @@ _STOP_GRACE = 0.1
 # before it reports the check as still running.
 _SETTLE = 0.05
 
+# How long a start() waits for the previous start's worker to release the lock (a write hung
+# on a dead disk holds it) before trying anyway.
+_RELEASE_WAIT = 5.0
+
 _State = Literal["stopped", "starting", "running", "stopping"]
+# Whether this service writes the file: "held" the lock (or none can be had on this
+# platform), "standby" while another process holds it, "unlocked" when the lock file itself
+# fails (then it writes without the lock), "unknown" before the first attempt of a start().
+_LockState = Literal["unknown", "held", "standby", "unlocked"]
 
 
 class _Stopped(Exception):
@@ -142,7 +156,13 @@ class AsyncHealthService:
     Runs as one task on the running event loop of whoever calls :meth:`start`. Every cycle
     runs all checks concurrently, each bounded by its timeout, builds a
     :class:`HealthReport` and replaces the health file atomically. File and database I/O
-    run off the loop.
+    run off the loop; the file's writes, the start-up sweep and the version read run on the
+    service's own worker thread, never the loop's default executor.
+
+    One writer per file: the service that holds the advisory lock ``.<name>.lock`` next to
+    the health file writes it (and the Prometheus file); another service on the same file
+    stands by: it runs its checks (``last_report`` is then its own, unwritten view), writes
+    nothing, logs once which pid writes, and takes over when that one stops or dies.
 
     :param database: the SQLite database to probe (a path), or any :class:`Check` whose
         outcome feeds the report's ``database`` field, or ``None`` when ``checks`` holds a
@@ -221,6 +241,15 @@ class AsyncHealthService:
             require_prometheus_client()
             self._prometheus_writer = AtomicWriter(self.prometheus_file, mode=file_mode)
         self._systemd = SystemdNotifier() if notify_systemd else None
+        self._lock = WriterLock(self.health_file)  # one writer per file, Prometheus file included
+        self._lock_state: _LockState = "unknown"
+        self._lock_holder: int | None = None
+        self._lock_error: str | None = None
+        self._logged_holder: int | None = None
+        self._logged_error: str | None = None
+        self._worker: WorkerThread | None = None  # healthfile's own thread, one per start()
+        self._retiring: concurrent.futures.Future[None] | None = None  # the last lock release
+        self._ready = False  # READY=1 sent since start()
         self._states = {
             name: _CheckState(check, self.check_timeout, name)
             for name, check in zip(names, self._checks, strict=True)
@@ -255,7 +284,7 @@ class AsyncHealthService:
         self._cycle_task: asyncio.Task[HealthReport] | None = None
         self._cycle_lock: asyncio.Lock | None = None
         self._stopped: asyncio.Future[None] | None = None
-        self._sweeping: asyncio.Future[None] | None = None
+        self._preparing: asyncio.Future[AppIdentity] | None = None
         self._previous: HealthReport | None = None
         self._last_report: HealthReport | None = None
         self._write_errors: dict[Path, str] = {}
@@ -273,8 +302,17 @@ class AsyncHealthService:
 
     @property
     def last_report(self) -> HealthReport | None:
-        """The last report written to the health file, or ``None``."""
+        """The last report written to the health file, or ``None``.
+
+        On a service standing by (another process holds the file's lock), the last report
+        its own cycle made, which is not on disk.
+        """
         return self._last_report
+
+    @property
+    def writing(self) -> bool:
+        """True while this service writes the file; False while it stands by for another."""
+        return self._lock_state in ("held", "unlocked")
 
     @property
     def checks(self) -> Sequence[Check]:
@@ -309,10 +347,19 @@ class AsyncHealthService:
         self._started_at = datetime.now(timezone.utc)
         self._started_monotonic = time.monotonic()
         self._grid_origin = loop.time()
+        self._ready = False
+        self._lock_state = "unknown"
+        self._lock = WriterLock(self.health_file)
+        self._worker = WorkerThread()
+        self._writer.executor = self._worker
+        if self._prometheus_writer is not None:
+            self._prometheus_writer.executor = self._worker
         try:
-            self._sweeping = asyncio.ensure_future(asyncio.to_thread(self._sweep))
-            await asyncio.wait({self._sweeping})  # stop() waits for it too: see there
-            self._app_name, self._app_version = await asyncio.to_thread(self._read_identity)
+            prepare = partial(self._prepare, self._retiring)
+            self._preparing = asyncio.ensure_future(self._off_loop(prepare))
+            await asyncio.wait({self._preparing})  # stop() waits for it too: see there
+            self._app_name, self._app_version = self._preparing.result()
+            self._report_lock("unknown")
             if self._generation != generation or self._state != "starting":
                 return  # stop() was called meanwhile
             for check in self._checks:
@@ -325,6 +372,7 @@ class AsyncHealthService:
         except BaseException:
             if self._generation == generation and self._state == "starting":
                 self._close_checks()
+                self._retire_worker()
                 self._state = "stopped"
             raise
         if self._generation != generation or self._state != "starting":
@@ -332,7 +380,6 @@ class AsyncHealthService:
         self._state = "running"
         self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
         self._loop_task.add_done_callback(_report_loop_death)
-        self._notify("READY=1")
         logger.debug("health service started: %r", self)
 
     async def check_now(self) -> HealthReport:
@@ -368,17 +415,18 @@ class AsyncHealthService:
         for task in tasks:
             task.cancel()
         try:
-            if self._sweeping is not None and not self._sweeping.done():
-                # The sweep at start would remove the final report's temporary file.
-                await asyncio.wait({self._sweeping})
+            if self._preparing is not None and not self._preparing.done():
+                # Whether this service may write (the lock) is decided there.
+                await asyncio.wait({self._preparing})
             if tasks:
                 # asyncio.wait never raises the tasks' own CancelledError (the one we caused);
                 # it raises only when our caller is cancelled, which must propagate.
                 await asyncio.wait(tasks)
-            await self._publish(self._final_report())
+            await self._publish(self._final_report(), final=True)
             await self._wait_for_abandoned_checks()
         finally:
             self._loop_task = None
+            self._retire_worker()
             self._close_checks()
             if self._systemd is not None:
                 self._systemd.close()
@@ -386,16 +434,94 @@ class AsyncHealthService:
             self._stopped.set_result(None)
         logger.debug("health service stopped: %r", self)
 
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in healthfile's own worker thread, never the loop's default executor."""
+        assert self._worker is not None, "the worker exists from start() to stop()"
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    def _retire_worker(self) -> None:
+        """Release the lock once the work queued (the final write) is done; end the worker.
+
+        Not awaited, so that stop() costs no extra hop: the next start() of this service
+        waits for it in its own worker, another service takes over at its next cycle.
+        """
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._retiring = worker.submit(self._lock.release)  # this start's lock
+            worker.shutdown(wait=False)
+        self._lock_state = "unknown"
+
+    def _prepare(self, retiring: concurrent.futures.Future[None] | None) -> AppIdentity:
+        """Take the lock if free (sweeping under it), read app_name and app_version (in the worker).
+
+        ``retiring`` is the previous start's release, still under way in its own worker: a
+        bounded wait for it, so that this start does not stand by for itself.
+        """
+        if retiring is not None:
+            concurrent.futures.wait([retiring], timeout=_RELEASE_WAIT)
+        self._take_lock()
+        return self._read_identity()
+
+    def _take_lock(self) -> None:
+        """Try once to become the file's writer; on becoming it, sweep (in the worker)."""
+        try:
+            taken = self._lock.acquire()
+        except OSError as exc:
+            self._lock_state = "unlocked"
+            self._lock_error = f"{type(exc).__name__}: {exc}"
+            return
+        if taken:
+            self._lock_state = "held"
+            # Only under the lock: another writer's temporary file would be live.
+            self._sweep()
+        else:
+            self._lock_state = "standby"
+            self._lock_holder = self._lock.holder()
+
+    def _report_lock(self, before: _LockState) -> None:
+        """Log entering standby (once per holder), a take-over, a lock that fails."""
+        path = self.health_file
+        if self._lock_state == "standby" and (
+            before != "standby" or self._lock_holder != self._logged_holder
+        ):
+            self._logged_holder = self._lock_holder
+            holder = "unknown" if self._lock_holder is None else self._lock_holder
+            logger.warning(
+                "pid %s writes %s; this service (pid %d) stands by and takes over when it "
+                "stops (lock %s)",
+                holder,
+                path,
+                os.getpid(),
+                self._lock.path,
+            )
+        elif self._lock_state == "held" and before == "standby":
+            logger.info("took over writing %s (from pid %s)", path, self._logged_holder)
+        elif self._lock_state == "unlocked" and self._lock_error != self._logged_error:
+            logger.error(
+                "cannot lock %s: %s; writing %s without the lock (one writer per file is "
+                "not enforced; retrying every cycle)",
+                self._lock.path,
+                self._lock_error,
+                path,
+            )
+        if self._lock_state != "standby":
+            self._logged_holder = None
+        self._logged_error = self._lock_error if self._lock_state == "unlocked" else None
+
     def _sweep(self) -> None:
-        """Remove temporary files a killed writer left (in a thread)."""
-        removed = self._writer.sweep()
-        if self._prometheus_writer is not None:
-            removed += self._prometheus_writer.sweep()
+        """Remove temporary files a killed writer left (in the worker)."""
+        try:
+            removed = self._writer.sweep()
+            if self._prometheus_writer is not None:
+                removed += self._prometheus_writer.sweep()
+        except OSError as exc:
+            logger.warning("cannot remove stale temporary files: %s", exc)
+            return
         if removed:
             logger.info("removed %d stale temporary file(s) of a killed writer", removed)
 
     def _read_identity(self) -> AppIdentity:
-        """Read app_name and app_version once (in a thread), the pyproject at most once."""
+        """Read app_name and app_version once (in the worker), the pyproject at most once."""
         name, version = self._app_name_override, self._app_version_override
         if name is None or version is None:
             read = read_app_identity(self.pyproject)
@@ -534,7 +660,6 @@ class AsyncHealthService:
         checks: dict[str, CheckResult],
         now: datetime,
     ) -> HealthReport:
-        self._sequence += 1
         expires = now + self._freshness
         return HealthReport(
             status=status,
@@ -544,7 +669,7 @@ class AsyncHealthService:
             app_name=self._app_name,
             interval_seconds=self.interval,
             expires_at=ceil_to_second(expires),
-            sequence=self._sequence,
+            sequence=self._sequence + 1,  # counted when written: see _publish
             started_at=self._started_at,
             pid=os.getpid(),
             checks=checks,
@@ -559,16 +684,23 @@ class AsyncHealthService:
             datetime.now(timezone.utc),
         )
 
-    async def _publish(self, report: HealthReport) -> None:
-        """Write the report (and its Prometheus twin), log changes, tell systemd and on_change."""
+    async def _publish(self, report: HealthReport, *, final: bool = False) -> None:
+        """Write the report (and its Prometheus twin), log changes, tell systemd and on_change.
+
+        Only the file's one writer writes; a standby keeps the report as its own view.
+        """
         previous, self._previous = self._previous, report
-        rendering = _Rendering(report)
-        if await self._write(self._writer, rendering):
-            self._last_report = rendering.report  # as written: outputs maybe shortened
-            if self._state == "running":  # READY=1 comes first, after the first report
-                self._notify("WATCHDOG=1")
-        if self._prometheus_writer is not None:
-            await self._write(self._prometheus_writer, partial(render_textfile, report))
+        if await self._may_write(final):
+            self._sequence = report.sequence
+            rendering = _Rendering(report)
+            if await self._write(self._writer, rendering):
+                self._last_report = rendering.report  # as written: outputs maybe shortened
+                self._notify_alive()
+            if self._prometheus_writer is not None:
+                await self._write(self._prometheus_writer, partial(render_textfile, report))
+        else:
+            self._last_report = report
+            self._notify_alive()  # alive, and the file is another process's to keep
         if _changed(previous, report):
             _log_change(previous, report)
             if self._on_change is not None:
@@ -594,6 +726,27 @@ class AsyncHealthService:
             logger.info("writing %s again after: %s", writer.path, error)
         return True
 
+    async def _may_write(self, final: bool) -> bool:
+        """Whether this service writes now; one that does not tries to take the lock first.
+
+        Never at stop(): a standby's final report is not written. It only waits for a lock
+        attempt still under way in the worker (from a cycle stop() cancelled).
+        """
+        if self._lock_state != "held":
+            if final:
+                await self._off_loop(_nothing)
+            else:
+                before = self._lock_state
+                await self._off_loop(self._take_lock)
+                self._report_lock(before)
+        return self.writing
+
+    def _notify_alive(self) -> None:
+        """READY=1 with the first report on disk (a standby: its first cycle), then WATCHDOG=1."""
+        if self._state in ("starting", "running"):
+            self._notify("WATCHDOG=1" if self._ready else "READY=1")
+            self._ready = True
+
     def _notify(self, message: str) -> None:
         if self._systemd is not None:
             self._systemd.notify(message)
@@ -610,7 +763,19 @@ class AsyncHealthService:
             if not done:
                 call.cancel()
                 raise TimeoutError(f"on_change took longer than {self.check_timeout:g} s")
-            call.result()
+            if call.cancelled():
+                raise RuntimeError("on_change was cancelled")
+            # Retrieved, not re-raised: whatever the callback raised is logged. A sync one's
+            # SystemExit or KeyboardInterrupt arrives wrapped in RaisedInThread; an async
+            # one's ends the loop, as asyncio does, before this runs.
+            error = call.exception()
+            if isinstance(error, CheckStillRunning):
+                raise error
+            if error is not None:
+                logger.error(
+                    "on_change callback failed: %s",
+                    format_exception(unwrap_thread_exception(error)),
+                )
         except CheckStillRunning as exc:
             # A sync callback still blocked on an earlier report (its thread cannot be
             # cancelled): this report is not delivered, and that is all that went wrong.
@@ -763,7 +928,7 @@ def _judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseSt
     if isinstance(exc, CheckStillRunning):
         return CheckResult("fail", str(exc)), "timeout"
     if exc is not None:
-        return CheckResult("fail", describe_exception(exc)), "disconnected"
+        return CheckResult("fail", describe_exception(unwrap_thread_exception(exc))), "disconnected"
     value = task.result()
     if not isinstance(value, CheckResult):
         return (
@@ -771,6 +936,10 @@ def _judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseSt
             "disconnected",
         )
     return value, "disconnected" if value.status == "fail" else "connected"
+
+
+def _nothing() -> None:
+    """Do nothing (in the worker, after what is queued before it)."""
 
 
 def _report_loop_death(task: asyncio.Task[None]) -> None:

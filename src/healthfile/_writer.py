@@ -18,6 +18,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 
 from aiofiles.os import wrap
@@ -50,6 +51,9 @@ class AtomicWriter:
     ``mode`` is applied with ``fchmod`` whatever the process umask. A missing directory is
     created. A failed or cancelled replacement removes its temporary file and leaves the
     target as it was; ``sweep()`` removes temporary files a killed process left behind.
+
+    ``executor`` is where :meth:`replace` and :meth:`sweep_async` run: ``None`` (the default)
+    is the loop's default executor; the service sets its own worker thread.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o644) -> None:
@@ -59,6 +63,7 @@ class AtomicWriter:
         self._temp_pattern = re.compile(re.escape(self._prefix) + r"[0-9a-f]{16}\.tmp\Z")
         # Orders the rename step of writes whose tasks were cancelled against later writes.
         self._commit_lock = threading.Lock()
+        self.executor: Executor | None = None
         self._replace_off_loop = wrap(self._replace_in_thread)
         self._sweep_off_loop = wrap(self.sweep)
 
@@ -76,7 +81,7 @@ class AtomicWriter:
         into place; either way no temporary file remains when ``CancelledError`` propagates.
         """
         abandoned = threading.Event()
-        hop = asyncio.ensure_future(self._replace_off_loop(data, abandoned))
+        hop = asyncio.ensure_future(self._replace_off_loop(data, abandoned, executor=self.executor))
         try:
             # Shielded so that a cancellation cannot detach the thread from its cleanup:
             # the thread is told to abandon the write and we wait for it to tidy up.
@@ -90,7 +95,7 @@ class AtomicWriter:
 
     async def sweep_async(self) -> int:
         """Run ``sweep()`` off the loop."""
-        return await self._sweep_off_loop()
+        return await self._sweep_off_loop(executor=self.executor)
 
     def sweep(self) -> int:
         """Remove temporary files of this target left by a killed writer; return how many."""

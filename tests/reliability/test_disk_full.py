@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from healthfile import CheckResult, check
-from helpers import ServiceFactory
+from helpers import ServiceFactory, is_lock_file
 
 pytestmark = pytest.mark.reliability
 
@@ -75,7 +75,7 @@ def leave_free_pages(filler: Path, pages: int) -> None:
 
 
 def names(directory: Path) -> set[str]:
-    return set(os.listdir(directory))
+    return {name for name in os.listdir(directory) if not is_lock_file(name)}
 
 
 def messages(logs: pytest.LogCaptureFixture, text: str) -> list[str]:

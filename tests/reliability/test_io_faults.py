@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import healthfile._writer
-from helpers import ServiceFactory
+from helpers import ServiceFactory, is_lock_file
 
 pytestmark = pytest.mark.reliability
 
@@ -111,7 +111,7 @@ def content(path: Path) -> bytes:
 
 
 def names(directory: Path) -> set[str]:
-    return set(os.listdir(directory))
+    return {name for name in os.listdir(directory) if not is_lock_file(name)}
 
 
 def messages(logs: pytest.LogCaptureFixture, text: str) -> list[str]:

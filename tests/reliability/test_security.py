@@ -20,7 +20,7 @@ import pytest
 import healthfile._service
 import healthfile._writer
 from healthfile import check
-from helpers import ServiceFactory
+from helpers import ServiceFactory, is_lock_file
 
 pytestmark = pytest.mark.reliability
 
@@ -50,7 +50,7 @@ def mode_of(path: Path) -> int:
 
 
 def names(directory: Path) -> set[str]:
-    return set(os.listdir(directory))
+    return {name for name in os.listdir(directory) if not is_lock_file(name)}
 
 
 # --- modes --------------------------------------------------------------------------------

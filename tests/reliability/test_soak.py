@@ -39,7 +39,9 @@ FACADE_PAIRS = 60
 # 2000 * ~128 bytes; the bound is what thousands of cycles may not exceed.
 MAX_TRACED_GROWTH = 256 * 1024
 MAX_RSS_GROWTH = 16 * 1024 * 1024
-EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+")
+# The loop's default executor's threads, and healthfile's own worker while a service runs
+# (that it ends with stop() is test_worker.py's).
+EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+|healthfile-worker")
 
 
 def open_fds() -> dict[int, str]:

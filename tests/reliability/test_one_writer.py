@@ -1,0 +1,213 @@
+"""Two processes on one health file: one writes, the other stands by and takes over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import make_database
+
+pytestmark = pytest.mark.reliability
+
+DEADLINE = 30.0  # generous: a loaded CI machine; every wait ends as soon as it can
+
+# `healthfile run` in a process of its own. With HOLD_FILE set, the process's fsync of a
+# regular file (the temporary file of a write) waits while HOLD_FILE exists, after creating
+# HOLD_FILE.inside: a slow disk, frozen at the moment its temporary file is live.
+SCRIPT = """\
+import os, stat, sys, time
+
+hold = os.environ.get("HOLD_FILE")
+if hold:
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode) and os.path.exists(hold):
+            open(hold + ".inside", "w").close()
+            deadline = time.monotonic() + 60
+            while os.path.exists(hold) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        real_fsync(fd)
+
+    os.fsync = slow_fsync
+
+from healthfile._cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class Writer:
+    """One `healthfile run` process on the shared health file, its stderr in a file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def lines(self, text: str) -> list[str]:
+        """Its log lines holding ``text``."""
+        return [line for line in self.log.read_text().splitlines() if text in line]
+
+
+@pytest.fixture
+def start_writer(tmp_path: Path) -> Iterator[Callable[..., Writer]]:
+    """Start `healthfile run` processes on tmp_path/health.json; kill what is left at the end."""
+    database = make_database(tmp_path / "app.db")
+    script = tmp_path / "writer.py"
+    script.write_text(SCRIPT)
+    started: list[Writer] = []
+
+    def start(name: str, *, interval: float = 0.05, hold: Path | None = None) -> Writer:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHFILE_")}
+        if hold is not None:
+            environ["HOLD_FILE"] = str(hold)
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(script),
+                    "run",
+                    "--interval",
+                    str(interval),
+                    "--database",
+                    str(database),
+                    "--health-file",
+                    str(tmp_path / "health.json"),
+                    "--pyproject",
+                    str(tmp_path / "missing-pyproject.toml"),
+                    "--app-version",
+                    name,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=environ,
+            )
+        writer = Writer(process, log)
+        started.append(writer)
+        return writer
+
+    yield start
+    for writer in started:
+        if writer.process.poll() is None:
+            writer.process.kill()
+        writer.process.wait()
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """The health file's report, or None while there is none."""
+    try:
+        report: dict[str, Any] = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    return report
+
+
+def wait_for(condition: Callable[[], object], what: str) -> float:
+    """Poll ``condition`` until true; return how long it took; fail after DEADLINE."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > DEADLINE:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
+def written_by(path: Path, writer: Writer) -> bool:
+    """True when the file's latest report comes from ``writer``'s process."""
+    report = read(path)
+    return report is not None and report["pid"] == writer.pid
+
+
+def temp_files(directory: Path) -> list[str]:
+    """The writer's live or left temporary files in ``directory``."""
+    return sorted(name for name in os.listdir(directory) if name.endswith(".tmp"))
+
+
+def test_second_process_stands_by_logs_the_writer_once_and_takes_over_after_kill_9(
+    start_writer: Callable[..., Writer], tmp_path: Path
+) -> None:
+    """Reports come from one pid only; the standby names it once and takes over after kill -9."""
+    health_file = tmp_path / "health.json"
+    first = start_writer("first")
+    wait_for(lambda: written_by(health_file, first), "the first writer's report")
+    second = start_writer("second")
+    wait_for(lambda: second.lines("stands by"), "the second process to stand by")
+
+    seen: list[tuple[int, int]] = []
+    until = time.monotonic() + 1.5  # about 30 cycles of each process
+    while time.monotonic() < until:
+        report = read(health_file)
+        assert report is not None
+        seen.append((report["pid"], report["sequence"]))
+    assert {pid for pid, _ in seen} == {first.pid}
+    sequences = [sequence for _, sequence in seen]
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) > 5  # the writer kept writing meanwhile
+
+    [standing] = second.lines("stands by")
+    assert f"pid {first.pid} writes {health_file}" in standing
+    assert second.lines("cannot write") == []
+
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    took = wait_for(lambda: written_by(health_file, second), "the standby to take over")
+    assert took < DEADLINE / 3  # a cycle (50 ms) or two, on a quiet machine
+    report = read(health_file)
+    assert report is not None
+    assert (report["status"], report["app_version"]) == ("online", "second")
+    assert second.lines("took over writing")
+    assert len(second.lines("stands by")) == 1
+
+    second.process.send_signal(signal.SIGTERM)
+    assert second.process.wait(timeout=DEADLINE) == 0
+    report = read(health_file)
+    assert report is not None
+    assert (report["status"], report["pid"]) == ("stopped", second.pid)
+
+
+def test_a_starting_process_never_sweeps_the_writers_live_temporary_file(
+    start_writer: Callable[..., Writer], tmp_path: Path
+) -> None:
+    """A second process starting while the writer is mid-write leaves its temporary file alone."""
+    health_file = tmp_path / "health.json"
+    hold = tmp_path / "hold"
+    first = start_writer("first", interval=0.1, hold=hold)
+    wait_for(lambda: written_by(health_file, first), "the first writer's report")
+    hold.touch()
+    wait_for(Path(f"{hold}.inside").exists, "the writer to freeze inside a write")
+    [live] = temp_files(tmp_path)
+
+    second = start_writer("second")
+    wait_for(
+        lambda: second.lines("stands by") or written_by(health_file, second),
+        "the second process to start",
+    )
+    assert temp_files(tmp_path) == [live]  # not swept under the writer's feet
+
+    before = read(health_file)
+    assert before is not None
+    hold.unlink()
+    wait_for(
+        lambda: (
+            (report := read(health_file)) is not None and report["sequence"] > before["sequence"]
+        ),
+        "the writer's next report",
+    )
+    assert first.lines("cannot write") == []
+    assert first.lines("FileNotFoundError") == []
