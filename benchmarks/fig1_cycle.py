@@ -142,7 +142,7 @@ def _instrumented(service: healthfile.AsyncHealthService) -> Iterator[dict[str, 
     """
     spent = {"check": 0.0, "write": 0.0, "render": 0.0}
     check = service.checks[0]
-    writer = service._writer
+    writer = service._publisher.writer
     check_run, writer_replace, to_json = check.run, writer.replace, HealthReport.to_json
 
     async def run() -> object:

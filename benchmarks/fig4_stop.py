@@ -64,7 +64,7 @@ async def stop_idle(
     by wrapping the service's writer object).
     """
     service = _service(database, health_file)
-    writer = service._writer
+    writer = service._publisher.writer
     replace = writer.replace
     writes: list[float] = []
 

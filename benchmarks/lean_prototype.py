@@ -15,6 +15,7 @@ What it leaves out (and a real version would need): the busy-retry slices, the t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import time
@@ -61,7 +62,7 @@ class LeanCycle:
     def _render(self, result: CheckResult, duration: float) -> bytes:
         self._sequence += 1
         now = datetime.now(timezone.utc)
-        checked = result.with_state(duration_ms=duration * 1000, last_success=now)
+        checked = dataclasses.replace(result, duration_ms=duration * 1000, last_success=now)
         report = HealthReport(
             status="online" if result.status == "pass" else "degraded",
             database="connected" if result.status == "pass" else "disconnected",

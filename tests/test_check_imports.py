@@ -21,6 +21,9 @@ HEAVY = ("asyncio", "aiosqlite", "aiofiles", "prometheus_client")
 SERVICE_MODULES = (
     "healthfile._service",
     "healthfile._checks",
+    "healthfile._cycle",
+    "healthfile._publish",
+    "healthfile._threads",
     "healthfile._writer",
     "healthfile._run",
     "healthfile._threaded",

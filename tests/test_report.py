@@ -409,15 +409,15 @@ def test_check_result_redacts_output() -> None:
     assert result.output == "cannot connect: password=***"
 
 
-def test_check_result_with_state_keeps_validation() -> None:
-    """with_state() returns a changed copy and leaves the original as it was."""
+def test_check_result_replace_keeps_validation() -> None:
+    """dataclasses.replace() returns a validated changed copy and leaves the original as it was."""
     original = CheckResult("pass")
-    changed = original.with_state(status="fail", consecutive_failures=2)
+    changed = dataclasses.replace(original, status="fail", consecutive_failures=2)
 
     assert (changed.status, changed.consecutive_failures) == ("fail", 2)
     assert (original.status, original.consecutive_failures) == ("pass", 0)
     with pytest.raises(ValueError, match="status must be"):
-        original.with_state(status="broken")
+        dataclasses.replace(original, status="broken")  # type: ignore[arg-type]
 
 
 # --- redaction ----------------------------------------------------------------------------

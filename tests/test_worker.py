@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from healthfile._worker import WorkerThread
+from healthfile._threads import WorkerThread
 from helpers import ServiceFactory, read_report
 
 # The app's blocking work waits this long at most; healthfile must finish far sooner.
@@ -94,7 +94,7 @@ def test_a_hung_call_does_not_hold_interpreter_exit(tmp_path: Path) -> None:
     script = tmp_path / "hang.py"
     script.write_text(
         "import time\n"
-        "from healthfile._worker import WorkerThread\n"
+        "from healthfile._threads import WorkerThread\n"
         f"WorkerThread().submit(time.sleep, {APP_BLOCKS})\n"
         "time.sleep(0.1)\n"
     )

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
     from ._checks import (
         Check,
-        CheckStillRunning,
         DiskSpaceCheck,
         FunctionCheck,
         LoopLagCheck,
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from ._service import AsyncHealthService
     from ._signals import cancel_on_signals
     from ._threaded import HealthCheckService
+    from ._threads import CheckStillRunning
     from ._writer import AtomicWriter, UnsafeDirectoryError
 
 __all__ = [
@@ -53,7 +53,7 @@ _HOMES = {
     "AtomicWriter": "._writer",
     "Check": "._checks",
     "CheckResult": "._report",
-    "CheckStillRunning": "._checks",
+    "CheckStillRunning": "._threads",
     "DiskSpaceCheck": "._checks",
     "FunctionCheck": "._checks",
     "HealthCheckService": "._threaded",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import os
 import sqlite3
 import stat
@@ -14,13 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import aiosqlite
 
-from ._limits import MAX_NAME_CHARS
-from ._report import CheckResult, describe_exception, format_timestamp, redact
+from ._limits import MAX_NAME_CHARS, MAX_SECONDS, MIN_SECONDS, SETTLE_SECONDS
+from ._report import CheckResult, describe_exception, redact
+from ._threads import CheckStillRunning, DaemonThreadRunner, call_off_loop, is_async_callable
 
 __all__ = [
     "Check",
@@ -32,14 +31,10 @@ __all__ = [
     "check",
 ]
 
-T = TypeVar("T")
-
 # The SQLite busy timeout of one attempt. A locked database is retried from the event loop
 # in slices this short, so that nothing ever waits long for a busy handler to return:
 # sqlite3_interrupt cannot cut a busy wait short.
 _BUSY_SLICE = 0.01
-# How long a new run waits for an abandoned probe to close before reporting it still running.
-_SETTLE = 0.05
 # The first wait, in seconds, for aiosqlite's thread to end (doubling up to _BUSY_SLICE),
 # and how long a probe waits for a thread that does not end, cancelled or not.
 _THREAD_POLL = 0.0002
@@ -70,14 +65,6 @@ class Check(Protocol):
         ...
 
 
-class CheckStillRunning(Exception):
-    """The previous run of a check has not returned; it is not started a second time."""
-
-    def __init__(self, since: datetime) -> None:
-        super().__init__(f"still running since {format_timestamp(since)}")
-        self.since = since
-
-
 def _validate_name(name: object) -> str:
     """Refuse an empty, overlong or unprintable name; return it redacted like an output."""
     if not isinstance(name, str) or not name.strip():
@@ -89,13 +76,6 @@ def _validate_name(name: object) -> str:
     if not name.isprintable():
         raise ValueError(f"a check name must be printable (no control characters), not {name!r}")
     return redact(name)
-
-
-# Longer than any sensible interval or timeout, and short enough for datetime arithmetic.
-MAX_SECONDS = 366 * 24 * 3600.0
-# Shorter than any sensible one, and long enough for the pacing arithmetic (a subnormal
-# interval would overflow it).
-MIN_SECONDS = 0.001
 
 
 def validate_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -118,75 +98,6 @@ def _validate_threshold(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
     return value
-
-
-class RaisedInThread(Exception):
-    """A function run in its own thread raised a ``BaseException`` that is not an ``Exception``.
-
-    Carried back to the loop as an ordinary exception, so that it is never re-raised there:
-    a check then fails, an ``on_change`` failure is logged. ``exception`` is the original.
-    """
-
-    def __init__(self, exception: BaseException) -> None:
-        super().__init__(f"{type(exception).__name__} raised in its thread")
-        self.exception = exception
-
-
-def unwrap_thread_exception(exc: BaseException) -> BaseException:
-    """The exception a function raised in its thread, for ``Type: message`` and tracebacks."""
-    return exc.exception if isinstance(exc, RaisedInThread) else exc
-
-
-class _DaemonThreadRunner:
-    """Run a blocking function in a fresh daemon thread, never two at a time.
-
-    A thread cannot be cancelled: one that hangs keeps the runner busy (and reported as
-    "still running") until it returns, and being a daemon it never holds interpreter exit.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._thread_name = f"healthfile-check-{name}"
-        self._busy_since: datetime | None = None
-
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a daemon thread and return (or raise) what it does."""
-        if self._busy_since is not None:
-            raise CheckStillRunning(self._busy_since)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def target() -> None:
-            try:
-                deliver = functools.partial(_set_result, future, fn())
-            except Exception as exc:
-                deliver = functools.partial(_set_exception, future, exc)
-            except BaseException as exc:
-                # SystemExit or KeyboardInterrupt from the function ends nothing but this
-                # thread; set as it is on the future, the loop would re-raise it and end the
-                # application (asyncio.run() raises SystemExit).
-                deliver = functools.partial(_set_exception, future, RaisedInThread(exc))
-            self._busy_since = None
-            # The loop may have closed while the function ran: then nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(deliver)
-
-        self._busy_since = datetime.now(timezone.utc)
-        try:
-            threading.Thread(target=target, name=self._thread_name, daemon=True).start()
-        except BaseException:
-            self._busy_since = None
-            raise
-        return await future
-
-
-def _set_result(future: asyncio.Future[T], result: T) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 def _to_result(value: object) -> CheckResult:
@@ -222,7 +133,7 @@ class FunctionCheck:
         self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
         self.success_threshold = _validate_threshold("success_threshold", success_threshold)
         self._is_async = is_async_callable(fn)
-        self._runner = _DaemonThreadRunner(self.name)
+        self._runner = DaemonThreadRunner(self.name)
 
     def __repr__(self) -> str:
         kind = "async" if self._is_async else "sync"
@@ -231,25 +142,6 @@ class FunctionCheck:
     async def run(self) -> CheckResult:
         """Call the function (a sync one in its own daemon thread) and interpret its result."""
         return _to_result(await call_off_loop(self.fn, self._runner))
-
-
-def is_async_callable(fn: object) -> bool:
-    """True for async functions, partials of them, and objects with an async ``__call__``."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
-
-
-async def call_off_loop(fn: Callable[[], object], runner: _DaemonThreadRunner) -> object:
-    """Await an async callable; run a sync one in ``runner``'s daemon thread.
-
-    What a sync callable returns is awaited too when it is awaitable (a lambda wrapping an
-    async function), so that no coroutine is ever dropped unawaited.
-    """
-    value = fn() if is_async_callable(fn) else await runner.call(fn)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
 
 
 def check(
@@ -433,7 +325,7 @@ class SQLiteCheck:
         """Probe the database once; raise :class:`CheckStillRunning` if a probe lingers."""
         if self._probe is not None:
             # A probe abandoned a moment ago is usually closing its connection right now.
-            await asyncio.wait({self._probe}, timeout=_SETTLE)
+            await asyncio.wait({self._probe}, timeout=SETTLE_SECONDS)
         if self._probe is not None:
             raise CheckStillRunning(self._probe_since)
         probe = asyncio.get_running_loop().create_task(self._run_probe())
@@ -545,7 +437,7 @@ class DiskSpaceCheck:
         self.timeout = _validate_timeout(timeout)
         self.min_free_bytes = min_free_bytes
         self.min_free_ratio = min_free_ratio
-        self._runner = _DaemonThreadRunner(self.name)
+        self._runner = DaemonThreadRunner(self.name)
 
     def __repr__(self) -> str:
         return (

@@ -13,6 +13,8 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 
+from ._limits import MAX_SECONDS, MIN_SECONDS
+
 # Only mypy needs typing here (annotations are strings): this module adds no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,15 +56,14 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(
                 f"expected a number of seconds, not {text!r}"
             ) from None
-        limit = 366 * 24 * 3600
         if not (
             math.isfinite(value)
-            and (value >= 0.001 or (allow_zero and value == 0))
-            and value <= limit
+            and (value >= MIN_SECONDS or (allow_zero and value == 0))
+            and value <= MAX_SECONDS
         ):
-            lower = "0 or >= 0.001" if allow_zero else ">= 0.001"
+            lower = f"0 or >= {MIN_SECONDS:g}" if allow_zero else f">= {MIN_SECONDS:g}"
             raise argparse.ArgumentTypeError(
-                f"expected seconds {lower} and <= {limit}, not {text!r}"
+                f"expected seconds {lower} and <= {MAX_SECONDS}, not {text!r}"
             )
         return value
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ._limits import MAX_SECONDS, MIN_SECONDS
+
 # Only mypy needs typing here (annotations are strings): this module adds no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _FLAGS = {"--allow-degraded": "allow_degraded", "--nagios": "nagios", "--json": "as_json"}
-_MAX_SECONDS = 366 * 24 * 3600
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +78,7 @@ def _parse_check(
             max_age = float(value)
         except ValueError:
             return None
-        if not 0.001 <= max_age <= _MAX_SECONDS:  # also refuses nan
+        if not MIN_SECONDS <= max_age <= MAX_SECONDS:  # also refuses nan
             return None
     if not health_file.strip() or ("only" in flags and "ignore" in flags):
         return None  # the full parser words the error

@@ -17,7 +17,7 @@ import time
 
 # The writer's own redaction, so that the probe never prints a secret the file would not
 # hold. (_report also brings dataclasses, inspect and datetime, which the probe never uses.)
-from ._limits import CLOCK_TOLERANCE_SECONDS, MAX_FILE_BYTES, MAX_NAME_CHARS
+from ._limits import CLOCK_TOLERANCE_SECONDS, MAX_FILE_BYTES, MAX_NAME_CHARS, MAX_OUTPUT_CHARS
 from ._redact import redact
 
 # Only mypy needs typing here (annotations are strings): this module adds no typing import.
@@ -41,8 +41,6 @@ __all__ = [
 # Docker and Consul keep only the first 4096 bytes of a probe's output: one line, newline
 # included, stays below that.
 MAX_LINE_BYTES = 4000
-# A check's output in the summary, as in the file's contract.
-_MAX_OUTPUT_CHARS = 256
 # Perfdata never crowds the summary out of the line.
 _MAX_PERFDATA_BYTES = 1500
 _MAX_LABEL_CHARS = MAX_NAME_CHARS
@@ -255,7 +253,7 @@ def judge(
         scope = f" ({'only' if only is not None else 'ignoring'} {_names(named)}{said})"
     problems = "".join(
         f"; {_cut(name, _MAX_LABEL_CHARS)} {check_status}"
-        + ("" if output is None else f": {_cut(_clean(output), _MAX_OUTPUT_CHARS)}")
+        + ("" if output is None else f": {_cut(_clean(output), MAX_OUTPUT_CHARS)}")
         for name, check_status, output in judged
         if check_status != "pass"
     )

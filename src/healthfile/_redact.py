@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 
+from ._limits import MAX_OUTPUT_CHARS
+
 __all__ = ["MAX_OUTPUT_CHARS", "MAX_REDACT_CHARS", "clean_output", "redact"]
 
-MAX_OUTPUT_CHARS = 256
 # The most text one redaction looks at: a log line's traceback; more is cut first.
 MAX_REDACT_CHARS = 16 * 1024
 # What clean_output looks at: enough that cutting it never touches the 256 kept characters.

@@ -102,10 +102,6 @@ class CheckResult:
             else format_timestamp(self.last_success),
         }
 
-    def with_state(self, **changes: Any) -> CheckResult:
-        """Return a copy with some fields replaced."""
-        return replace(self, **changes)
-
 
 @dataclass(frozen=True, slots=True)
 class HealthReport:
@@ -171,7 +167,7 @@ def _shorten(output: str | None, limit: int) -> str | None:
 def _with_outputs_cut(report: HealthReport, limit: int) -> HealthReport:
     """The report with every check output longer than ``limit`` characters shortened."""
     checks = {
-        name: result.with_state(output=_shorten(result.output, limit))
+        name: replace(result, output=_shorten(result.output, limit))
         for name, result in report.checks.items()
     }
     return replace(report, checks=checks)

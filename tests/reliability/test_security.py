@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import healthfile._service
+import healthfile._publish
 import healthfile._writer
 from healthfile import check
 from helpers import ServiceFactory, is_lock_file
@@ -389,7 +389,7 @@ async def test_secret_in_the_traceback_of_a_crashing_cycle_is_not_logged(
 
     service = make_service(interval=0.02, prometheus_file=tmp_path / "app.prom")
     await service.start()
-    monkeypatch.setattr(healthfile._service, "render_textfile", crashing_renderer)
+    monkeypatch.setattr(healthfile._publish, "render_textfile", crashing_renderer)
     while len(crashes) < 3:
         await asyncio.sleep(0.01)
     assert service.running

@@ -1,0 +1,291 @@
+"""Running the checks: one wait for all of them, flap damping, and the overall status.
+
+A :class:`CheckRunner` knows nothing of files: it runs every check once per cycle, each
+bounded by its timeout, and judges the run into the statuses a report is built from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ._checks import Check
+from ._limits import SETTLE_SECONDS
+from ._report import (
+    CheckResult,
+    CheckStatus,
+    DatabaseState,
+    HealthStatus,
+    describe_exception,
+    format_exception,
+)
+from ._threads import CheckStillRunning, unwrap_thread_exception
+
+__all__ = ["CheckRunner", "CheckState", "Observation", "Outcome", "judge_run"]
+
+logger = logging.getLogger("healthfile")
+
+# How long stop() gives abandoned checks (a database connection whose thread is coming back
+# from an interrupted statement) to close, before leaving them to finish on their own.
+_STOP_GRACE = 0.1
+
+
+@dataclass
+class Observation:
+    """What one run of one check observed, before flap damping."""
+
+    result: CheckResult
+    database: DatabaseState
+    duration_ms: float
+
+
+@dataclass
+class Outcome:
+    """One cycle's judgement: the overall status, the database field, each check's result."""
+
+    status: HealthStatus
+    database: DatabaseState
+    checks: dict[str, CheckResult]
+    now: datetime  # when the checks had run: the report's timestamp
+
+
+class CheckState:
+    """Flap damping and history of one check across cycles."""
+
+    def __init__(self, check: Check, default_timeout: float, name: str) -> None:
+        self.check = check
+        self.name = name  # validated and redacted: the key in the file, labels and logs
+        self.timeout: float = getattr(check, "timeout", None) or default_timeout
+        self.failure_threshold: int = getattr(check, "failure_threshold", 1)
+        self.success_threshold: int = getattr(check, "success_threshold", 1)
+        self.consecutive_failures = 0
+        self.consecutive_passes = 0
+        self.last_success: datetime | None = None
+        self.failed = False  # latched once the check reads fail, until it has recovered
+        self.task: asyncio.Task[CheckResult] | None = None
+        self.task_since = datetime.now(timezone.utc)
+        self.finished = 0.0  # perf_counter() when the last run ended
+
+    def run_done(self, task: asyncio.Task[CheckResult]) -> None:
+        """Note when a run ended; forget it, retrieving its outcome so it is not reported twice."""
+        self.finished = time.perf_counter()
+        if self.task is task:
+            self.task = None
+        if not task.cancelled():
+            task.exception()
+
+    def record(self, observed: Observation, now: datetime) -> CheckResult:
+        """Fold one observation into the history; return the damped result for the report."""
+        raw = observed.result
+        status: CheckStatus = raw.status
+        output = raw.output
+        if raw.status == "pass":
+            self.consecutive_failures = 0
+            self.consecutive_passes += 1
+            self.last_success = now
+            if self.failed and self.consecutive_passes < self.success_threshold:
+                status = "fail"
+                output = (
+                    f"recovering: {self.consecutive_passes} of {self.success_threshold} "
+                    "consecutive passes"
+                )
+            else:
+                self.failed = False
+        else:
+            self.consecutive_passes = 0
+            if raw.status == "fail":
+                self.consecutive_failures += 1
+                if self.consecutive_failures >= self.failure_threshold:
+                    self.failed = True
+            # Below failure_threshold a failure reads warn; once failed, nothing but enough
+            # passes reads anything but fail.
+            status = "fail" if self.failed else "warn"
+        return CheckResult(
+            status,
+            output,
+            duration_ms=observed.duration_ms,
+            consecutive_failures=self.consecutive_failures,
+            last_success=self.last_success,
+        )
+
+
+class CheckRunner:
+    """Run a service's checks once per cycle, each under its own timeout, and judge the run.
+
+    :param checks: the checks, the database check among them.
+    :param names: each check's validated name, in the same order.
+    :param database_check: the check whose outcome is the report's ``database`` field.
+    :param default_timeout: seconds a check without its own ``timeout`` may run.
+    :param start_period: seconds after :meth:`restart_clock` in which failing checks that
+        have never passed read ``starting`` rather than ``degraded``.
+    """
+
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        names: Sequence[str],
+        *,
+        database_check: Check,
+        default_timeout: float,
+        start_period: float = 0.0,
+    ) -> None:
+        self.checks = tuple(checks)
+        self._database_check = database_check
+        self._start_period = start_period
+        self._states = {
+            name: CheckState(check, default_timeout, name)
+            for name, check in zip(names, self.checks, strict=True)
+        }
+        self._started = time.monotonic()
+
+    @property
+    def longest_timeout(self) -> float:
+        """The longest time, in seconds, one check may run."""
+        return max(state.timeout for state in self._states.values())
+
+    def restart_clock(self) -> None:
+        """Begin the start period now."""
+        self._started = time.monotonic()
+
+    def start_checks(self) -> None:
+        """Call every check's ``on_start`` hook (on the loop); what one raises propagates."""
+        for check in self.checks:
+            hook = getattr(check, "on_start", None)
+            if hook is not None:
+                hook()
+
+    async def run(self) -> Outcome:
+        """Run every check once and judge the run; never raise for the checks' failures."""
+        observations = await self._run_checks()
+        now = datetime.now(timezone.utc)
+        results: dict[str, CheckResult] = {}
+        database: DatabaseState = "disconnected"
+        for state, observed in zip(self._states.values(), observations, strict=False):
+            results[state.name] = state.record(observed, now)
+            if state.check is self._database_check:
+                database = observed.database
+        return Outcome(self.overall_status(results), database, results, now)
+
+    async def _run_checks(self) -> list[Observation]:
+        """Run every check at once, each under its own timeout; never raise for their failures.
+
+        One task per check and one wait for them all (one more per distinct timeout that
+        expires), so that a cycle's cost on the loop grows as little as it can with the
+        number of checks.
+        """
+        states = list(self._states.values())
+        lingering = {state.task for state in states if state.task is not None}
+        if lingering:
+            # Runs cancelled a moment ago (timeout, stop) are usually just finishing.
+            await asyncio.wait(lingering, timeout=SETTLE_SECONDS)
+        loop = asyncio.get_running_loop()
+        since = datetime.now(timezone.utc)
+        started = time.perf_counter()
+        observed: dict[CheckState, Observation] = {}
+        running: dict[asyncio.Task[CheckResult], CheckState] = {}
+        for state in states:
+            if state.task is not None:
+                observed[state] = Observation(
+                    CheckResult("fail", str(CheckStillRunning(state.task_since))), "timeout", 0.0
+                )
+                continue
+            task = loop.create_task(state.check.run(), name=f"healthfile-check-{state.name}")
+            state.task, state.task_since = task, since
+            task.add_done_callback(state.run_done)
+            running[task] = state
+        deadlines = {task: started + state.timeout for task, state in running.items()}
+        pending = set(running)
+        try:
+            while pending:
+                deadline = min(deadlines[task] for task in pending)
+                _, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, deadline - time.perf_counter())
+                )
+                now = time.perf_counter()
+                for task in [task for task in pending if deadlines[task] <= now]:
+                    task.cancel()
+                    pending.discard(task)
+                    state = running[task]
+                    observed[state] = Observation(
+                        CheckResult("fail", f"timed out after {state.timeout:g} s"),
+                        "timeout",
+                        (now - started) * 1000,
+                    )
+        except asyncio.CancelledError:
+            for task in pending:
+                task.cancel()  # the cycle is being cancelled: so are its checks
+            raise
+        now = time.perf_counter()
+        for task, state in running.items():
+            if state not in observed:
+                result, database = judge_run(task)
+                # A run that ended in the loop iteration where a timeout woke this cycle has
+                # not had its done callback yet: it ended just now.
+                finished = state.finished if state.finished >= started else now
+                observed[state] = Observation(result, database, (finished - started) * 1000)
+        return [observed[state] for state in states]
+
+    def overall_status(self, results: dict[str, CheckResult]) -> HealthStatus:
+        """online when every check passes; starting or degraded otherwise.
+
+        ``starting`` only within the start period, and only while every failing check has
+        never passed.
+        """
+        failing = [name for name, result in results.items() if result.status != "pass"]
+        if not failing:
+            return "online"
+        in_start_period = time.monotonic() - self._started < self._start_period
+        if in_start_period and all(self._states[name].last_success is None for name in failing):
+            return "starting"
+        return "degraded"
+
+    async def wait_abandoned(self) -> None:
+        """Give checks cancelled mid-run a moment to close their resources."""
+        pending: set[asyncio.Future[Any]] = set()
+        for state in self._states.values():
+            if state.task is not None:
+                pending.add(state.task)
+            wait_closed = getattr(state.check, "wait_closed", None)
+            if wait_closed is not None:
+                pending.add(asyncio.ensure_future(wait_closed()))
+        if not pending:
+            return
+        _, still = await asyncio.wait(pending, timeout=_STOP_GRACE)
+        for future in still:
+            logger.warning(
+                "a check did not finish within %g s of stop(); left to finish", _STOP_GRACE
+            )
+            future.cancel()
+
+    def close(self) -> None:
+        """Call every check's ``on_stop`` hook; log what one raises."""
+        for name, state in self._states.items():
+            hook = getattr(state.check, "on_stop", None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception as exc:
+                    logger.error("on_stop of check %r failed: %s", name, format_exception(exc))
+
+
+def judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseState]:
+    """The result of a finished check run, and what it means for the ``database`` field."""
+    if task.cancelled():
+        return CheckResult("fail", "cancelled"), "disconnected"
+    exc = task.exception()
+    if isinstance(exc, CheckStillRunning):
+        return CheckResult("fail", str(exc)), "timeout"
+    if exc is not None:
+        return CheckResult("fail", describe_exception(unwrap_thread_exception(exc))), "disconnected"
+    value = task.result()
+    if not isinstance(value, CheckResult):
+        return (
+            CheckResult("fail", f"run() returned {type(value).__name__}, not CheckResult"),
+            "disconnected",
+        )
+    return value, "disconnected" if value.status == "fail" else "connected"
