@@ -941,3 +941,27 @@ async def test_lifecycle_makes_no_blocking_call_on_the_loop(
         await service.check_now()
         await service.stop()
     assert read_health(health_file)["status"] == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("interval", 1.0),
+        ("check_timeout", 1.0),
+        ("start_period", 1.0),
+        ("health_file", Path("elsewhere.json")),
+        ("prometheus_file", Path("elsewhere.prom")),
+        ("pyproject", None),
+    ],
+)
+def test_settings_that_derived_state_depends_on_are_read_only(
+    tmp_path: Path, setting: str, value: object
+) -> None:
+    """Assigning a setting after construction raises instead of leaving derived state stale."""
+    service = AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "health.json")
+    before = getattr(service, setting)
+
+    with pytest.raises(AttributeError):
+        setattr(service, setting, value)
+
+    assert getattr(service, setting) == before
