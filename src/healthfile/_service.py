@@ -443,10 +443,12 @@ class AsyncHealthService:
 
 
 def _is_file_mode(value: object) -> bool:
+    """Tell whether ``value`` is permission bits (an int from 0 to 0o7777)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777
 
 
 def _is_optional_text(value: object) -> bool:
+    """Tell whether ``value`` is None or a non-blank string short enough for the file."""
     return value is None or (
         isinstance(value, str) and bool(value.strip()) and len(value) <= MAX_IDENTITY_CHARS
     )
