@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from healthfile import AsyncHealthService
+from healthfile._writer import _posix_modes
 
 ServiceFactory = Callable[..., AsyncHealthService]
+
+# A whole run with the POSIX-only capabilities hidden, as Windows lacks them
+# (tests/foreign/sitecustomize.py sets it). Tests skip by the capability they need, not by this.
+FOREIGN = os.environ.get("HEALTHFILE_FOREIGN") == "1"
+needs_posix_modes = pytest.mark.skipif(
+    not _posix_modes(), reason="needs POSIX file modes (os.fchmod and os.getuid; not Windows)"
+)
+needs_unix_sockets = pytest.mark.skipif(
+    not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets (socket.AF_UNIX; not Windows)"
+)
 
 # The keys of the health file, in contract order (SPEC §2): written out here, not read from
 # the code or the schema, so that the tests pin the contract.

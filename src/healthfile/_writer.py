@@ -38,8 +38,6 @@ _CREATE_FLAGS = (
     | os.O_EXCL
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
-    # Windows opens descriptors in text mode unless told: "\n" would be written as "\r\n".
-    | getattr(os, "O_BINARY", 0)
 )
 # Directories the writer creates: a monitor running as another user must reach the file.
 DIRECTORY_MODE = 0o755
@@ -216,7 +214,9 @@ class AtomicWriter:
         while True:
             temp_name = f"{self._prefix}{secrets.token_hex(8)}.tmp"
             try:
-                fd = directory.open(temp_name, _CREATE_FLAGS, 0o600)
+                # O_BINARY (Windows): a text-mode descriptor would write "\n" as "\r\n".
+                flags = _CREATE_FLAGS | getattr(os, "O_BINARY", 0)
+                fd = directory.open(temp_name, flags, 0o600)
             except FileExistsError:  # pragma: no cover - a 64-bit random collision
                 continue
             break

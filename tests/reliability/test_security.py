@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -84,8 +83,9 @@ async def test_health_and_prometheus_files_get_the_configured_mode_under_any_uma
 @pytest.fixture
 def public_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory every user can traverse (pytest's own tmp_path is 0700, root's)."""
-    if os.geteuid() != 0:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("reading as another user needs root (CI runs as root)")
+    pwd = pytest.importorskip("pwd", reason="reading as another user needs POSIX users (pwd)")
     try:
         pwd.getpwnam("nobody")
     except KeyError:
@@ -102,6 +102,8 @@ def public_dir(tmp_path: Path) -> Iterator[Path]:
 
 def read_as_nobody(path: Path) -> subprocess.CompletedProcess[str]:
     """Read ``path`` with cat(1) running as the unprivileged user 'nobody', like a monitor."""
+    import pwd  # POSIX only: the fixture that leads here skips without it
+
     nobody = pwd.getpwnam("nobody")
     return subprocess.run(
         ["cat", str(path)],
