@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -841,3 +842,39 @@ def test_dir_fd_route_is_kept_where_the_platform_has_it(
 
     assert len(dir_fds) == 1
     assert dir_fds[0] is not None
+
+
+# --- the CI workflow ----------------------------------------------------------------------
+
+
+def test_ci_workflow_runs_the_suite_and_the_type_checks_on_every_platform() -> None:
+    """ci.yml: 3 OSes x Python 3.10-3.13, make's commands, SHA-pinned actions, no credentials."""
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).resolve().parent.parent
+    workflow = yaml.safe_load((root / ".github" / "workflows" / "ci.yml").read_text())
+    makefile = (root / "Makefile").read_text()
+    nox_pythons = ["3.10", "3.11", "3.12", "3.13"]
+
+    assert workflow["permissions"] == {}
+    matrix = workflow["jobs"]["test"]["strategy"]["matrix"]
+    assert set(matrix["os"]) == {"ubuntu-latest", "macos-latest", "windows-latest"}
+    assert matrix["python"] == nox_pythons
+    test_commands = "\n".join(step.get("run", "") for step in workflow["jobs"]["test"]["steps"])
+    for command in (
+        "ruff check .",
+        "ruff format --check .",
+        "mypy --platform win32 src",
+        "mypy --platform darwin src",
+        "pytest --cov --cov-report= --cov-fail-under=0 -q",
+    ):
+        assert command in test_commands, command
+        assert command in makefile, command
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            uses = step.get("uses")
+            if uses is None:
+                continue
+            _, _, ref = uses.partition("@")
+            assert re.fullmatch(r"[0-9a-f]{40}", ref), uses
+            if uses.startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
