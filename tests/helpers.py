@@ -26,6 +26,28 @@ needs_posix_modes = pytest.mark.skipif(
 needs_unix_sockets = pytest.mark.skipif(
     not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets (socket.AF_UNIX; not Windows)"
 )
+# A FIFO opened for reading blocks until a writer comes, unless O_NONBLOCK exists.
+NONBLOCKING_FIFOS = hasattr(os, "mkfifo") and hasattr(os, "O_NONBLOCK")
+needs_nonblocking_fifos = pytest.mark.skipif(
+    not NONBLOCKING_FIFOS, reason="needs FIFOs and O_NONBLOCK (os.mkfifo; not Windows)"
+)
+needs_fifos = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (not Windows)")
+
+
+def _can_open_directories() -> bool:
+    """Whether os.open takes a directory (so that it can be fsynced): not on Windows."""
+    try:
+        fd = os.open(os.curdir, os.O_RDONLY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+DIRECTORY_FSYNC = _can_open_directories()
+needs_directory_fsync = pytest.mark.skipif(
+    not DIRECTORY_FSYNC, reason="needs directories that open and fsync (not Windows)"
+)
 
 # The keys of the health file, in contract order (SPEC §2): written out here, not read from
 # the code or the schema, so that the tests pin the contract.

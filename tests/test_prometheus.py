@@ -19,7 +19,7 @@ import healthfile
 from healthfile import _run
 from healthfile._cli import main
 from healthfile._judge import parse_timestamp
-from helpers import ServiceFactory
+from helpers import ServiceFactory, needs_fifos
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -247,6 +247,7 @@ def test_run_prometheus_file_that_is_a_directory_exits_2(
     assert started_with == []
 
 
+@needs_fifos
 def test_run_prometheus_file_that_is_a_fifo_exits_2(
     started_with: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 import healthfile._writer
 from healthfile import AtomicWriter, UnsafeDirectoryError
+from helpers import needs_fifos
 
 # The writer's `os` is the process-wide module: patching it patches every caller.
 writer_os: ModuleType = vars(healthfile._writer)["os"]
@@ -222,6 +223,7 @@ async def test_directory_at_target_is_refused_and_left_alone(tmp_path: Path) -> 
     assert names_in(tmp_path) == {"health.json"}
 
 
+@needs_fifos
 @pytest.mark.asyncio
 async def test_fifo_at_target_is_refused_and_left_alone(tmp_path: Path) -> None:
     """A FIFO at the target raises OSError (without blocking on it) and stays a FIFO."""
@@ -235,6 +237,7 @@ async def test_fifo_at_target_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert names_in(tmp_path) == {"health.json"}
 
 
+@needs_fifos
 def test_fifo_at_target_is_refused_by_replace_sync(tmp_path: Path) -> None:
     """replace_sync() refuses a FIFO at the target with OSError as well."""
     target = tmp_path / "health.json"

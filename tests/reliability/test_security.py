@@ -18,7 +18,7 @@ import pytest
 import healthfile._service
 import healthfile._writer
 from healthfile import check
-from helpers import ServiceFactory
+from helpers import ServiceFactory, needs_posix_modes
 
 pytestmark = pytest.mark.reliability
 
@@ -54,6 +54,7 @@ def names(directory: Path) -> set[str]:
 # --- modes --------------------------------------------------------------------------------
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 @pytest.mark.parametrize("process_umask", [0o022, 0o027, 0o077], ids=oct)
 @pytest.mark.parametrize("file_mode", [None, 0o640], ids=["default", "0o640"])
@@ -117,6 +118,7 @@ def read_as_nobody(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 @pytest.mark.parametrize("process_umask", [0o022, 0o077], ids=oct)
 async def test_monitor_running_as_another_user_can_read_the_file_whatever_the_umask(
@@ -274,6 +276,7 @@ async def test_temp_name_taken_by_an_attacker_is_never_opened_another_is_used(
 # --- an unsafe directory ------------------------------------------------------------------
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 async def test_world_writable_directory_without_sticky_bit_is_refused_and_logged_once(
     make_service: ServiceFactory,
