@@ -185,6 +185,25 @@ async def test_writer_works_where_a_directory_cannot_be_opened(
     assert fsyncs.kinds == ["file", "file"]
 
 
+def test_missing_directory_whose_open_is_refused_outright_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a missing directory's open fail with EACCES rather than ENOENT, it is created."""
+    real_open = os.open
+    directory = tmp_path / "data"
+
+    def open_(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        if Path(os.fsdecode(path)) == directory:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+
+    AtomicWriter(directory / "health.json").replace_sync(NEW)
+
+    assert (directory / "health.json").read_bytes() == NEW
+
+
 @pytest.mark.asyncio
 async def test_directory_that_cannot_be_opened_is_written_by_path_where_dir_fd_exists(
     tmp_path: Path, fsyncs: Fsyncs, unopenable_directories: list[str]

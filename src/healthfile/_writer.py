@@ -298,6 +298,8 @@ def _open_directory(directory: Path) -> int | None:
     except FileNotFoundError:
         _make_directories(directory)
     except PermissionError:  # Windows never opens a directory (EACCES); POSIX without read
+        if not directory.exists():
+            _make_directories(directory)
         return None
     try:
         return os.open(directory, _DIR_FLAGS)
