@@ -65,7 +65,7 @@ def one_line(text: str) -> str:
 def fifo(tmp_path: Path) -> Path:
     """A named pipe that nobody writes to."""
     path = tmp_path / "fifo"
-    if NONBLOCKING_FIFOS:  # else the tests that need it skip: opening it would block
+    if hasattr(os, "mkfifo"):  # not on Windows: the tests that need one skip there
         os.mkfifo(path)
     return path
 
@@ -107,6 +107,8 @@ def test_output_path_that_is_not_a_regular_file_exits_2_with_one_line(
     option: str, kind: str, tmp_path: Path, fifo: Path
 ) -> None:
     """An output path naming a directory, a device (/dev/null) or a FIFO exits 2 at once."""
+    if kind == "fifo" and not fifo.exists():
+        pytest.skip("needs os.mkfifo (not Windows)")
     path = {"directory": str(tmp_path), "device": os.devnull, "fifo": str(fifo)}[kind]
     completed = healthfile_command("run", option, path)
 
