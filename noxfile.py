@@ -1,10 +1,15 @@
-"""The test suite on every supported Python, on asyncio and uvloop, and in asyncio debug mode."""
+"""The test suite on every supported Python, on asyncio and uvloop, in asyncio debug mode, and
+with the POSIX-only capabilities hidden as on Windows."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# On PYTHONPATH, its sitecustomize.py hides them from every interpreter, subprocesses included.
+FOREIGN = str(Path(__file__).resolve().parent / "tests" / "foreign")
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -38,4 +43,18 @@ def debug(session: nox.Session) -> None:
         "no:cacheprovider",
         *session.posargs,
         env={"PYTHONASYNCIODEBUG": "1"},
+    )
+
+
+@nox.session(python=PYTHONS[-1])
+def foreign(session: nox.Session) -> None:
+    """Run the suite as on a foreign platform: no dir_fd, no directory open, no fchmod, ..."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"PYTHONPATH": FOREIGN},
     )

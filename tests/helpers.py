@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,41 @@ from typing import Any, NoReturn
 import pytest
 
 from healthfile import AsyncHealthService
+from healthfile._writer import _posix_modes
 
 ServiceFactory = Callable[..., AsyncHealthService]
+
+# A whole run with the POSIX-only capabilities hidden, as Windows lacks them
+# (tests/foreign/sitecustomize.py sets it). Tests skip by the capability they need, not by this.
+FOREIGN = os.environ.get("HEALTHFILE_FOREIGN") == "1"
+needs_posix_modes = pytest.mark.skipif(
+    not _posix_modes(), reason="needs POSIX file modes (os.fchmod and os.getuid; not Windows)"
+)
+needs_unix_sockets = pytest.mark.skipif(
+    not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets (socket.AF_UNIX; not Windows)"
+)
+# A FIFO opened for reading blocks until a writer comes, unless O_NONBLOCK exists.
+NONBLOCKING_FIFOS = hasattr(os, "mkfifo") and hasattr(os, "O_NONBLOCK")
+needs_nonblocking_fifos = pytest.mark.skipif(
+    not NONBLOCKING_FIFOS, reason="needs FIFOs and O_NONBLOCK (os.mkfifo; not Windows)"
+)
+needs_fifos = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (not Windows)")
+
+
+def _can_open_directories() -> bool:
+    """Whether os.open takes a directory (so that it can be fsynced): not on Windows."""
+    try:
+        fd = os.open(os.curdir, os.O_RDONLY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+DIRECTORY_FSYNC = _can_open_directories()
+needs_directory_fsync = pytest.mark.skipif(
+    not DIRECTORY_FSYNC, reason="needs directories that open and fsync (not Windows)"
+)
 
 # The keys of the health file, in contract order (SPEC §2): written out here, not read from
 # the code or the schema, so that the tests pin the contract.

@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from helpers import make_database
+from helpers import make_database, needs_unix_sockets
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
@@ -702,6 +702,7 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
+@needs_unix_sockets
 def test_systemd_exec_start_notifies_ready_watchdog_and_stopping(
     tmp_path: Path, short_dir: Path, processes: Callable[..., Process]
 ) -> None:

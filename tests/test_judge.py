@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from healthfile._cli import main
 from healthfile._judge import MAX_FILE_BYTES, judge, parse_timestamp, render
-from helpers import ServiceFactory
+from helpers import ServiceFactory, needs_nonblocking_fifos
 
 LINE_LIMIT = 4096  # what Docker and Consul keep of a probe's output
 
@@ -352,6 +352,7 @@ def test_dangling_symlink_is_missing(tmp_path: Path) -> None:
     assert judge(link).verdict == "missing"
 
 
+@needs_nonblocking_fifos
 def test_directory_fifo_and_path_through_a_file_are_unreadable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

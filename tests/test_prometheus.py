@@ -19,7 +19,7 @@ import healthfile
 from healthfile import _run
 from healthfile._cli import main
 from healthfile._judge import parse_timestamp
-from helpers import ServiceFactory
+from helpers import ServiceFactory, needs_fifos, needs_posix_modes
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -164,6 +164,7 @@ async def test_online_service_reports_up(
     assert_textfile_matches(textfile, health_file)
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 async def test_textfile_is_replaced_atomically_leaving_no_temporary_file(
     make_service: ServiceFactory, tmp_path: Path
@@ -277,6 +278,7 @@ def test_run_prometheus_file_that_is_a_directory_exits_2(
     assert started_with == []
 
 
+@needs_fifos
 def test_run_prometheus_file_that_is_a_fifo_exits_2(
     started_with: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

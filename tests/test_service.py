@@ -25,7 +25,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from healthfile import AsyncHealthService, AtomicWriter, CheckResult, HealthReport
-from helpers import CONTRACT_KEYS, ServiceFactory, is_lock_file
+from helpers import CONTRACT_KEYS, ServiceFactory, is_lock_file, needs_posix_modes
 
 # Threads of the loop's default executor (aiofiles and asyncio.to_thread run there): asyncio
 # names them asyncio_N, uvloop names them uvloop_N. They belong to the loop, not the service.
@@ -803,6 +803,7 @@ def umask_077() -> Iterator[None]:
         os.umask(previous)
 
 
+@needs_posix_modes
 @pytest.mark.usefixtures("umask_077")
 @pytest.mark.parametrize("file_mode", [None, 0o600, 0o640])
 @pytest.mark.asyncio

@@ -21,7 +21,7 @@ import pytest
 from healthfile import _run
 from healthfile._cli import main
 from healthfile._systemd import SystemdNotifier
-from helpers import ServiceFactory
+from helpers import ServiceFactory, needs_unix_sockets
 
 DEADLINE = 30.0  # generous: slow CI machines, coverage
 
@@ -125,6 +125,7 @@ def assert_notify_sequence(messages: list[str]) -> None:
     assert messages == ["READY=1", "WATCHDOG=1", "WATCHDOG=1", "STOPPING=1"]
 
 
+@needs_unix_sockets
 @pytest.mark.asyncio
 async def test_path_socket_receives_ready_watchdog_stopping_in_order(
     make_service: ServiceFactory, path_listener: Listener, monkeypatch: pytest.MonkeyPatch
@@ -133,6 +134,7 @@ async def test_path_socket_receives_ready_watchdog_stopping_in_order(
     assert_notify_sequence(await run_and_collect(make_service, path_listener, monkeypatch))
 
 
+@needs_unix_sockets
 @pytest.mark.asyncio
 async def test_abstract_socket_receives_the_same_messages(
     make_service: ServiceFactory, abstract_listener: Listener, monkeypatch: pytest.MonkeyPatch
@@ -141,6 +143,7 @@ async def test_abstract_socket_receives_the_same_messages(
     assert_notify_sequence(await run_and_collect(make_service, abstract_listener, monkeypatch))
 
 
+@needs_unix_sockets
 @pytest.mark.asyncio
 async def test_ready_waits_for_the_first_report_that_reaches_the_disk(
     make_service: ServiceFactory,
@@ -179,6 +182,7 @@ async def test_no_watchdog_after_stopping(
     assert read_status(health_file) == "stopped"
 
 
+@needs_unix_sockets
 @pytest.mark.asyncio
 async def test_nothing_is_sent_when_notify_systemd_is_false(
     make_service: ServiceFactory, path_listener: Listener, monkeypatch: pytest.MonkeyPatch
@@ -210,6 +214,7 @@ async def test_unset_notify_socket_sends_nothing_and_logs_nothing(
     assert repr(abstract) == "<SystemdNotifier address=b'\\x00name'>"
 
 
+@needs_unix_sockets
 @pytest.mark.asyncio
 async def test_dead_socket_is_logged_once_and_the_service_keeps_running(
     make_service: ServiceFactory,
@@ -321,6 +326,7 @@ def test_notify_systemd_flag_takes_no_value(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@needs_unix_sockets
 def test_healthfile_run_notifies_ready_and_stopping(
     database: Path, path_listener: Listener, tmp_path: Path
 ) -> None:

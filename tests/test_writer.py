@@ -20,6 +20,7 @@ import pytest
 
 import healthfile._writer
 from healthfile import AtomicWriter, UnsafeDirectoryError
+from helpers import needs_directory_fsync, needs_fifos, needs_posix_modes
 
 # The writer's `os` is the process-wide module: patching it patches every caller.
 writer_os: ModuleType = vars(healthfile._writer)["os"]
@@ -115,6 +116,7 @@ async def test_replace_writes_empty_bytes(tmp_path: Path) -> None:
     assert target.read_bytes() == b""
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 @pytest.mark.parametrize("process_umask", [0o077, 0o022, 0o777])
 async def test_default_mode_is_0644_whatever_the_umask(
@@ -129,6 +131,7 @@ async def test_default_mode_is_0644_whatever_the_umask(
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 async def test_default_mode_replaces_mode_of_old_file(tmp_path: Path) -> None:
     """An old file with a restrictive mode is replaced by a file with the configured mode."""
@@ -140,6 +143,7 @@ async def test_default_mode_replaces_mode_of_old_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
 async def test_custom_mode_is_applied(
@@ -222,6 +226,7 @@ async def test_directory_at_target_is_refused_and_left_alone(tmp_path: Path) -> 
     assert names_in(tmp_path) == {"health.json"}
 
 
+@needs_fifos
 @pytest.mark.asyncio
 async def test_fifo_at_target_is_refused_and_left_alone(tmp_path: Path) -> None:
     """A FIFO at the target raises OSError (without blocking on it) and stays a FIFO."""
@@ -235,6 +240,7 @@ async def test_fifo_at_target_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert names_in(tmp_path) == {"health.json"}
 
 
+@needs_fifos
 def test_fifo_at_target_is_refused_by_replace_sync(tmp_path: Path) -> None:
     """replace_sync() refuses a FIFO at the target with OSError as well."""
     target = tmp_path / "health.json"
@@ -246,6 +252,7 @@ def test_fifo_at_target_is_refused_by_replace_sync(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(target.lstat().st_mode)
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 async def test_world_writable_directory_without_sticky_bit_is_refused(tmp_path: Path) -> None:
     """A world-writable directory without the sticky bit raises UnsafeDirectoryError."""
@@ -396,6 +403,7 @@ async def test_failed_fsync_is_not_retried_on_the_same_temp_file(
     assert names_in(tmp_path) == {"health.json"}
 
 
+@needs_directory_fsync
 @pytest.mark.asyncio
 async def test_directory_is_fsynced_after_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sqlite3
 import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
@@ -187,11 +188,31 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 
 def sqlite_readonly_uri(path: str | os.PathLike[str]) -> str:
-    """Return a ``file:`` URI that opens ``path`` read-only and never creates it."""
-    text = os.fspath(path)
-    if text.startswith("//"):  # would read as a URI authority; POSIX treats it as "/"
-        text = "/" + text.lstrip("/")
-    return f"file:{quote(text)}?mode=ro"
+    """Return a ``file:`` URI that opens ``path`` read-only and never creates it.
+
+    Built from the absolute path as SQLite's URI documentation has it (sqlite.org/uri.html).
+    A ``PurePath`` is taken in its own flavour, so the Windows forms can be tested anywhere:
+
+    - ``C:\\data\\app.db`` gives ``file:///C:/data/app.db`` (an empty authority, then ``/``
+      before the drive letter, which SQLite's Windows VFS drops);
+    - the UNC path ``\\\\server\\share\\app.db`` gives ``file:////server/share/app.db``: SQLite
+      refuses any authority but "" and "localhost" unless built with
+      SQLITE_ALLOW_URI_AUTHORITY, so ``file://server/share/...`` fails; with an empty
+      authority the path keeps both leading slashes and Windows opens it as UNC;
+    - POSIX paths are percent-encoded byte by byte (``os.fsencode``), so a name that is not
+      valid UTF-8 reaches open() as the same bytes.
+    """
+    pure = path if isinstance(path, PurePath) else Path(path)
+    if isinstance(pure, Path) and not pure.is_absolute():
+        pure = Path(os.path.abspath(pure))
+    if isinstance(pure, PureWindowsPath):
+        # "?", "#" and "%" would end or escape the path; ":" and "/" are SQLite's own.
+        text = quote(pure.as_posix(), safe="/:", errors="surrogatepass")
+        return f"file://{'' if text.startswith('//') else '/'}{text}?mode=ro"
+    raw = os.fsencode(str(pure))
+    if raw.startswith(b"//"):  # would read as a URI authority; POSIX treats it as "/"
+        raw = b"/" + raw.lstrip(b"/")
+    return f"file:{quote(raw)}?mode=ro"
 
 
 def _failed(future: asyncio.Future[Any]) -> bool:
@@ -447,9 +468,11 @@ class DiskSpaceCheck:
 
     async def run(self) -> CheckResult:
         """Read the file system's free space (in a daemon thread: statvfs can hang on NFS)."""
-        usage = await self._runner.call(lambda: os.statvfs(self.path))
-        free = usage.f_bavail * usage.f_frsize
-        total = usage.f_blocks * usage.f_frsize
+        # shutil.disk_usage is statvfs's f_bavail and f_blocks times f_frsize on POSIX, and
+        # GetDiskFreeSpaceExW on Windows, which has no statvfs.
+        usage = await self._runner.call(lambda: shutil.disk_usage(self.path))
+        free = usage.free
+        total = usage.total
         ratio = free / total if total else 0.0
         summary = f"{_format_bytes(free)} free ({ratio:.1%}) on {display_path(self.path)}"
         if self.min_free_bytes is not None and free < self.min_free_bytes:

@@ -410,13 +410,26 @@ class _Report:
 
 
 def _read_json(path: str) -> object:
-    """Read at most MAX_FILE_BYTES of a regular file and decode its JSON."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise NotAHealthFile(MISSING, f"missing: no health file at {path}") from None
-    except OSError as exc:
-        raise NotAHealthFile(UNREADABLE, f"unreadable: {path}: {_os_error(exc)}") from None
+    """Read at most MAX_FILE_BYTES of a regular file and decode its JSON.
+
+    On Windows an open that meets the writer's rename (a sharing violation, or the old file
+    pending deletion) fails with PermissionError for a moment: it is tried again, 0.05 s
+    apart for 0.25 s, before the file is called unreadable.
+    """
+    retry_delays = [0.05] * 5
+    while True:
+        try:
+            # O_BINARY: Windows reads in text mode otherwise (CRLF folded, ^Z taken for EOF).
+            fd = os.open(path, _OPEN_FLAGS | getattr(os, "O_BINARY", 0))
+            break
+        except FileNotFoundError:
+            raise NotAHealthFile(MISSING, f"missing: no health file at {path}") from None
+        except PermissionError as exc:
+            if not retry_delays:
+                raise NotAHealthFile(UNREADABLE, f"unreadable: {path}: {_os_error(exc)}") from None
+            time.sleep(retry_delays.pop())
+        except OSError as exc:
+            raise NotAHealthFile(UNREADABLE, f"unreadable: {path}: {_os_error(exc)}") from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):

@@ -16,7 +16,8 @@ class SystemdNotifier:
 
     The socket is a Unix datagram socket; a name starting with ``@`` is a Linux abstract
     socket. Sends never block (a full queue drops the message) and never raise: a monitor
-    that cannot be told is logged once, not a reason to stop the service.
+    that cannot be told is logged once, not a reason to stop the service. Where there are
+    no Unix sockets (Windows), every send is such a logged no-op.
     """
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
@@ -43,21 +44,27 @@ class SystemdNotifier:
         """Send one message (``"READY=1"``); return whether it was sent."""
         if self.address is None:
             return False
+        family = getattr(socket, "AF_UNIX", None)
+        if family is None:  # Windows: no Unix sockets, so no systemd to tell
+            self._log_once("this platform has no Unix sockets")
+            return False
         try:
             if self._socket is None:
-                self._socket = socket.socket(
-                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
-                )
+                # Python creates sockets non-inheritable already: no SOCK_CLOEXEC (not on macOS).
+                self._socket = socket.socket(family, socket.SOCK_DGRAM)
                 self._socket.setblocking(False)
             self._socket.sendto(message.encode(), self.address)
-        except OSError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if error != self._error:
-                logger.warning("cannot notify systemd at %r: %s", self.address, error)
-            self._error = error
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the socket's path
+            self._log_once(f"{type(exc).__name__}: {exc}")
             return False
         self._error = None
         return True
+
+    def _log_once(self, error: str) -> None:
+        """Log why a message could not be sent, unless the last failure was the same."""
+        if error != self._error:
+            logger.warning("cannot notify systemd at %r: %s", self.address, error)
+        self._error = error
 
     def close(self) -> None:
         """Close the socket (a later notify() opens a new one)."""

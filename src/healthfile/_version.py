@@ -144,8 +144,10 @@ def _owning_distribution(script: Path, package: str | None) -> str | None:
 def _read_project_table(path: Path) -> dict[str, Any]:
     """Return the ``[project]`` table of a pyproject file, or ``{}`` when it cannot be had."""
     try:
-        # O_NONBLOCK: a FIFO at the path must not hang start(); it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO at the path must not hang start(); it is refused below. (Windows
+        # has neither it nor FIFOs on disk, and needs O_BINARY for a byte-exact read.)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         logger.info("app_version: cannot read %s: %s", path, exc.strerror or exc)
         return {}

@@ -48,8 +48,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 def free_bytes(directory: Path) -> int:
     """Bytes still available on the file system holding ``directory``."""
-    usage = os.statvfs(directory)
-    return usage.f_bavail * usage.f_frsize
+    return shutil.disk_usage(directory).free
 
 
 def fill(filler: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import healthfile._writer
-from helpers import ServiceFactory, is_lock_file
+from helpers import ServiceFactory, is_lock_file, needs_directory_fsync
 
 pytestmark = pytest.mark.reliability
 
@@ -212,6 +212,7 @@ async def test_failed_fsync_is_never_retried_on_the_same_file(
     assert names(health_file.parent) == {"health.json"}
 
 
+@needs_directory_fsync
 @pytest.mark.asyncio
 async def test_failing_directory_fsync_after_the_rename_is_logged_once_and_recovers(
     make_service: ServiceFactory,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 import healthfile._publish
 import healthfile._writer
 from healthfile import check
-from helpers import ServiceFactory, is_lock_file
+from helpers import ServiceFactory, is_lock_file, needs_posix_modes
 
 pytestmark = pytest.mark.reliability
 
@@ -56,6 +55,7 @@ def names(directory: Path) -> set[str]:
 # --- modes --------------------------------------------------------------------------------
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 @pytest.mark.parametrize("process_umask", [0o022, 0o027, 0o077], ids=oct)
 @pytest.mark.parametrize("file_mode", [None, 0o640], ids=["default", "0o640"])
@@ -85,8 +85,9 @@ async def test_health_and_prometheus_files_get_the_configured_mode_under_any_uma
 @pytest.fixture
 def public_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory every user can traverse (pytest's own tmp_path is 0700, root's)."""
-    if os.geteuid() != 0:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("reading as another user needs root (CI runs as root)")
+    pwd = pytest.importorskip("pwd", reason="reading as another user needs POSIX users (pwd)")
     try:
         pwd.getpwnam("nobody")
     except KeyError:
@@ -103,6 +104,8 @@ def public_dir(tmp_path: Path) -> Iterator[Path]:
 
 def read_as_nobody(path: Path) -> subprocess.CompletedProcess[str]:
     """Read ``path`` with cat(1) running as the unprivileged user 'nobody', like a monitor."""
+    import pwd  # POSIX only: the fixture that leads here skips without it
+
     nobody = pwd.getpwnam("nobody")
     return subprocess.run(
         ["cat", str(path)],
@@ -116,6 +119,7 @@ def read_as_nobody(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 @pytest.mark.parametrize("process_umask", [0o022, 0o077], ids=oct)
 async def test_monitor_running_as_another_user_can_read_the_file_whatever_the_umask(
@@ -273,6 +277,7 @@ async def test_temp_name_taken_by_an_attacker_is_never_opened_another_is_used(
 # --- an unsafe directory ------------------------------------------------------------------
 
 
+@needs_posix_modes
 @pytest.mark.asyncio
 async def test_world_writable_directory_without_sticky_bit_is_refused_and_logged_once(
     make_service: ServiceFactory,

@@ -46,6 +46,8 @@ EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+|healthfile-worker")
 
 def open_fds() -> dict[int, str]:
     """This process's open file descriptors and what each refers to."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to list open descriptors (Linux)")
     fds: dict[int, str] = {}
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -62,6 +64,8 @@ def new_fds(before: dict[int, str], after: dict[int, str]) -> list[str]:
 
 def rss_bytes() -> int:
     """Resident set size of this process, from /proc/self/status."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc/self/status to read the resident set size (Linux)")
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
