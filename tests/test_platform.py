@@ -895,7 +895,7 @@ def test_ci_workflow_runs_the_suite_and_the_type_checks_on_every_platform() -> N
         "ruff format --check .",
         "mypy --platform win32 src",
         "mypy --platform darwin src",
-        "pytest --cov --cov-report= --cov-fail-under=0 -q",
+        "pytest -n 3 --cov --cov-report= --cov-fail-under=0 -q",
     ):
         assert command in test_commands, command
         assert command in makefile, command
