@@ -18,7 +18,7 @@ from healthfile import AsyncHealthService
 
 ServiceFactory = Callable[..., AsyncHealthService]
 
-# The keys of the health file, in contract order (SPEC §2): written out here, not read from
+# The keys of the health file, in the contract's order: written out here, not read from
 # the code or the schema, so that the tests pin the contract.
 CONTRACT_KEYS = [
     "status",
