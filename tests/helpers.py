@@ -52,7 +52,7 @@ needs_directory_fsync = pytest.mark.skipif(
     not DIRECTORY_FSYNC, reason="needs directories that open and fsync (not Windows)"
 )
 
-# The keys of the health file, in contract order (SPEC §2): written out here, not read from
+# The keys of the health file, in the contract's order: written out here, not read from
 # the code or the schema, so that the tests pin the contract.
 CONTRACT_KEYS = [
     "status",

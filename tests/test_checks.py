@@ -1,4 +1,4 @@
-"""Pluggable checks (SPEC §1.4, issue 3): check(), concurrency, timeouts, damping, redaction."""
+"""Pluggable checks: check(), concurrency, timeouts, damping, redaction."""
 
 from __future__ import annotations
 
@@ -1038,7 +1038,7 @@ async def test_cycles_stay_on_the_interval_grid_with_a_slow_check(
     origin = starts[0]
     steps = [round((start - origin) / interval) for start in starts[:cycles]]
     # One cycle per grid slot, never two. A cycle that overran on a loaded machine has its
-    # next slot skipped, by design (SPEC §1.1: not doubled up); a couple are allowed here.
+    # next slot skipped, by design (a late cycle is not doubled up); a couple are allowed here.
     assert all(later > earlier for earlier, later in itertools.pairwise(steps)), steps
     assert steps[-1] - (cycles - 1) <= 2, steps
     offsets = [start - (origin + k * interval) for k, start in zip(steps, starts, strict=False)]

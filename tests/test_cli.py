@@ -243,7 +243,7 @@ def test_health_file_variable_naming_a_directory_exits_2(
     assert started_with == []
 
 
-def test_defaults_are_the_seeds(
+def test_defaults_are_those_of_the_original_design(
     capsys: pytest.CaptureFixture[str], started_with: list[dict[str, Any]]
 ) -> None:
     """Without options or variables, run uses data/app.db, data/health.json, 30 s and 3 s."""

@@ -1,4 +1,4 @@
-"""The Prometheus textfile (SPEC §5): parsed by prometheus_client, equal to the JSON report."""
+"""The Prometheus textfile: parsed by prometheus_client, equal to the JSON report."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def read_samples(path: Path) -> Samples:
 
 
 def expected_samples(document: dict[str, Any]) -> Samples:
-    """What the textfile must hold for a health-file JSON document (SPEC §5)."""
+    """What the textfile must hold for a health-file JSON document."""
     status = document["status"]
     timestamp = parse_timestamp(document["timestamp"])
     assert timestamp is not None

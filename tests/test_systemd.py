@@ -1,4 +1,4 @@
-"""systemd notify (SPEC §6): real datagram sockets receive READY=1, WATCHDOG=1, STOPPING=1."""
+"""systemd notify: real datagram sockets receive READY=1, WATCHDOG=1, STOPPING=1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HealthCheckService: the seed's thread facade over AsyncHealthService."""
+"""HealthCheckService: the thread facade of the original design, over AsyncHealthService."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ def service_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == THREAD_NAME]
 
 
-def test_defaults_are_the_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_are_those_of_the_original_design(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """HealthCheckService() checks every 30 s and keeps data/health.json."""
     monkeypatch.chdir(tmp_path)
     facade = HealthCheckService()
@@ -115,7 +117,7 @@ def test_defaults_are_the_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_check_interval_is_the_first_positional_argument(tmp_path: Path) -> None:
-    """HealthCheckService(5) checks every 5 s, as the seed's signature has it."""
+    """HealthCheckService(5) checks every 5 s, as the original design's signature has it."""
     facade = HealthCheckService(5, tmp_path / "health.json")
     assert facade.service.interval == 5.0
     assert facade.service.health_file == tmp_path / "health.json"

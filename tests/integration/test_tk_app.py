@@ -303,8 +303,11 @@ def test_tk_window_shows_the_health_and_stops_the_service_when_closed(
     assert "Traceback" not in stderr, stderr
 
 
-def test_readme_shows_a_screenshot_of_the_window() -> None:
-    """docs/images/tk_app.png, the window as the user gets it, exists and the README shows it."""
+def test_readme_and_the_desktop_page_show_a_screenshot_of_the_window() -> None:
+    """docs/images/tk_app.png, the window as the user gets it, exists; the README and the
+    desktop apps part of docs/api.md show it."""
     assert DOCS_IMAGE.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert "docs/images/tk_app.png" in readme
+    root = Path(__file__).resolve().parents[2]
+    assert "](docs/images/tk_app.png)" in (root / "README.md").read_text(encoding="utf-8")
+    api = (root / "docs" / "api.md").read_text(encoding="utf-8")
+    assert "](images/tk_app.png)" in api.split("## Desktop apps", 1)[1]

@@ -1,4 +1,4 @@
-"""A hostile user's attacks on healthfile's promises (issue 11): each must fail safe."""
+"""A hostile user's attacks on healthfile's promises: each must fail safe."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def _probe(path: Path, *options: str) -> subprocess.CompletedProcess[bytes]:
 async def test_a_thousand_passing_checks_make_a_file_the_probe_accepts(
     make_service: ServiceFactory, health_file: Path
 ) -> None:
-    """1000 passing checks (the README's benchmark) make a file `healthfile check` calls online."""
+    """1000 passing checks (the benchmark's count) make a file `healthfile check` calls online."""
     checks = [check(f"check-{n:04d}", _passing) for n in range(1000)]
     service = make_service(checks=checks, check_timeout=30.0)
 
@@ -598,7 +598,7 @@ def test_healthfile_run_takes_a_database_path_that_is_not_utf8(tmp_path: Path) -
 async def test_the_probe_of_a_wal_database_changes_no_byte_of_it_sqlite_may_add_sidecars(
     tmp_path: Path,
 ) -> None:
-    """As the README says: a probe never writes the database, while SQLite itself may create
+    """As docs/contract.md says: a probe never writes the database, while SQLite itself may create
     the -wal and -shm files any reader of a WAL database needs (healthfile leaves them)."""
     import hashlib
     import sqlite3
