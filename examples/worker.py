@@ -44,7 +44,9 @@ async def main() -> None:
     heartbeat = healthfile.HeartbeatCheck(warn_after=2 * interval, fail_after=4 * interval)
     heartbeat.beat()  # started: the first job is under way
     stuck = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stuck.set)
+    if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 <pid>` makes the current job hang
+        loop = asyncio.get_running_loop()
+        signal.signal(signal.SIGUSR1, lambda *_: loop.call_soon_threadsafe(stuck.set))
     async with healthfile.AsyncHealthService(
         os.environ.get("HEALTHFILE_DATABASE", "data/app.db"),
         health_file=os.environ.get("HEALTHFILE_HEALTH_FILE", "data/health.json"),

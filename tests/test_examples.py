@@ -207,6 +207,7 @@ def test_kubernetes_probes_are_healthfile_check_exec_probes() -> None:
     assert probes["readinessProbe"]["exec"]["command"] == ["healthfile", "check"]
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="the worker is made stuck by SIGUSR1")
 def test_kubernetes_probes_follow_the_worker_through_degraded_stuck_and_stopped(
     tmp_path: Path, processes: Callable[..., Process]
 ) -> None:

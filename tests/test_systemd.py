@@ -169,6 +169,7 @@ async def test_ready_waits_for_the_first_report_that_reaches_the_disk(
     assert path_listener.pending() == ["STOPPING=1"]
 
 
+@needs_unix_sockets
 @pytest.mark.asyncio
 async def test_no_watchdog_after_stopping(
     make_service: ServiceFactory,
