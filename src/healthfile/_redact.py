@@ -53,11 +53,10 @@ def redact(text: str, *, limit: int = MAX_REDACT_CHARS) -> str:
     text = _URL_PASSWORD.sub(r"\g<head>***", text)
     text = _KEY_VALUE.sub(_hide_value, text)
     if cut:
-        start = len(text)
-        while start and not text[start - 1].isspace():
-            start -= 1
-        if "://" in text[start:]:
-            text = text[:start]
+        # The token the cut ended (scanned by rsplit, in C: it may be the whole bound long).
+        tail = "" if not text or text[-1].isspace() else text.rsplit(None, 1)[-1]
+        if "://" in tail:
+            text = text[: len(text) - len(tail)]
         text += "…"
     return text
 
