@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import nox
+import nox.project
 
-PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# The supported Pythons: the "Programming Language :: Python :: 3.x" classifiers of
+# pyproject.toml, the one place they are written (`make matrix` reads PYTHONS from here).
+PYTHONS = nox.project.python_versions(nox.project.load_toml("pyproject.toml"))
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -17,14 +20,7 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     for loop in ("asyncio", "uvloop"):
         session.log(f"event loop: {loop}")
-        session.run(
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *session.posargs,
-            env={"HEALTHFILE_TEST_LOOP": loop},
-        )
+        session.run("pytest", "-q", "-p", "no:cacheprovider", f"--loop={loop}", *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1])

@@ -1,11 +1,11 @@
-"""Shared fixtures: real SQLite databases, services that are always stopped, the loop choice."""
+"""Shared fixtures: real SQLite databases, services that are always stopped, the loop (--loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +15,48 @@ import pytest_asyncio
 import healthfile
 from helpers import ServiceFactory, make_database
 
-# HEALTHFILE_TEST_LOOP=uvloop runs every async test on uvloop (the CI runs the suite both ways).
-TEST_LOOP = os.environ.get("HEALTHFILE_TEST_LOOP", "asyncio")
+LOOPS = ("asyncio", "uvloop")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`pytest --loop=uvloop` runs the suite on uvloop (noxfile.py runs it both ways)."""
+    parser.addoption(
+        "--loop",
+        choices=LOOPS,
+        default="asyncio",
+        help="the event loop every async test, facade and child process runs on",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse the variable that chose the loop before --loop, rather than ignore it."""
+    if "HEALTHFILE_TEST_LOOP" in os.environ:
+        raise pytest.UsageError(
+            "HEALTHFILE_TEST_LOOP is no longer read: run pytest --loop=uvloop instead"
+        )
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The function that makes a new event loop of kind ``name`` (one of LOOPS)."""
+    if name == "uvloop":
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return asyncio.new_event_loop
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Choose the event loop every async test runs on."""
-    if TEST_LOOP == "uvloop":
-        import uvloop
+    """Choose the event loop every async test runs on: the one --loop names."""
+    name: str = config.getoption("loop")
+    return {name: loop_factory(name)}
 
-        return {"uvloop": uvloop.new_event_loop}
-    return {"asyncio": asyncio.new_event_loop}
+
+@pytest.fixture
+def test_loop(pytestconfig: pytest.Config) -> str:
+    """The name of the event loop this run tests on (--loop): for facades and child processes."""
+    name: str = pytestconfig.getoption("loop")
+    return name
 
 
 @pytest.fixture

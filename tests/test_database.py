@@ -46,7 +46,7 @@ RETURNS_WITHOUT_STOP = textwrap.dedent(
     import asyncio, os, sqlite3, sys
     import healthfile
 
-    database, health_file, mode = sys.argv[1:4]
+    database, health_file, mode, loop = sys.argv[1:5]
     holders = []
 
     def lock(path):
@@ -65,7 +65,7 @@ RETURNS_WITHOUT_STOP = textwrap.dedent(
             holders.append(await asyncio.to_thread(lock, database))
         await asyncio.sleep(0.3)
 
-    if os.environ.get("HEALTHFILE_TEST_LOOP") == "uvloop":
+    if loop == "uvloop":
         import uvloop
         uvloop.run(main())
     else:
@@ -558,10 +558,13 @@ async def test_a_failing_close_after_a_good_read_passes_and_ends_the_thread(
 
 
 @pytest.mark.parametrize("mode", ["idle", "locked"])
-def test_process_exits_without_stop(database: Path, health_file: Path, mode: str) -> None:
+def test_process_exits_without_stop(
+    database: Path, health_file: Path, mode: str, test_loop: str
+) -> None:
     """A program whose main() returns without stop() exits promptly, also mid-probe."""
+    argv = [str(database), str(health_file), mode, test_loop]
     completed = subprocess.run(
-        [sys.executable, "-c", RETURNS_WITHOUT_STOP, str(database), str(health_file), mode],
+        [sys.executable, "-c", RETURNS_WITHOUT_STOP, *argv],
         capture_output=True,
         text=True,
         timeout=15,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import healthfile
-from conftest import TEST_LOOP
+from conftest import loop_factory
 from healthfile import CheckResult, HealthCheckService, HealthReport
 from helpers import read_report
 
@@ -31,7 +31,9 @@ Facade = Callable[..., HealthCheckService]
 
 
 @pytest.fixture
-def make_facade(database: Path, health_file: Path, tmp_path: Path) -> Iterator[Facade]:
+def make_facade(
+    database: Path, health_file: Path, tmp_path: Path, test_loop: str
+) -> Iterator[Facade]:
     """Build facades with test defaults; every one is stopped, its thread gone, at the end."""
     made: list[HealthCheckService] = []
 
@@ -39,10 +41,8 @@ def make_facade(database: Path, health_file: Path, tmp_path: Path) -> Iterator[F
         options.setdefault("health_file", health_file)
         options.setdefault("database", database)
         options.setdefault("pyproject", tmp_path / "missing-pyproject.toml")
-        if TEST_LOOP == "uvloop":  # the CI runs the suite on uvloop too: so does the facade
-            import uvloop
-
-            options.setdefault("loop_factory", uvloop.new_event_loop)
+        if test_loop != "asyncio":  # pytest --loop=uvloop: the facade runs on it too
+            options.setdefault("loop_factory", loop_factory(test_loop))
         facade = HealthCheckService(*args, **options)
         made.append(facade)
         return facade
