@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 import pytest_asyncio
 
 import healthfile
-from helpers import ServiceFactory, make_database
+from healthfile import _run
+from helpers import ServiceFactory, loop_factory, make_database, mount_tmpfs, unmount
 
 LOOPS = ("asyncio", "uvloop")
 
@@ -34,16 +36,6 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "HEALTHFILE_TEST_LOOP is no longer read: run pytest --loop=uvloop instead"
         )
-
-
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The function that makes a new event loop of kind ``name`` (one of LOOPS)."""
-    if name == "uvloop":
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-        return factory
-    return asyncio.new_event_loop
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
@@ -98,3 +90,66 @@ def healthfile_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCapt
     """Capture healthfile's log records at DEBUG."""
     with caplog.at_level(logging.DEBUG, logger="healthfile"):
         yield caplog
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide the HEALTHFILE_* and NOTIFY_SOCKET variables of the shell that runs the suite.
+
+    Modules that read the environment use it for every test:
+    ``pytestmark = pytest.mark.usefixtures("clean_environment")``.
+    """
+    for name in list(os.environ):
+        if name.startswith("HEALTHFILE_") or name == "NOTIFY_SOCKET":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def started_with(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record the options `healthfile run` would run the service with, instead of running it.
+
+    In-process, a foreground service would block the test until a signal; the real service
+    runs in the subprocess tests. This also stops a bad value that main() wrongly accepts
+    from hanging the suite.
+    """
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_service(options: dict[str, Any]) -> int:
+        calls.append(dict(options))
+        return 0
+
+    monkeypatch.setattr(_run, "run_service", fake_run_service)
+    return calls
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], object]]:
+    """Set the process umask for one test (call it) and restore the old one afterwards."""
+    original = os.umask(0o022)
+    os.umask(original)
+    try:
+        yield os.umask
+    finally:
+        os.umask(original)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: a Unix socket's path must fit in 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="hf-"))
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def fast_dir(tmp_path: Path) -> Iterator[Path]:
+    """A fresh tmpfs where one can be mounted (no disk noise, the most rewrites per second),
+    else tmp_path."""
+    directory = tmp_path / "tmpfs"
+    if mount_tmpfs(directory, "4m") is not None:
+        yield tmp_path
+        return
+    try:
+        yield directory
+    finally:
+        unmount(directory)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import stamp
+
 HEAVY = ("asyncio", "aiosqlite", "aiofiles", "prometheus_client")
 SERVICE_MODULES = (
     "healthfile._service",
@@ -39,11 +41,6 @@ def probe_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith(("COV_CORE_", "COVERAGE_", "PYTHON", "HEALTHFILE_"))
     }
-
-
-def stamp(seconds: float) -> str:
-    """A contract timestamp for Unix time ``seconds``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def write_report(path: Path, status: str, check_status: str = "pass") -> Path:

@@ -16,7 +16,7 @@ import pytest
 
 import healthfile
 from healthfile import CheckResult, HealthReport
-from helpers import ServiceFactory
+from helpers import ServiceFactory, healthfile_tasks, read_text
 
 Outcome = Literal["pass", "warn", "fail"]
 OnChangeCallback = Callable[[HealthReport | None, HealthReport], object]
@@ -28,11 +28,6 @@ def read_health_file(path: Path) -> dict[str, Any]:
     """Read the health file the way a monitor does."""
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
-
-
-def read_text(path: Path) -> str:
-    """Read the health file's raw text."""
-    return path.read_text(encoding="utf-8")
 
 
 def scripted(name: str, *outcomes: Outcome, **options: Any) -> healthfile.FunctionCheck:
@@ -66,15 +61,6 @@ async def run_cycles(service: healthfile.AsyncHealthService, count: int) -> list
 def statuses(reports: list[HealthReport], name: str) -> list[str]:
     """The status of one check in each report."""
     return [report.checks[name].status for report in reports]
-
-
-def healthfile_tasks() -> list[str]:
-    """Names of the healthfile tasks still alive on the running loop."""
-    return sorted(
-        task.get_name()
-        for task in asyncio.all_tasks()
-        if task.get_name().startswith("healthfile") and not task.done()
-    )
 
 
 def join_check_thread(name: str) -> None:

@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from healthfile import SQLiteCheck, _checks
-from helpers import ServiceFactory, is_lock_file, make_database
+from helpers import ServiceFactory, is_lock_file, make_database, read_text, wait_until_async
 
 # aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
 AIOSQLITE_THREAD = "_connection_worker_thread"
@@ -85,10 +85,6 @@ def exclusive_lock(path: Path) -> Iterator[sqlite3.Connection]:
         holder.execute("ROLLBACK")
     finally:
         holder.close()
-
-
-def read_text(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
 
 
 def listing(directory: Path) -> list[str]:
@@ -160,15 +156,6 @@ def threads_before() -> set[threading.Thread]:
 def aiosqlite_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     """aiosqlite's connection threads started since ``before``."""
     return [t for t in threading.enumerate() if AIOSQLITE_THREAD in t.name and t not in before]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 # Every way a file at the database path can fail to be a readable database.
@@ -451,7 +438,7 @@ async def test_stop_mid_probe_is_prompt_and_leaves_no_connection_thread(
     await service.start()
     with exclusive_lock(database):
         cycle = asyncio.ensure_future(service.check_now())
-        await wait_until(lambda: bool(aiosqlite_threads(threads_before)))
+        await wait_until_async(lambda: bool(aiosqlite_threads(threads_before)), timeout=10.0)
         await asyncio.sleep(0.05)  # let the probe meet the lock
         assert not cycle.done()
         started = time.perf_counter()
@@ -459,7 +446,7 @@ async def test_stop_mid_probe_is_prompt_and_leaves_no_connection_thread(
         elapsed = time.perf_counter() - started
         with pytest.raises(RuntimeError, match="stopped"):
             await cycle
-        await wait_until(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
+        await wait_until_async(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
     assert elapsed < 1.0
     assert json.loads(read_text(health_file))["status"] == "stopped"
 
@@ -472,13 +459,13 @@ async def test_direct_probe_cancelled_closes_its_connection(
     check = SQLiteCheck(database)
     with exclusive_lock(database):
         run = asyncio.ensure_future(check.run())
-        await wait_until(lambda: bool(aiosqlite_threads(threads_before)))
+        await wait_until_async(lambda: bool(aiosqlite_threads(threads_before)), timeout=10.0)
         await asyncio.sleep(0.05)  # let the probe meet the lock
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
         await asyncio.wait_for(check.wait_closed(), 2.0)
-        await wait_until(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
+        await wait_until_async(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
     assert (await check.run()).status == "pass"
 
 
@@ -490,12 +477,14 @@ async def test_probe_cancelled_while_connecting_closes_its_connection(
     check = SQLiteCheck(database)
     connection_spy.delay = 0.2
     run = asyncio.ensure_future(check.run())
-    await wait_until(connection_spy.connecting.is_set)
+    await wait_until_async(connection_spy.connecting.is_set, timeout=10.0)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
     await asyncio.wait_for(check.wait_closed(), 2.0)
-    await wait_until(lambda: not aiosqlite_threads(threads_before) and bool(connection_spy.opened))
+    await wait_until_async(
+        lambda: not aiosqlite_threads(threads_before) and bool(connection_spy.opened), timeout=10.0
+    )
     assert connection_spy.still_open() == []
 
 
@@ -512,12 +501,13 @@ async def test_stop_while_connecting_closes_the_connection(
     connection_spy.delay = 0.2
     connection_spy.connecting.clear()
     cycle = asyncio.ensure_future(service.check_now())
-    await wait_until(connection_spy.connecting.is_set)
+    await wait_until_async(connection_spy.connecting.is_set, timeout=10.0)
     await service.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         await cycle
-    await wait_until(
-        lambda: not aiosqlite_threads(threads_before) and len(connection_spy.opened) == 2
+    await wait_until_async(
+        lambda: not aiosqlite_threads(threads_before) and len(connection_spy.opened) == 2,
+        timeout=10.0,
     )
     assert connection_spy.still_open() == []
 
@@ -530,7 +520,7 @@ async def test_probe_cancelled_while_closing_raises_cancelled_error(
     connection_spy.close_delay = 0.3
     check = SQLiteCheck(database)
     run = asyncio.ensure_future(check.run())
-    await wait_until(connection_spy.closed_underneath.is_set)
+    await wait_until_async(connection_spy.closed_underneath.is_set, timeout=10.0)
     assert not run.done()
     run.cancel()
     await asyncio.wait({run}, timeout=5)
@@ -551,7 +541,7 @@ async def test_a_failing_close_after_a_good_read_passes_and_ends_the_thread(
     await asyncio.wait_for(check.wait_closed(), 5)
     # aiosqlite's thread waits for more work after a failed close: it must not linger (it
     # is not a daemon thread, and would hold interpreter exit).
-    await wait_until(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
+    await wait_until_async(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
 
 
 # --- a process that never calls stop() ---------------------------------------------------

@@ -19,9 +19,15 @@ from typing import Any
 import pytest
 
 import healthfile
-from conftest import loop_factory
 from healthfile import CheckResult, HealthCheckService, HealthReport
-from helpers import read_report
+from helpers import (
+    child_environment,
+    is_online,
+    loop_factory,
+    read_report,
+    wait_for_report,
+    wait_until,
+)
 
 # Generous: the suite also runs on slow, busy CI machines and under coverage.
 DEADLINE = 30.0
@@ -63,34 +69,6 @@ def exclusively_locked(database: Path) -> Iterator[None]:
     finally:
         connection.rollback()
         connection.close()
-
-
-def wait_for_report(
-    path: Path, predicate: Callable[[dict[str, Any]], bool], timeout: float = DEADLINE
-) -> dict[str, Any]:
-    """Poll ``path`` until its report satisfies ``predicate``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        report = read_report(path)
-        if report is not None and predicate(report):
-            return report
-        if time.monotonic() > deadline:
-            pytest.fail(f"no matching report in {path} within {timeout} s: {report}")
-        time.sleep(0.02)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Poll ``condition`` until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
-
-
-def is_online(report: dict[str, Any]) -> bool:
-    """The report says online."""
-    return bool(report["status"] == "online")
 
 
 def status_of(path: Path) -> str | None:
@@ -380,11 +358,6 @@ def test_stop_returns_promptly_when_on_change_also_calls_stop(
     assert calls == ["stopped"]
     assert not facade.is_running, "stop() returned with the service thread still running"
     assert not [record for record in healthfile_logs.records if record.levelno >= logging.WARNING]
-
-
-def child_environment() -> dict[str, str]:
-    """This process's environment, for a child program."""
-    return dict(os.environ)
 
 
 PROGRAM = textwrap.dedent(

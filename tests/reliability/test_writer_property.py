@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import healthfile._writer
-from conftest import loop_factory
 from healthfile import AtomicWriter
+from helpers import loop_factory
 
 pytestmark = pytest.mark.reliability
 
