@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import stamp
+from helpers import generous, stamp
 
 HEAVY = ("asyncio", "aiosqlite", "aiofiles", "prometheus_client")
 SERVICE_MODULES = (
@@ -178,4 +178,4 @@ def test_check_starts_well_within_the_kubernetes_probe_timeout(tmp_path: Path) -
         )
         durations.append(time.perf_counter() - started)
     # Loose on purpose: the claim is "well under 1 s", on a busy CI box.
-    assert statistics.median(durations) < 1.0, durations
+    assert statistics.median(durations) < generous(1.0), durations

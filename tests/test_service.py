@@ -28,6 +28,7 @@ from helpers import (
     CONTRACT_KEYS,
     LagProbe,
     ServiceFactory,
+    generous,
     healthfile_tasks,
     names,
     read_text,
@@ -407,7 +408,7 @@ async def test_stop_of_idle_service_is_prompt(make_service: ServiceFactory) -> N
     await service.start()
     started = time.perf_counter()
     await service.stop()
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < generous(1.0)
 
 
 @pytest.mark.asyncio
@@ -424,7 +425,7 @@ async def test_stop_does_not_wait_for_a_hung_check(
     await wait_for_hang(probe, threads_before)
     started = time.perf_counter()
     await service.stop()
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < generous(1.0)
     with pytest.raises(RuntimeError, match="stopped"):
         await cycle
     assert read_health(health_file)["status"] == "stopped"
@@ -444,7 +445,7 @@ async def test_stop_during_start_makes_start_return(
     assert not service.running
     started = time.perf_counter()
     await service.stop()
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < generous(1.0)
     await asyncio.wait_for(starting, 5)
     assert starting.exception() is None
     assert not service.running
@@ -807,7 +808,7 @@ async def test_overrunning_cycle_is_not_doubled_up(make_service: ServiceFactory)
     # Each cycle ends 1.25 intervals after it started, the next due time is 2 intervals after
     # it; a loop that caught up on the missed due time would start again after 1.25.
     assert min(gaps) > 1.6 * interval, gaps
-    assert abs(statistics.median(gaps) - 2 * interval) < interval / 4, gaps
+    assert abs(statistics.median(gaps) - 2 * interval) < generous(interval / 4), gaps
 
 
 # --- nothing blocks the loop -------------------------------------------------------------
@@ -843,7 +844,7 @@ async def test_slow_fsync_does_not_block_the_loop(
         elapsed = time.perf_counter() - started
         await asyncio.sleep(0.02)  # run the callbacks posted up to now
     assert elapsed >= 0.3
-    assert probe.worst < 0.15, f"event loop blocked for {probe.worst:.3f} s"
+    assert probe.worst < generous(0.15), f"event loop blocked for {probe.worst:.3f} s"
 
 
 @pytest.mark.asyncio
@@ -866,7 +867,7 @@ async def test_locked_database_does_not_block_the_loop(
         holder.close()
     assert report.database == "timeout"
     assert elapsed >= 0.45
-    assert probe.worst < 0.15, f"event loop blocked for {probe.worst:.3f} s"
+    assert probe.worst < generous(0.15), f"event loop blocked for {probe.worst:.3f} s"
 
 
 @pytest.mark.asyncio

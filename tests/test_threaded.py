@@ -22,6 +22,7 @@ import healthfile
 from healthfile import CheckResult, HealthCheckService, HealthReport
 from helpers import (
     child_environment,
+    generous,
     is_online,
     loop_factory,
     read_report,
@@ -799,7 +800,7 @@ def test_check_now_past_its_timeout_raises_timeout_error(make_facade: Facade) ->
     try:
         with pytest.raises(TimeoutError, match=r"did not finish within 0\.2 s"):
             facade.check_now(timeout=0.2)
-        assert time.monotonic() - began < DEADLINE / 2
+        assert time.monotonic() - began < generous(DEADLINE / 2)
     finally:
         release.set()
 
@@ -833,7 +834,7 @@ def test_wait_ready_before_start_is_false_at_once(make_facade: Facade) -> None:
     facade = make_facade()
     began = time.monotonic()
     assert facade.wait_ready(DEADLINE) is False
-    assert time.monotonic() - began < DEADLINE / 2
+    assert time.monotonic() - began < generous(DEADLINE / 2)
 
 
 def test_wait_ready_waits_for_the_first_report(

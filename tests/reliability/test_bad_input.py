@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import ServiceFactory, child_environment, one_line
+from helpers import ServiceFactory, child_environment, generous, one_line
 
 pytestmark = pytest.mark.reliability
 
@@ -189,7 +189,7 @@ def test_tiny_interval_keeps_the_file_fresh_or_is_refused(
     run = running(
         "--database", str(database), "--health-file", str(health_file), "--interval", "1e-310"
     )
-    deadline = time.monotonic() + PROMPT
+    deadline = time.monotonic() + generous(PROMPT)
     report: dict[str, Any] | None = None
     while report is None or report["sequence"] < 50:
         if run.process.poll() is not None:
@@ -216,7 +216,7 @@ async def test_tiny_interval_through_the_api_keeps_cycling_or_is_refused(
     except ValueError:
         return
     await service.start()
-    deadline = time.monotonic() + PROMPT
+    deadline = time.monotonic() + generous(PROMPT)
     while (report := service.last_report) is None or report.sequence < 50:
         assert time.monotonic() < deadline, f"cycles stopped at {service.last_report}"
         await asyncio.sleep(0.01)
@@ -395,6 +395,6 @@ def test_huge_or_nested_health_file_gets_a_prompt_one_line_verdict(
     line = one_line(completed.stdout)
     assert len(line.encode()) < 4096
     assert completed.stderr == ""
-    assert took < PROMPT
+    assert took < generous(PROMPT)
     if convention == "nagios":
         assert line.startswith("HEALTHFILE UNKNOWN - ")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import make_database, temp_files, wait_until
+from helpers import generous, make_database, temp_files, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -154,7 +154,7 @@ def test_second_process_stands_by_logs_the_writer_once_and_takes_over_after_kill
     took = wait_until(
         lambda: written_by(health_file, second), "the standby to take over", every=0.005
     )
-    assert took < DEADLINE / 3  # a cycle (50 ms) or two, on a quiet machine
+    assert took < generous(DEADLINE / 3)  # a cycle (50 ms) or two, on a quiet machine
     report = read(health_file)
     assert report is not None
     assert (report["status"], report["app_version"]) == ("online", "second")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import child_environment, report_on_disk
+from helpers import child_environment, generous, report_on_disk
 
 pytestmark = pytest.mark.reliability
 
@@ -103,7 +103,9 @@ def test_app_exits_promptly_whether_or_not_it_stops_the_service(
     assert process.returncode == 0, err
     returned = float(out.strip())
     assert started < returned < exited
-    assert exited - returned < EXIT_BOUND, f"exit took {exited - returned:.1f} s after main()"
+    assert exited - returned < generous(EXIT_BOUND), (
+        f"exit took {exited - returned:.1f} s after main()"
+    )
     for noise in ("Traceback", "was destroyed but it is pending", "never retrieved", "Warning"):
         assert noise not in err
     report = report_on_disk(health_file)
@@ -216,7 +218,7 @@ def test_ctrl_c_during_a_hung_first_cycle_exits_0_promptly_with_stopped(
         run.close()
 
     assert status == 0, stderr
-    assert took < EXIT_BOUND, f"took {took:.1f} s after Ctrl-C; the check would take 60 s"
+    assert took < generous(EXIT_BOUND), f"took {took:.1f} s after Ctrl-C; the check would take 60 s"
     assert report_on_disk(health_file)["status"] == "stopped"
     assert "Traceback" not in stderr
     assert "KeyboardInterrupt" not in stderr
