@@ -11,9 +11,11 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import textwrap
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
@@ -98,6 +100,21 @@ def make_database(path: Path) -> Path:
     finally:
         connection.close()
     return path
+
+
+# Holds an exclusive lock on the database in argv[1] until a line arrives on stdin.
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import sqlite3, sys
+    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+    connection.execute("BEGIN EXCLUSIVE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    connection.execute("ROLLBACK")
+    connection.close()
+    print("released", flush=True)
+    """
+)
 
 
 def read_report(path: Path) -> dict[str, Any] | None:
@@ -424,3 +441,15 @@ def unmount(directory: Path) -> None:
     """Unmount ``directory`` (lazily if it is still busy)."""
     if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
         subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@contextmanager
+def mounted_tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``directory`` (or skip); always unmount it afterwards."""
+    reason = mount_tmpfs(directory, size)
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield directory
+    finally:
+        unmount(directory)

@@ -21,6 +21,7 @@ import pytest
 
 from healthfile import SQLiteCheck, _checks
 from helpers import (
+    LOCK_HOLDER,
     ServiceFactory,
     generous,
     is_lock_file,
@@ -31,20 +32,6 @@ from helpers import (
 
 # aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
 AIOSQLITE_THREAD = "_connection_worker_thread"
-
-# Holds an exclusive lock on the database in argv[1] until a line arrives on stdin.
-LOCK_HOLDER = textwrap.dedent(
-    """
-    import sqlite3, sys
-    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-    connection.execute("BEGIN EXCLUSIVE")
-    print("locked", flush=True)
-    sys.stdin.readline()
-    connection.execute("ROLLBACK")
-    connection.close()
-    print("released", flush=True)
-    """
-)
 
 # Starts a service in asyncio.run and returns without stop(); with "locked", a probe of a
 # database this same process holds locked is in flight when main() returns.

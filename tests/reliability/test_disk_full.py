@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from healthfile import CheckResult, check
-from helpers import ServiceFactory, messages, mount_tmpfs, names, unmount
+from helpers import ServiceFactory, messages, mounted_tmpfs, names
 
 pytestmark = pytest.mark.reliability
 
@@ -23,14 +23,8 @@ PAGE = 4096
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A fresh 256 KiB tmpfs with 64 inodes, unmounted at the end (skipped where impossible)."""
-    directory = tmp_path / "tmpfs"
-    reason = mount_tmpfs(directory, "256k,nr_inodes=64")
-    if reason is not None:
-        pytest.skip(reason)
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "256k,nr_inodes=64") as directory:
         yield directory
-    finally:
-        unmount(directory)
 
 
 def free_bytes(directory: Path) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import child_environment, generous, report_on_disk
+from helpers import LOCK_HOLDER, child_environment, generous, report_on_disk
 
 pytestmark = pytest.mark.reliability
 
@@ -115,19 +115,6 @@ def test_app_exits_promptly_whether_or_not_it_stops_the_service(
         # Nothing wrote "stopped": the file shows the last completed cycle.
         assert report["status"] == "degraded"
     assert {"thread", "task", "database"} <= set(report["checks"])
-
-
-LOCK_HOLDER = textwrap.dedent(
-    """
-    import sqlite3, sys
-    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-    connection.execute("BEGIN EXCLUSIVE")
-    print("locked", flush=True)
-    sys.stdin.readline()
-    connection.execute("ROLLBACK")
-    connection.close()
-    """
-)
 
 
 @pytest.fixture

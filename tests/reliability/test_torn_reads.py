@@ -9,14 +9,13 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from healthfile import AtomicWriter
-from helpers import CONTRACT_KEYS, ServiceFactory, mount_tmpfs, temp_files, unmount
+from helpers import CONTRACT_KEYS, ServiceFactory, mounted_tmpfs, temp_files
 
 pytestmark = pytest.mark.reliability
 
@@ -89,18 +88,6 @@ READER = textwrap.dedent(
     }), flush=True)
     """
 )
-
-
-@contextmanager
-def mounted_tmpfs(directory: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at ``directory`` (or skip); always unmount it afterwards."""
-    reason = mount_tmpfs(directory, size)
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        yield directory
-    finally:
-        unmount(directory)
 
 
 @pytest.fixture(params=["disk", "tmpfs"])
