@@ -26,6 +26,23 @@ from healthfile import AsyncHealthService
 
 ServiceFactory = Callable[..., AsyncHealthService]
 
+# The keys of the health file, in contract order (SPEC §2): written out here, not read from
+# the code or the schema, so that the tests pin the contract.
+CONTRACT_KEYS = [
+    "status",
+    "database",
+    "timestamp",
+    "app_version",
+    "app_name",
+    "api_version",
+    "interval_seconds",
+    "expires_at",
+    "sequence",
+    "started_at",
+    "pid",
+    "checks",
+]
+
 
 def _slowness() -> float:
     """HEALTHFILE_TEST_SLOWNESS as a positive number (1 when unset)."""
@@ -46,11 +63,12 @@ SLOWNESS = _slowness()
 def generous(seconds: float) -> float:
     """A wall-clock bound of ``seconds``, scaled for a slow machine.
 
-    Every elapsed-time bound a test asserts, and every deadline it waits with, goes through
-    this one function. At the default, HEALTHFILE_TEST_SLOWNESS=1, the bound is exactly the
-    number written in the test; on a slow or loaded machine (a busy CI runner, coverage, a
-    debugger) ``HEALTHFILE_TEST_SLOWNESS=3 pytest`` makes every bound three times as long
-    without editing a test. The variable is read once, when the tests are collected.
+    Every elapsed-time bound a test asserts goes through this one function, and so do the
+    timeouts of poll(), wait_until() and wait_for_report() below. At the default,
+    HEALTHFILE_TEST_SLOWNESS=1, the bound is exactly the number written in the test; on a
+    slow or loaded machine (a busy CI runner, coverage, a debugger)
+    ``HEALTHFILE_TEST_SLOWNESS=3 pytest`` makes every bound three times as long without
+    editing a test. The variable is read once, when the tests are collected.
     """
     return seconds * SLOWNESS
 
@@ -68,23 +86,6 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 # How long a test waits for what a working program does at once: generous, because every
 # wait ends as soon as it can. The waits below scale it (and any other timeout) by generous().
 DEADLINE = 30.0
-
-# The keys of the health file, in contract order (SPEC §2): written out here, not read from
-# the code or the schema, so that the tests pin the contract.
-CONTRACT_KEYS = [
-    "status",
-    "database",
-    "timestamp",
-    "app_version",
-    "app_name",
-    "api_version",
-    "interval_seconds",
-    "expires_at",
-    "sequence",
-    "started_at",
-    "pid",
-    "checks",
-]
 
 
 def make_database(path: Path) -> Path:
