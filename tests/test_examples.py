@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient as AiohttpClient
 from aiohttp.test_utils import TestServer
 from starlette.testclient import TestClient
 
-from helpers import make_database, parse_samples, read_report, report_on_disk, wait_until
+from helpers import Samples, make_database, parse_samples, read_report, report_on_disk, wait_until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
@@ -483,8 +483,6 @@ def test_default_convention_would_misread_in_consul(tmp_path: Path) -> None:
 
 
 # --- node_exporter: textfile and alert rules ----------------------------------------------
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def alert_rules() -> dict[str, dict[str, Any]]:

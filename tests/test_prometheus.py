@@ -16,9 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import healthfile
 from healthfile._cli import main
 from healthfile._judge import parse_timestamp
-from helpers import ServiceFactory, wait_until
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from helpers import Samples, ServiceFactory, wait_until
 
 DEADLINE = 30.0  # generous: slow CI machines, coverage
 

@@ -140,9 +140,6 @@ def scrape_node_exporter(textfile_dir: Path, log_path: Path, ready: Callable[[st
     return body[-1]
 
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
 def test_node_exporter_serves_the_healthfile_metrics(
     live_service: LiveService, tmp_path: Path
 ) -> None:
