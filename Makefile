@@ -10,8 +10,11 @@ STAMP := $(VENV)/.installed
 HOST_PIP_WORKS := $(PYTHON) -c "import pip, sys; sys.exit(int(pip.__version__.split('.')[0]) < 23)" 2>/dev/null
 PIP_INSTALL = $$(if [ -x $(BIN)/pip ]; then echo $(BIN)/python -m pip; \
 	else echo $(PYTHON) -m pip --python $(BIN)/python; fi) install -qq --disable-pip-version-check
-# pyenv's shims resolve python3.10 ... python3.13 only when PYENV_VERSION names them.
-PYENVS := $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[0-3]\.' | paste -sd: -)
+# pyenv's shims resolve python3.10 ... python3.13 only when PYENV_VERSION names them: the
+# installed pyenv versions of the Pythons noxfile.py takes from pyproject.toml's classifiers
+# (no list of versions here to drift; evaluated when `make matrix` runs, after the install).
+PYENVS = $(shell pyenv versions --bare 2>/dev/null | $(BIN)/python -c 'import sys, noxfile; \
+	print(":".join(v for v in sys.stdin.read().split() if v.rpartition(".")[0] in noxfile.PYTHONS))')
 
 .PHONY: run test lint typecheck pytest docs matrix bench clean
 

@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import nox
+import nox.project
 
-PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# The supported Pythons: the "Programming Language :: Python :: 3.x" classifiers of
+# pyproject.toml, the one place they are written (`make matrix` reads PYTHONS from here).
+PYTHONS = nox.project.python_versions(nox.project.load_toml("pyproject.toml"))
 # On PYTHONPATH, its sitecustomize.py hides them from every interpreter, subprocesses included.
 FOREIGN = str(Path(__file__).resolve().parent / "tests" / "foreign")
+
+# Three workers: much of the suite waits (on subprocesses, timeouts, the disk), not computes.
+PYTEST = ("-n", "3", "-q", "-p", "no:cacheprovider")
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -22,14 +28,7 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     for loop in ("asyncio", "uvloop"):
         session.log(f"event loop: {loop}")
-        session.run(
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *session.posargs,
-            env={"HEALTHFILE_TEST_LOOP": loop},
-        )
+        session.run("pytest", *PYTEST, f"--loop={loop}", *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1])
@@ -38,9 +37,7 @@ def debug(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run(
         "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
+        *PYTEST,
         *session.posargs,
         env={"PYTHONASYNCIODEBUG": "1"},
     )
@@ -52,9 +49,7 @@ def foreign(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run(
         "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
+        *PYTEST,
         *session.posargs,
         env={"PYTHONPATH": FOREIGN},
     )

@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the floor cycle, the lag probe, statistics, the machine."""
+"""Shared pieces of the benchmarks: the floor cycle, statistics, the machine (the lag probe
+is the tests' LagProbe, in tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -223,42 +223,6 @@ def floor_cycle(uri: str, directory: Path, name: str, data: bytes) -> None:
     floor_write(directory, name, data)
 
 
-# --- the event-loop lag probe ----------------------------------------------------------------
-
-
-class LagProbe:
-    """A watchdog thread that posts a callback to the loop every ``period`` seconds.
-
-    Each callback records how late it ran: ``perf_counter()`` when it runs minus
-    ``perf_counter()`` just before ``call_soon_threadsafe`` posted it. This works on any
-    loop (uvloop's own clock has millisecond resolution).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float = 0.001) -> None:
-        self._loop = loop
-        self._period = period
-        self._stop = threading.Event()
-        self.lateness: list[float] = []
-        self._thread = threading.Thread(target=self._post, name="bench-lag-probe", daemon=True)
-
-    def _record(self, posted: float) -> None:
-        self.lateness.append(time.perf_counter() - posted)
-
-    def _post(self) -> None:
-        while not self._stop.is_set():
-            time.sleep(self._period)
-            self._loop.call_soon_threadsafe(self._record, time.perf_counter())
-
-    def start(self) -> None:
-        self._thread.start()
-
-    async def stop(self) -> list[float]:
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join)
-        await asyncio.sleep(0.005)  # let the last posted callbacks run
-        return self.lateness
-
-
 # --- the process -----------------------------------------------------------------------------
 
 
@@ -330,11 +294,10 @@ def machine_lines(directory: Path) -> list[str]:
 
 @dataclass
 class Context:
-    """What every figure gets: the run's options and what earlier figures measured."""
+    """What every figure gets: the run's options."""
 
     quick: bool
     root: Path
-    shared: dict[str, object] = field(default_factory=dict)
 
     def n(self, full: N, quick: N) -> N:
         """A repetition count: ``full`` normally, ``quick`` with --quick."""

@@ -38,7 +38,6 @@ from _common import (
     timed,
     work_dir,
 )
-from lean_prototype import LeanCycle, WorkerSQLiteCheck
 
 import healthfile
 from healthfile._checks import SQLiteCheck
@@ -46,10 +45,6 @@ from healthfile._report import HealthReport
 from healthfile._writer import AtomicWriter
 
 TARGET = 1.5
-PLUGGED = (
-    "`check_now()` of today's service with a one-hop database check "
-    "(`lean_prototype.WorkerSQLiteCheck` passed as `database=`)"
-)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -249,49 +244,6 @@ async def run(ctx: Context) -> FigureResult:
             writer_inline = median(timed(lambda: writer.replace_sync(data), n))
             render = median(timed(lambda: report.to_json().encode("utf-8"), n * 10))
 
-            # Lean prototypes that keep every promise (the evidence for the proposals).
-            lean = LeanCycle(database, directory / "lean.json")
-
-            async def aiosqlite_kept() -> None:
-                await _aiosqlite_probe_stop(uri)
-                await loop.run_in_executor(None, writer.replace_sync, data)
-
-            worker_check = WorkerSQLiteCheck(database)
-            plugged = healthfile.AsyncHealthService(
-                worker_check,
-                health_file=directory / "plugged.json",
-                interval=3600.0,
-                pyproject=None,
-                app_version="1.0.0",
-            )
-            await plugged.start()
-            variants: dict[str, list[float]] = {
-                "floor (inline)": [],
-                "`check_now()` today": [],
-                PLUGGED: [],
-                "probe hop + write hop on one long-lived worker thread": [],
-                "probe, render and write fused in one hop": [],
-                "aiosqlite kept (`stop()` instead of `close()`) + one plain write hop": [],
-            }
-            busy_lean = LoopBusyMeter(loop)
-            for _ in range(ctx.n(5, 2)):
-                m = n // 5
-                variants["floor (inline)"] += timed(floor, m, warmup=5)
-                variants["`check_now()` today"] += await atimed(service.check_now, m, warmup=5)
-                variants[PLUGGED] += await atimed(plugged.check_now, m, warmup=5)
-                with busy_lean:
-                    variants[
-                        "probe hop + write hop on one long-lived worker thread"
-                    ] += await atimed(lean.cycle, m, warmup=0)
-                variants["probe, render and write fused in one hop"] += await atimed(
-                    lambda: lean.cycle(fused=True), m, warmup=5
-                )
-                variants[
-                    "aiosqlite kept (`stop()` instead of `close()`) + one plain write hop"
-                ] += await atimed(aiosqlite_kept, m, warmup=5)
-            lean.close()
-            await plugged.stop()
-            worker_check.close()
         finally:
             await service.stop()
 
@@ -352,9 +304,7 @@ async def run(ctx: Context) -> FigureResult:
     if meter.available:
         lines += [
             f"The event loop is busy (outside `select()`) {fmt_time(meter.busy / n_in)} per "
-            f"cycle over {meter.iterations / n_in:.0f} loop iterations; the two-hop prototype "
-            f"below keeps it busy {fmt_time(busy_lean.busy / max(1, ctx.n(5, 2) * (n // 5)))}"
-            f" over {busy_lean.iterations / max(1, ctx.n(5, 2) * (n // 5)):.0f} iterations. "
+            f"cycle over {meter.iterations / n_in:.0f} loop iterations. "
             "Busy time includes waiting for the GIL and for `Thread.start()`.",
             "",
         ]
@@ -400,26 +350,6 @@ async def run(ctx: Context) -> FigureResult:
                 ["JSON rendering alone", fmt_time(render)],
             ],
         ),
-        "",
-        "**Lean prototypes** (`benchmarks/lean_prototype.py`; every SPEC promise kept: "
-        "read-only URI, schema read, connection closed, O_EXCL temp + fsync + rename + "
-        "directory fsync through `AtomicWriter.replace_sync`, nothing blocking on the loop), "
-        "interleaved with a floor and `check_now()` measured alongside them:",
-        "",
-        markdown_table(
-            ["cycle", "median", "ratio to floor"],
-            [
-                [
-                    name,
-                    fmt_time(median(s)),
-                    f"{median(s) / median(variants['floor (inline)']):.2f}{TIMES}",
-                ]
-                for name, s in variants.items()
-            ],
-        ),
     ]
     result.notes = lines
-    ctx.shared["floor_write"] = floor_write_t
-    ctx.shared["cycle_median"] = cycle_med
-    ctx.shared["floor_median"] = floor_med
     return result

@@ -1,17 +1,16 @@
 """Figure 2: the event-loop lag a running service adds to its host loop.
 
 A watchdog thread posts a callback to the loop every 1 ms (``call_soon_threadsafe``) and
-records how late each one runs (``perf_counter``). Six conditions, each cycling at 100 Hz
-where it cycles, measured in interleaved rounds so that drift of the machine hits them alike:
+records how late each one runs (``perf_counter``; the probe is the tests' own LagProbe,
+tests/helpers.py). Three conditions, each cycling at 100 Hz where it cycles, measured in
+interleaved rounds so that drift of the machine hits them alike:
 
 - idle: the loop does nothing else;
 - healthfile: ``AsyncHealthService(interval=0.01)``, the real SQLite check and health file;
-- naive: the same I/O inline in a coroutine (sqlite3, write, fsync, rename, dir fsync);
-- seed: the seed's thread design (``seed_service.py``) at 100 Hz, reaching the loop through
-  the GIL only (figure 3 reads this one);
-- lean prototype: ``lean_prototype.LeanCycle`` at 100 Hz (evidence for the proposals);
-- healthfile + one-hop database check: today's service with
-  ``lean_prototype.WorkerSQLiteCheck`` as its ``database=`` check (evidence too).
+- naive: the same I/O inline in a coroutine (sqlite3, write, fsync, rename, dir fsync).
+
+The designs once measured alongside (the seed's thread, a lean worker-thread prototype) are
+in docs/design/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -30,7 +30,6 @@ from _common import (
     TIMES,
     Context,
     FigureResult,
-    LagProbe,
     LoopBusyMeter,
     Row,
     floor_cycle,
@@ -42,10 +41,14 @@ from _common import (
     readonly_uri,
     work_dir,
 )
-from lean_prototype import LeanCycle, WorkerSQLiteCheck
-from seed_service import HealthCheckService as SeedService
 
 import healthfile
+
+# The lag probe is the one the tests use (benchmarks run as scripts from the repository).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import LagProbe
+
+PERIOD = 0.001  # a callback posted every 1 ms
 
 TARGET = 1.2
 INTERVAL = 0.01  # 100 Hz
@@ -95,21 +98,6 @@ def _conditions(
             yield
 
     @contextlib.asynccontextmanager
-    async def plugged() -> AsyncIterator[None]:
-        check = WorkerSQLiteCheck(database)
-        try:
-            async with healthfile.AsyncHealthService(
-                check,
-                health_file=directory / "plugged.json",
-                interval=INTERVAL,
-                pyproject=None,
-                app_version="1.0.0",
-            ):
-                yield
-        finally:
-            check.close()
-
-    @contextlib.asynccontextmanager
     async def naive() -> AsyncIterator[None]:
         sequence = 0
 
@@ -130,33 +118,10 @@ def _conditions(
         async with _background(_every(INTERVAL, cycle)):
             yield
 
-    @contextlib.asynccontextmanager
-    async def seed() -> AsyncIterator[None]:
-        service = SeedService(
-            check_interval=INTERVAL, health_file=directory / "seed.json", database=database
-        )
-        service.start()
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(service.stop)
-
-    @contextlib.asynccontextmanager
-    async def lean() -> AsyncIterator[None]:
-        cycle = LeanCycle(database, directory / "lean.json", interval=INTERVAL)
-        try:
-            async with _background(_every(INTERVAL, cycle.cycle)):
-                yield
-        finally:
-            cycle.close()
-
     return {
         "idle": idle,
         "healthfile": service,
         "naive inline": naive,
-        "seed thread": seed,
-        "lean prototype": lean,
-        "healthfile + one-hop database check": plugged,
     }
 
 
@@ -173,7 +138,7 @@ async def run(ctx: Context) -> FigureResult:
             for name, condition in conditions.items():
                 async with condition():
                     await asyncio.sleep(0.1)  # past start-up
-                    probe = LagProbe(loop)
+                    probe = LagProbe(loop, PERIOD)
                     with LoopBusyMeter(loop) as meter:
                         probe.start()
                         await asyncio.sleep(window)
@@ -187,8 +152,6 @@ async def run(ctx: Context) -> FigureResult:
     idle = stats("idle")
     service = stats("healthfile")
     naive = stats("naive inline")
-    ctx.shared["lag"] = {name: stats(name) for name in conditions}
-    ctx.shared["lag_busy"] = busy
     result.rows += [
         Row(
             "2. loop lag p99, healthfile at 100 Hz vs idle loop",

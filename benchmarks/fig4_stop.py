@@ -124,8 +124,6 @@ async def run(ctx: Context) -> FigureResult:
             write += timed(lambda: floor_write(directory, "floor.json", data), ctx.n(40, 10))
         mid = await stop_locked(database, health_file, ctx.n(30, 8))
     idle_med, mid_med, write_med = median(idle), median(mid), median(write)
-    ctx.shared["stop_idle"] = idle
-    ctx.shared["stop_locked"] = mid
     result.rows += [
         Row(
             "4. stop latency, idle (median; baseline: one inline durable write)",

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from _common import (
-    BENCH_DIR,
     TIMES,
     VENV_BIN,
     Context,
@@ -80,12 +79,6 @@ async def run(ctx: Context) -> FigureResult:
             "`python -I -c 'import json'`": [python, "-I", "-c", "import json"],
             "`python -I -c 'import argparse, json'`": [python, "-I", "-c", "import argparse, json"],
             "`python -c 'import healthfile._cli'`": [python, "-c", "import healthfile._cli"],
-            "`python -I minimal_judge.py FILE` (json, sys, time only)": [
-                python,
-                "-I",
-                str(BENCH_DIR / "minimal_judge.py"),
-                str(health),
-            ],
         }
         if available:
             commands["`healthfile check --health-file FILE`"] = probe

@@ -6,14 +6,16 @@ else the benchmarks did is counted. RSS is VmRSS and threads are Threads of
 
 - footprint: RSS and threads of a process with a running event loop, before healthfile is
   imported, after the import, and with a service running (after 50 cycles and a pause, with
-  whatever threads a cycle leaves behind); the same for the seed's thread design.
+  whatever threads a cycle leaves behind).
 - growth: ``check_now()`` in a loop, RSS sampled every 1000 cycles. A cycle costs about
   2 ms even on tmpfs (the executor hops, figure 1), so 100k cycles would take over three
   minutes: the loop runs for a time budget, on tmpfs (/dev/shm, database and health file
   both, to go faster), and the growth over 100k cycles is extrapolated from the slope
   (least squares over the samples after a 2000-cycle warm-up) — the table says which.
-  Two short diagnostic soaks follow: the same with ``MALLOC_ARENA_MAX=1``, and the lean
-  prototype (no thread started per cycle).
+  A short diagnostic soak follows: the same with ``MALLOC_ARENA_MAX=1``.
+
+The seed's thread design and a lean worker-thread prototype, once measured alongside, are in
+docs/design/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from _common import (
     BENCH_DIR,
@@ -80,65 +81,32 @@ async def _footprint_healthfile(directory: Path) -> Stages:
     return {"before": before, "imported": imported, "running": running, "stopped": stopped}
 
 
-async def _footprint_seed(directory: Path) -> Stages:
-    await asyncio.sleep(0)
-    before = _snapshot()
-    import seed_service
-
-    imported = _snapshot()
-    database = make_database(directory / "app.db")
-    seed = seed_service.HealthCheckService(
-        check_interval=0.002, health_file=directory / "seed.json", database=database
-    )
-    seed.start()
-    while len(seed.cycle_times) < 50:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.3)
-    running = _snapshot()
-    seed.stop()
-    await asyncio.sleep(0.3)
-    stopped = _snapshot()
-    return {"before": before, "imported": imported, "running": running, "stopped": stopped}
-
-
-async def _soak(directory: Path, budget: float, lean: bool) -> dict[str, object]:
+async def _soak(directory: Path, budget: float) -> dict[str, object]:
     """Run cycles back to back until 100k or ``budget`` seconds; sample RSS every 1000."""
     database = make_database(directory / "app.db")
-    if lean:
-        from lean_prototype import LeanCycle
+    import healthfile
 
-        prototype = LeanCycle(database, directory / "health.json")
-        cycle: Callable[[], Awaitable[Any]] = prototype.cycle
-        close: Callable[[], None] | None = prototype.close
-        stop: Callable[[], Awaitable[None]] | None = None
-    else:
-        import healthfile
-
-        service = healthfile.AsyncHealthService(
-            database,
-            health_file=directory / "health.json",
-            interval=3600.0,
-            pyproject=None,
-            app_version="1.0.0",
-        )
-        await service.start()
-        cycle, close, stop = service.check_now, None, service.stop
+    service = healthfile.AsyncHealthService(
+        database,
+        health_file=directory / "health.json",
+        interval=3600.0,
+        pyproject=None,
+        app_version="1.0.0",
+    )
+    await service.start()
     samples: list[tuple[int, int]] = []
     started = time.perf_counter()
     cycles = 0
     try:
         while cycles < SOAK_CYCLES:
-            await cycle()
+            await service.check_now()
             cycles += 1
             if cycles % SOAK_SAMPLE == 0:
                 samples.append((cycles, rss_bytes()))
                 if time.perf_counter() - started > budget and cycles >= 3 * SOAK_WARMUP:
                     break
     finally:
-        if stop is not None:
-            await stop()
-        if close is not None:
-            close()
+        await service.stop()
     return {"cycles": cycles, "seconds": time.perf_counter() - started, "samples": samples}
 
 
@@ -146,10 +114,8 @@ def _worker(argv: list[str]) -> None:
     kind, directory = argv[0], Path(argv[1])
     if kind == "healthfile":
         out: object = asyncio.run(_footprint_healthfile(directory))
-    elif kind == "seed":
-        out = asyncio.run(_footprint_seed(directory))
     else:
-        out = asyncio.run(_soak(directory, float(argv[2]), lean=kind == "soak-lean"))
+        out = asyncio.run(_soak(directory, float(argv[2])))
     print(json.dumps(out))
 
 
@@ -196,17 +162,12 @@ async def run(ctx: Context) -> FigureResult:
     result = FigureResult("7. Footprint")
     with work_dir(ctx.root) as directory:
         ours = cast(Stages, await asyncio.to_thread(_spawn, "healthfile", str(directory)))
-        seed_dir = directory / "seed"
-        seed_dir.mkdir()
-        theirs = cast(Stages, await asyncio.to_thread(_spawn, "seed", str(seed_dir)))
     soak_root = _tmpfs()
     where = "tmpfs (/dev/shm)" if soak_root is not None else "the default temp dir"
-    # The main soak, then two short diagnostic ones: glibc limited to one malloc arena, and
-    # the lean prototype (one long-lived worker thread instead of a new thread per cycle).
+    # The main soak, then a short diagnostic one: glibc limited to one malloc arena.
     runs = {
         "healthfile": ("soak", ctx.n(45.0, 8.0), None),
         "healthfile, MALLOC_ARENA_MAX=1": ("soak", ctx.n(12.0, 4.0), {"MALLOC_ARENA_MAX": "1"}),
-        "lean prototype": ("soak-lean", ctx.n(12.0, 4.0), None),
     }
     soaks: dict[str, Soak] = {}
     for name, (kind, budget, env) in runs.items():
@@ -222,17 +183,11 @@ async def run(ctx: Context) -> FigureResult:
 
     result.rows += [
         Row(
-            "7. RSS added by a running service (after import): healthfile vs seed thread",
+            "7. RSS added by a running service (after import)",
             fmt_bytes(added(ours, "rss")),
-            fmt_bytes(added(theirs, "rss")),
-            added(ours, "rss") / max(1, added(theirs, "rss")),
+            "—",
         ),
-        Row(
-            "7. threads added by a running service: healthfile vs seed thread",
-            str(added(ours, "threads")),
-            str(added(theirs, "threads")),
-            added(ours, "threads") / max(1, added(theirs, "threads")),
-        ),
+        Row("7. threads added by a running service", str(added(ours, "threads")), "—"),
     ]
     main = soaks["healthfile"]
     extrapolated = main.cycles < SOAK_CYCLES
@@ -275,10 +230,6 @@ async def run(ctx: Context) -> FigureResult:
         "",
         markdown_table(["stage", "RSS", "threads"], stage_rows(ours)),
         "",
-        "seed thread design (its own process, same stages):",
-        "",
-        markdown_table(["stage", "RSS", "threads"], stage_rows(theirs)),
-        "",
         f"Import of healthfile's service (aiosqlite, aiofiles, the service): "
         f"{fmt_bytes(ours['imported']['rss'] - ours['before']['rss'])} of RSS. The "
         "threads a running healthfile keeps between cycles are the default executor's "
@@ -291,7 +242,7 @@ async def run(ctx: Context) -> FigureResult:
         "",
         soak_table,
         "",
-        "If the healthfile row grows and the two diagnostic rows do not, the growth is not "
+        "If the healthfile row grows and the diagnostic row does not, the growth is not "
         "Python objects but glibc's per-thread malloc arenas: aiosqlite starts a new thread "
         "for every connection, so every cycle allocates SQLite's connection memory in "
         "whichever arena that thread picks.",

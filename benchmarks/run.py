@@ -1,6 +1,6 @@
 """Run every benchmark figure of healthfile in one go and print one Markdown table.
 
-    .venv/bin/python benchmarks/run.py            # all seven figures, under five minutes
+    .venv/bin/python benchmarks/run.py            # every figure, under five minutes
     .venv/bin/python benchmarks/run.py --quick    # fewer repetitions, for a smoke run
     .venv/bin/python benchmarks/run.py --only 1,4 # some figures, with their notes on stdout
                                                   # (results.md untouched)
@@ -36,10 +36,10 @@ from _common import (
 )
 
 # Figure number -> module with `async def run(ctx) -> FigureResult`, imported when it runs.
+# Figure 3 (the seed's thread design) is retired: docs/design/benchmarks.md keeps its figures.
 FIGURES = {
     1: "fig1_cycle",
     2: "fig2_lag",
-    3: "fig3_seed",
     4: "fig4_stop",
     5: "fig5_scale",
     6: "fig6_cold_start",

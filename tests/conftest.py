@@ -1,11 +1,12 @@
-"""Shared fixtures: real SQLite databases, services that are always stopped, the loop choice."""
+"""Shared fixtures: real SQLite databases, services that are always stopped, the loop (--loop)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +14,41 @@ import pytest
 import pytest_asyncio
 
 import healthfile
-from helpers import ServiceFactory, make_database
+from healthfile import _run
+from helpers import ServiceFactory, loop_factory, make_database, mount_tmpfs, unmount
 
-# HEALTHFILE_TEST_LOOP=uvloop runs every async test on uvloop (the CI runs the suite both ways).
-TEST_LOOP = os.environ.get("HEALTHFILE_TEST_LOOP", "asyncio")
+LOOPS = ("asyncio", "uvloop")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`pytest --loop=uvloop` runs the suite on uvloop (noxfile.py runs it both ways)."""
+    parser.addoption(
+        "--loop",
+        choices=LOOPS,
+        default="asyncio",
+        help="the event loop every async test, facade and child process runs on",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse the variable that chose the loop before --loop, rather than ignore it."""
+    if "HEALTHFILE_TEST_LOOP" in os.environ:
+        raise pytest.UsageError(
+            "HEALTHFILE_TEST_LOOP is no longer read: run pytest --loop=uvloop instead"
+        )
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Choose the event loop every async test runs on."""
-    if TEST_LOOP == "uvloop":
-        import uvloop
+    """Choose the event loop every async test runs on: the one --loop names."""
+    name: str = config.getoption("loop")
+    return {name: loop_factory(name)}
 
-        return {"uvloop": uvloop.new_event_loop}
-    return {"asyncio": asyncio.new_event_loop}
+
+@pytest.fixture
+def test_loop(pytestconfig: pytest.Config) -> str:
+    """The name of the event loop this run tests on (--loop): for facades and child processes."""
+    name: str = pytestconfig.getoption("loop")
+    return name
 
 
 @pytest.fixture
@@ -67,3 +90,66 @@ def healthfile_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCapt
     """Capture healthfile's log records at DEBUG."""
     with caplog.at_level(logging.DEBUG, logger="healthfile"):
         yield caplog
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide the HEALTHFILE_* and NOTIFY_SOCKET variables of the shell that runs the suite.
+
+    Modules that read the environment use it for every test:
+    ``pytestmark = pytest.mark.usefixtures("clean_environment")``.
+    """
+    for name in list(os.environ):
+        if name.startswith("HEALTHFILE_") or name == "NOTIFY_SOCKET":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def started_with(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record the options `healthfile run` would run the service with, instead of running it.
+
+    In-process, a foreground service would block the test until a signal; the real service
+    runs in the subprocess tests. This also stops a bad value that main() wrongly accepts
+    from hanging the suite.
+    """
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_service(options: dict[str, Any]) -> int:
+        calls.append(dict(options))
+        return 0
+
+    monkeypatch.setattr(_run, "run_service", fake_run_service)
+    return calls
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], object]]:
+    """Set the process umask for one test (call it) and restore the old one afterwards."""
+    original = os.umask(0o022)
+    os.umask(original)
+    try:
+        yield os.umask
+    finally:
+        os.umask(original)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: a Unix socket's path must fit in 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="hf-"))
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def fast_dir(tmp_path: Path) -> Iterator[Path]:
+    """A fresh tmpfs where one can be mounted (no disk noise, the most rewrites per second),
+    else tmp_path."""
+    directory = tmp_path / "tmpfs"
+    if mount_tmpfs(directory, "4m") is not None:
+        yield tmp_path
+        return
+    try:
+        yield directory
+    finally:
+        unmount(directory)

@@ -1,14 +1,22 @@
-"""Helpers the test modules share: the contract's keys, real SQLite databases, reading."""
+"""Helpers the test modules share: the contract's keys, real SQLite databases, reading the
+health file, waiting with a deadline, wall-clock tolerance, threads, mounts, the lag probe."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
-from collections.abc import Callable
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
@@ -70,6 +78,50 @@ CONTRACT_KEYS = [
 ]
 
 
+def _slowness() -> float:
+    """HEALTHFILE_TEST_SLOWNESS as a positive number (1 when unset)."""
+    text = os.environ.get("HEALTHFILE_TEST_SLOWNESS", "1")
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"HEALTHFILE_TEST_SLOWNESS must be a positive number, not {text!r}")
+    return value
+
+
+# Read once, at import: some test modules hide every HEALTHFILE_* variable while they run.
+SLOWNESS = _slowness()
+
+
+def generous(seconds: float) -> float:
+    """A wall-clock bound of ``seconds``, scaled for a slow machine.
+
+    Every elapsed-time bound a test asserts goes through this one function, and so do the
+    timeouts of poll(), wait_until() and wait_for_report() below. At the default,
+    HEALTHFILE_TEST_SLOWNESS=1, the bound is exactly the number written in the test; on a
+    slow or loaded machine (a busy CI runner, coverage, a debugger)
+    ``HEALTHFILE_TEST_SLOWNESS=3 pytest`` makes every bound three times as long without
+    editing a test. The variable is read once, when the tests are collected.
+    """
+    return seconds * SLOWNESS
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The function that makes a new event loop of kind ``name`` (pytest --loop=NAME)."""
+    if name == "uvloop":
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return asyncio.new_event_loop
+
+
+# How long a test waits for what a working program does at once: generous, because every
+# wait ends as soon as it can. The waits below scale it (and any other timeout) by generous().
+DEADLINE = 30.0
+
+
 def make_database(path: Path) -> Path:
     """Create a small real SQLite database (rollback journal) at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +135,21 @@ def make_database(path: Path) -> Path:
     finally:
         connection.close()
     return path
+
+
+# Holds an exclusive lock on the database in argv[1] until a line arrives on stdin.
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import sqlite3, sys
+    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+    connection.execute("BEGIN EXCLUSIVE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    connection.execute("ROLLBACK")
+    connection.close()
+    print("released", flush=True)
+    """
+)
 
 
 def read_report(path: Path) -> dict[str, Any] | None:
@@ -126,3 +193,307 @@ def require_module(name: str, package: str) -> ModuleType:
 def is_lock_file(name: str) -> bool:
     """True for the lock file a writing service keeps next to its health file (``.NAME.lock``)."""
     return name.startswith(".") and name.endswith(".lock")
+
+
+def names(directory: Path) -> set[str]:
+    """The names in ``directory``, but for the lock file of a writing service."""
+    return {name for name in os.listdir(directory) if not is_lock_file(name)}
+
+
+def temp_files(directory: Path) -> list[str]:
+    """The writer's live or left temporary files in ``directory`` (``*.tmp``), sorted."""
+    return sorted(name for name in os.listdir(directory) if name.endswith(".tmp"))
+
+
+def content(path: Path) -> bytes:
+    """The file's bytes, read as a monitor reads them (blocking, also in a coroutine)."""
+    return path.read_bytes()
+
+
+def read_text(path: Path) -> str:
+    """The health file's raw text."""
+    return path.read_text(encoding="utf-8")
+
+
+def report_on_disk(path: Path) -> dict[str, Any]:
+    """The health file's JSON object; the test fails when there is no file."""
+    report = read_report(path)
+    assert report is not None, f"no health file at {path}"
+    return report
+
+
+def read_status(path: Path) -> str:
+    """The status the health file says (it must exist)."""
+    status = report_on_disk(path)["status"]
+    assert isinstance(status, str)
+    return status
+
+
+def is_online(report: dict[str, Any]) -> bool:
+    """The report says online."""
+    return bool(report["status"] == "online")
+
+
+def stamp(seconds: float) -> str:
+    """A contract timestamp for Unix time ``seconds``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def one_line(text: str) -> str:
+    """Assert that ``text`` is exactly one line without a traceback; return it."""
+    assert "Traceback" not in text
+    assert text.endswith("\n"), repr(text)
+    assert text.count("\n") == 1, f"expected one line, got:\n{text}"
+    return text.rstrip("\n")
+
+
+def messages(logs: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """Every captured log message containing ``text``."""
+    return [r.getMessage() for r in logs.records if text in r.getMessage()]
+
+
+def child_environment(**variables: str) -> dict[str, str]:
+    """This process's environment without HEALTHFILE_* variables, plus ``variables``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HEALTHFILE_")}
+    env.update(variables)
+    return env
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    """Prometheus text format, parsed by prometheus_client: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+# --- waiting with a deadline ----------------------------------------------------------------
+
+
+def poll(condition: Callable[[], object], timeout: float, every: float = 0.02) -> bool:
+    """Poll ``condition`` until it is true (True) or generous(``timeout``) has passed (False)."""
+    deadline = time.monotonic() + generous(timeout)
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+async def poll_async(condition: Callable[[], object], timeout: float, every: float = 0.005) -> bool:
+    """poll() for a coroutine: the loop runs while it waits."""
+    deadline = time.monotonic() + generous(timeout)
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(every)
+    return True
+
+
+def wait_until(
+    condition: Callable[[], object],
+    what: str = "the condition",
+    timeout: float = DEADLINE,
+    every: float = 0.02,
+) -> float:
+    """Poll ``condition`` until it is true; return the seconds it took; fail the test after
+    generous(``timeout``) seconds."""
+    started = time.monotonic()
+    if not poll(condition, timeout, every):
+        pytest.fail(f"timed out waiting for {what} ({generous(timeout):g} s)")
+    return time.monotonic() - started
+
+
+async def wait_until_async(
+    condition: Callable[[], object],
+    what: str = "the condition",
+    timeout: float = DEADLINE,
+    every: float = 0.005,
+) -> None:
+    """wait_until() for a coroutine: the loop runs while it waits."""
+    if not await poll_async(condition, timeout, every):
+        pytest.fail(f"timed out waiting for {what} ({generous(timeout):g} s)")
+
+
+def wait_for_report(
+    path: Path,
+    predicate: Callable[[dict[str, Any]], bool],
+    what: str = "a matching report",
+    timeout: float = DEADLINE,
+    alive: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Poll ``path`` until its report satisfies ``predicate``; return that report.
+
+    ``alive``, when given, is called between reads and fails the test if the writer is gone.
+    """
+    seen: list[dict[str, Any] | None] = [None]
+
+    def matches() -> bool:
+        report = seen[0] = read_report(path)
+        if report is not None and predicate(report):
+            return True
+        if alive is not None:
+            alive()
+        return False
+
+    if not poll(matches, timeout):
+        pytest.fail(f"{path} never showed {what} within {generous(timeout):g} s: {seen[0]}")
+    report = seen[0]
+    assert report is not None
+    return report
+
+
+# --- threads, tasks, descriptors ----------------------------------------------------------
+
+# Threads of the loop's default executor (aiofiles and asyncio.to_thread run there): asyncio
+# names them asyncio_N, uvloop names them uvloop_N. They belong to the loop, not the service.
+EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+")
+# healthfile's own worker thread, alive while a service runs (test_worker.py: it ends).
+WORKER_THREAD = "healthfile-worker"
+
+
+def stray_threads(
+    before: Collection[threading.Thread] = (), *, worker: bool = False
+) -> set[threading.Thread]:
+    """The threads alive now but for the main thread, those in ``before`` and the loop's
+    default executor's; with ``worker``, but for healthfile's worker thread too."""
+    return {
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+        and thread not in before
+        and not EXECUTOR_THREAD.fullmatch(thread.name)
+        and not (worker and thread.name == WORKER_THREAD)
+    }
+
+
+def healthfile_tasks() -> list[str]:
+    """Names of the healthfile tasks still alive on the running loop."""
+    return sorted(
+        task.get_name()
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("healthfile") and not task.done()
+    )
+
+
+# Linux lists a process's descriptors in /proc/self/fd; elsewhere they are not tracked.
+PROC_FDS = os.path.isdir("/proc/self/fd")
+
+
+def open_fds(*, required: bool = False) -> dict[int, str]:
+    """This process's open file descriptors and what each refers to (none where /proc has no
+    list of them; with ``required``, the test skips there instead)."""
+    fds: dict[int, str] = {}
+    if not PROC_FDS:
+        if required:
+            pytest.skip("needs /proc/self/fd to list open descriptors (Linux)")
+        return fds
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
+    return fds
+
+
+class LagProbe:
+    """A thread that posts a callback to the loop every ``period`` seconds; each records how
+    late it ran.
+
+    Lateness is ``perf_counter()`` when the callback runs minus ``perf_counter()`` just before
+    ``call_soon_threadsafe`` posted it, so this works on any loop (uvloop's own clock has
+    millisecond resolution). benchmarks/fig2_lag.py measures with it too.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float = 0.002) -> None:
+        self.lateness: list[float] = []
+        self._loop = loop
+        self._period = period
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._post, name="lag-probe", daemon=True)
+
+    @property
+    def worst(self) -> float:
+        """The latest any callback ran so far, in seconds (0 before the first)."""
+        return max(self.lateness, default=0.0)
+
+    def start(self) -> None:
+        """Start posting."""
+        self._thread.start()
+
+    def join(self) -> None:
+        """Stop posting and wait for the thread (blocks the caller)."""
+        self._done.set()
+        self._thread.join()
+
+    async def stop(self) -> list[float]:
+        """Stop posting without blocking the loop; let the last callbacks run; all lateness."""
+        self._done.set()
+        await asyncio.to_thread(self._thread.join)
+        await asyncio.sleep(0.005)
+        return self.lateness
+
+    def __enter__(self) -> LagProbe:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.join()
+
+    def _post(self) -> None:
+        """Post a callback every period until stopped or the loop closes."""
+        while not self._done.is_set():
+            try:
+                self._loop.call_soon_threadsafe(self._record, time.perf_counter())
+            except RuntimeError:  # the loop closed
+                return
+            time.sleep(self._period)
+
+    def _record(self, posted: float) -> None:
+        """Record one callback's lateness."""
+        self.lateness.append(time.perf_counter() - posted)
+
+
+# --- mounts ---------------------------------------------------------------------------------
+
+
+def mount_tmpfs(directory: Path, size: str) -> str | None:
+    """Mount a tmpfs of ``size`` at ``directory``; return why it failed, or None."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root (CI runs as root)"
+    if shutil.which("mount") is None or shutil.which("umount") is None:
+        return "mount(8) and umount(8) are not installed"
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        return f"cannot mount a tmpfs here: {mounted.stderr.strip()}"
+    return None
+
+
+def unmount(directory: Path) -> None:
+    """Unmount ``directory`` (lazily if it is still busy)."""
+    if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@contextmanager
+def mounted_tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``directory`` (or skip); always unmount it afterwards."""
+    reason = mount_tmpfs(directory, size)
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield directory
+    finally:
+        unmount(directory)

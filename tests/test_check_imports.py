@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import generous, stamp
+
 HEAVY = ("asyncio", "aiosqlite", "aiofiles", "prometheus_client")
 SERVICE_MODULES = (
     "healthfile._service",
@@ -39,11 +41,6 @@ def probe_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith(("COV_CORE_", "COVERAGE_", "PYTHON", "HEALTHFILE_"))
     }
-
-
-def stamp(seconds: float) -> str:
-    """A contract timestamp for Unix time ``seconds``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def write_report(path: Path, status: str, check_status: str = "pass") -> Path:
@@ -181,4 +178,4 @@ def test_check_starts_well_within_the_kubernetes_probe_timeout(tmp_path: Path) -
         )
         durations.append(time.perf_counter() - started)
     # Loose on purpose: the claim is "well under 1 s", on a busy CI box.
-    assert statistics.median(durations) < 1.0, durations
+    assert statistics.median(durations) < generous(1.0), durations

@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,24 +20,18 @@ from typing import Any
 import pytest
 
 from healthfile import SQLiteCheck, _checks
-from helpers import ServiceFactory, is_lock_file, make_database
+from helpers import (
+    LOCK_HOLDER,
+    ServiceFactory,
+    generous,
+    is_lock_file,
+    make_database,
+    read_text,
+    wait_until_async,
+)
 
 # aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
 AIOSQLITE_THREAD = "_connection_worker_thread"
-
-# Holds an exclusive lock on the database in argv[1] until a line arrives on stdin.
-LOCK_HOLDER = textwrap.dedent(
-    """
-    import sqlite3, sys
-    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-    connection.execute("BEGIN EXCLUSIVE")
-    print("locked", flush=True)
-    sys.stdin.readline()
-    connection.execute("ROLLBACK")
-    connection.close()
-    print("released", flush=True)
-    """
-)
 
 # Starts a service in asyncio.run and returns without stop(); with "locked", a probe of a
 # database this same process holds locked is in flight when main() returns.
@@ -46,7 +40,7 @@ RETURNS_WITHOUT_STOP = textwrap.dedent(
     import asyncio, os, sqlite3, sys
     import healthfile
 
-    database, health_file, mode = sys.argv[1:4]
+    database, health_file, mode, loop = sys.argv[1:5]
     holders = []
 
     def lock(path):
@@ -65,7 +59,7 @@ RETURNS_WITHOUT_STOP = textwrap.dedent(
             holders.append(await asyncio.to_thread(lock, database))
         await asyncio.sleep(0.3)
 
-    if os.environ.get("HEALTHFILE_TEST_LOOP") == "uvloop":
+    if loop == "uvloop":
         import uvloop
         uvloop.run(main())
     else:
@@ -85,10 +79,6 @@ def exclusive_lock(path: Path) -> Iterator[sqlite3.Connection]:
         holder.execute("ROLLBACK")
     finally:
         holder.close()
-
-
-def read_text(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
 
 
 def listing(directory: Path) -> list[str]:
@@ -160,15 +150,6 @@ def threads_before() -> set[threading.Thread]:
 def aiosqlite_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     """aiosqlite's connection threads started since ``before``."""
     return [t for t in threading.enumerate() if AIOSQLITE_THREAD in t.name and t not in before]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 # Every way a file at the database path can fail to be a readable database.
@@ -308,7 +289,7 @@ async def test_locked_database_fails_a_check_with_its_own_timeout(database: Path
     assert result.status == "fail"
     assert result.output is not None
     assert "locked" in result.output
-    assert 0.25 <= elapsed < 5.0
+    assert 0.25 <= elapsed < generous(5.0)
 
 
 @pytest.mark.asyncio
@@ -451,7 +432,7 @@ async def test_stop_mid_probe_is_prompt_and_leaves_no_connection_thread(
     await service.start()
     with exclusive_lock(database):
         cycle = asyncio.ensure_future(service.check_now())
-        await wait_until(lambda: bool(aiosqlite_threads(threads_before)))
+        await wait_until_async(lambda: bool(aiosqlite_threads(threads_before)), timeout=10.0)
         await asyncio.sleep(0.05)  # let the probe meet the lock
         assert not cycle.done()
         started = time.perf_counter()
@@ -459,8 +440,8 @@ async def test_stop_mid_probe_is_prompt_and_leaves_no_connection_thread(
         elapsed = time.perf_counter() - started
         with pytest.raises(RuntimeError, match="stopped"):
             await cycle
-        await wait_until(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
-    assert elapsed < 1.0
+        await wait_until_async(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
+    assert elapsed < generous(1.0)
     assert json.loads(read_text(health_file))["status"] == "stopped"
 
 
@@ -472,13 +453,13 @@ async def test_direct_probe_cancelled_closes_its_connection(
     check = SQLiteCheck(database)
     with exclusive_lock(database):
         run = asyncio.ensure_future(check.run())
-        await wait_until(lambda: bool(aiosqlite_threads(threads_before)))
+        await wait_until_async(lambda: bool(aiosqlite_threads(threads_before)), timeout=10.0)
         await asyncio.sleep(0.05)  # let the probe meet the lock
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
         await asyncio.wait_for(check.wait_closed(), 2.0)
-        await wait_until(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
+        await wait_until_async(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
     assert (await check.run()).status == "pass"
 
 
@@ -490,12 +471,14 @@ async def test_probe_cancelled_while_connecting_closes_its_connection(
     check = SQLiteCheck(database)
     connection_spy.delay = 0.2
     run = asyncio.ensure_future(check.run())
-    await wait_until(connection_spy.connecting.is_set)
+    await wait_until_async(connection_spy.connecting.is_set, timeout=10.0)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
     await asyncio.wait_for(check.wait_closed(), 2.0)
-    await wait_until(lambda: not aiosqlite_threads(threads_before) and bool(connection_spy.opened))
+    await wait_until_async(
+        lambda: not aiosqlite_threads(threads_before) and bool(connection_spy.opened), timeout=10.0
+    )
     assert connection_spy.still_open() == []
 
 
@@ -512,12 +495,13 @@ async def test_stop_while_connecting_closes_the_connection(
     connection_spy.delay = 0.2
     connection_spy.connecting.clear()
     cycle = asyncio.ensure_future(service.check_now())
-    await wait_until(connection_spy.connecting.is_set)
+    await wait_until_async(connection_spy.connecting.is_set, timeout=10.0)
     await service.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         await cycle
-    await wait_until(
-        lambda: not aiosqlite_threads(threads_before) and len(connection_spy.opened) == 2
+    await wait_until_async(
+        lambda: not aiosqlite_threads(threads_before) and len(connection_spy.opened) == 2,
+        timeout=10.0,
     )
     assert connection_spy.still_open() == []
 
@@ -530,7 +514,7 @@ async def test_probe_cancelled_while_closing_raises_cancelled_error(
     connection_spy.close_delay = 0.3
     check = SQLiteCheck(database)
     run = asyncio.ensure_future(check.run())
-    await wait_until(connection_spy.closed_underneath.is_set)
+    await wait_until_async(connection_spy.closed_underneath.is_set, timeout=10.0)
     assert not run.done()
     run.cancel()
     await asyncio.wait({run}, timeout=5)
@@ -551,17 +535,20 @@ async def test_a_failing_close_after_a_good_read_passes_and_ends_the_thread(
     await asyncio.wait_for(check.wait_closed(), 5)
     # aiosqlite's thread waits for more work after a failed close: it must not linger (it
     # is not a daemon thread, and would hold interpreter exit).
-    await wait_until(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
+    await wait_until_async(lambda: not aiosqlite_threads(threads_before), timeout=2.0)
 
 
 # --- a process that never calls stop() ---------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["idle", "locked"])
-def test_process_exits_without_stop(database: Path, health_file: Path, mode: str) -> None:
+def test_process_exits_without_stop(
+    database: Path, health_file: Path, mode: str, test_loop: str
+) -> None:
     """A program whose main() returns without stop() exits promptly, also mid-probe."""
+    argv = [str(database), str(health_file), mode, test_loop]
     completed = subprocess.run(
-        [sys.executable, "-c", RETURNS_WITHOUT_STOP, str(database), str(health_file), mode],
+        [sys.executable, "-c", RETURNS_WITHOUT_STOP, *argv],
         capture_output=True,
         text=True,
         timeout=15,

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -25,10 +24,17 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient as AiohttpClient
 from aiohttp.test_utils import TestServer
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from helpers import make_database, needs_unix_sockets
+from helpers import (
+    Samples,
+    make_database,
+    needs_unix_sockets,
+    parse_samples,
+    read_report,
+    report_on_disk,
+    wait_until,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
@@ -56,32 +62,18 @@ def local(argv: list[str]) -> list[str]:
     return [str(BIN / "healthfile"), *argv[1:]]
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """The health file's JSON object, or {} while there is none."""
-    try:
-        document: dict[str, Any] = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    return document
-
-
 def take_away(database: Path) -> None:
     """Make the database disappear (renamed), as a lost volume would."""
     database.rename(database.with_suffix(".gone"))
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds, failing after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def wait_for_status(path: Path, status: str) -> None:
     """Wait until the health file says ``status``."""
-    wait_for(lambda: read_report(path).get("status") == status, f"{path} to say {status}")
+    wait_until(
+        lambda: (read_report(path) or {}).get("status") == status,
+        f"{path} to say {status}",
+        every=0.05,
+    )
 
 
 class Process:
@@ -241,7 +233,7 @@ def test_kubernetes_probes_follow_the_worker_through_degraded_stuck_and_stopped(
     assert (python, script) == ("python", "/app/worker.py")
     worker = processes([sys.executable, str(EXAMPLES / "worker.py")], cwd=workdir, env=env)
     wait_for_status(health_file, "online")
-    assert set(read_report(health_file)["checks"]) == {"database", "event_loop", "heartbeat"}
+    assert set(report_on_disk(health_file)["checks"]) == {"database", "event_loop", "heartbeat"}
     assert [probe(k) for k in ("startupProbe", "livenessProbe", "readinessProbe")] == [0, 0, 0]
 
     take_away(database)
@@ -249,15 +241,16 @@ def test_kubernetes_probes_follow_the_worker_through_degraded_stuck_and_stopped(
     assert (probe("livenessProbe"), probe("readinessProbe")) == (0, 1)
 
     worker.popen.send_signal(signal.SIGUSR1)  # the current job hangs
-    wait_for(
-        lambda: read_report(health_file)["checks"]["heartbeat"]["status"] == "fail",
+    wait_until(
+        lambda: report_on_disk(health_file)["checks"]["heartbeat"]["status"] == "fail",
         "the heartbeat to fail",
+        every=0.05,
     )
     assert (probe("livenessProbe"), probe("readinessProbe")) == (1, 1)
 
     status, output = worker.stop(signal.SIGTERM)
     assert (status, "Traceback" in output) == (0, False), output
-    assert read_report(health_file)["status"] == "stopped"
+    assert report_on_disk(health_file)["status"] == "stopped"
     assert (probe("livenessProbe"), probe("readinessProbe")) == (1, 1)
 
 
@@ -500,17 +493,6 @@ def test_default_convention_would_misread_in_consul(tmp_path: Path) -> None:
 
 # --- node_exporter: textfile and alert rules ----------------------------------------------
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse_samples(text: str) -> Samples:
-    """Prometheus text format, parsed by prometheus_client: (name, labels) -> value."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
 
 def alert_rules() -> dict[str, dict[str, Any]]:
     """The alerting rules of examples/node_exporter/healthfile.rules.yml by alert name."""
@@ -695,14 +677,6 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     assert unit.name not in verified.stderr, verified.stderr
 
 
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A directory with a short path: a Unix socket's path must fit in 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="hf-"))
-    yield path
-    shutil.rmtree(path)
-
-
 @needs_unix_sockets
 def test_systemd_exec_start_notifies_ready_watchdog_and_stopping(
     tmp_path: Path, short_dir: Path, processes: Callable[..., Process]
@@ -733,7 +707,7 @@ def test_systemd_exec_start_notifies_ready_watchdog_and_stopping(
         while messages[-1] != "READY=1":
             messages.append(notify.recv(4096).decode())
         assert notify.recv(4096) == b"WATCHDOG=1"
-        assert read_report(health_file)["status"] == "online"
+        assert report_on_disk(health_file)["status"] == "online"
         status, output = process.stop(signal.SIGTERM)  # systemctl stop
         assert status == 0, output
         rest = []
@@ -746,7 +720,7 @@ def test_systemd_exec_start_notifies_ready_watchdog_and_stopping(
     assert set(messages[:-1]) <= {"WATCHDOG=1"}
     assert rest[-1] == "STOPPING=1"
     assert set(rest[:-1]) <= {"WATCHDOG=1"}
-    assert read_report(health_file)["status"] == "stopped"
+    assert report_on_disk(health_file)["status"] == "stopped"
 
 
 # --- frameworks ---------------------------------------------------------------------------
@@ -758,12 +732,12 @@ def test_starlette_lifespan_runs_the_service(database: Path, tmp_path: Path) -> 
     health_file = tmp_path / "health.json"
     app = example.create_app(database, health_file=health_file, pyproject=None)
     with TestClient(app) as client:
-        report = read_report(health_file)
+        report = report_on_disk(health_file)
         assert report["status"] == "online"
         response = client.get("/health")
         assert response.status_code == 200
         assert response.json() == report
-    assert read_report(health_file)["status"] == "stopped"
+    assert report_on_disk(health_file)["status"] == "stopped"
 
 
 def test_starlette_health_route_is_503_when_degraded(tmp_path: Path) -> None:
@@ -775,7 +749,7 @@ def test_starlette_health_route_is_503_when_degraded(tmp_path: Path) -> None:
         response = client.get("/health")
         assert response.status_code == 503
         assert response.json()["status"] == "degraded"
-    assert read_report(health_file)["status"] == "stopped"
+    assert report_on_disk(health_file)["status"] == "stopped"
 
 
 def test_starlette_module_level_app_does_no_io(
@@ -795,13 +769,13 @@ async def test_aiohttp_cleanup_ctx_runs_the_service(database: Path, tmp_path: Pa
     health_file = tmp_path / "health.json"
     app = example.create_app(database=database, health_file=health_file, pyproject=None)
     async with AiohttpClient(TestServer(app)) as client:
-        report = read_report(health_file)
+        report = report_on_disk(health_file)
         assert report["status"] == "online"
         response = await client.get("/health")
         assert response.status == 200
         assert await response.json() == report
         assert app[example.HEALTH].running
-    assert read_report(health_file)["status"] == "stopped"
+    assert report_on_disk(health_file)["status"] == "stopped"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -817,9 +791,13 @@ def test_desktop_app_keeps_the_file_and_stops_cleanly(
         ],
         env=environment(),
     )
-    wait_for(lambda: read_report(health_file).get("sequence", 0) >= 3, "three reports")
-    assert read_report(health_file)["status"] == "online"
+    wait_until(
+        lambda: (read_report(health_file) or {}).get("sequence", 0) >= 3,
+        "three reports",
+        every=0.05,
+    )
+    assert report_on_disk(health_file)["status"] == "online"
     status, output = app.stop(signum)
     assert status == 0, output
     assert output == "running; Ctrl-C quits\nstopped\n"
-    assert read_report(health_file)["status"] == "stopped"
+    assert report_on_disk(health_file)["status"] == "stopped"

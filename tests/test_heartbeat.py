@@ -12,7 +12,7 @@ import pytest
 
 import healthfile
 from healthfile import CheckResult, HeartbeatCheck
-from helpers import ServiceFactory, read_report
+from helpers import ServiceFactory, generous, read_report
 
 DEADLINE = 30.0
 
@@ -106,7 +106,7 @@ def test_beats_from_many_threads_at_once_keep_it_passing() -> None:
     assert result.status == "pass"
     since = check.seconds_since_beat()
     assert since is not None
-    assert since < 0.5
+    assert since < generous(0.5)
 
 
 def test_seconds_since_beat_is_none_before_the_first_beat() -> None:
@@ -116,7 +116,7 @@ def test_seconds_since_beat_is_none_before_the_first_beat() -> None:
     check.beat()
     since = check.seconds_since_beat()
     assert since is not None
-    assert 0.0 <= since < DEADLINE
+    assert 0.0 <= since < generous(DEADLINE)
 
 
 def test_defaults_and_attributes() -> None:

@@ -883,7 +883,11 @@ def test_ci_workflow_runs_the_suite_and_the_type_checks_on_every_platform() -> N
     root = Path(__file__).resolve().parent.parent
     workflow = yaml.safe_load((root / ".github" / "workflows" / "ci.yml").read_text())
     makefile = (root / "Makefile").read_text()
-    nox_pythons = ["3.10", "3.11", "3.12", "3.13"]
+    classifiers = re.findall(
+        r'"Programming Language :: Python :: (3\.\d+)"', (root / "pyproject.toml").read_text()
+    )
+    nox_pythons = classifiers  # noxfile.py reads the same classifiers
+    assert nox_pythons == ["3.10", "3.11", "3.12", "3.13"]
 
     assert workflow["permissions"] == {}
     matrix = workflow["jobs"]["test"]["strategy"]["matrix"]

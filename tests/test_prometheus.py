@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import healthfile
-from healthfile import _run
 from healthfile._cli import main
 from healthfile._judge import parse_timestamp
-from helpers import ServiceFactory, needs_fifos, needs_posix_modes
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from helpers import Samples, ServiceFactory, needs_fifos, needs_posix_modes, wait_until
 
 DEADLINE = 30.0  # generous: slow CI machines, coverage
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hide HEALTHFILE_* variables of the shell that runs the suite."""
-    for name in list(os.environ):
-        if name.startswith("HEALTHFILE_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def read_app_samples(path: Path) -> tuple[set[str], Samples]:
@@ -220,19 +209,6 @@ def test_construction_without_prometheus_file_needs_no_prometheus_client(
     assert service.prometheus_file is None
 
 
-@pytest.fixture
-def started_with(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Record the options `healthfile run` would pass to the service, instead of running it."""
-    calls: list[dict[str, Any]] = []
-
-    def fake_run_service(options: dict[str, Any]) -> int:
-        calls.append(dict(options))
-        return 0
-
-    monkeypatch.setattr(_run, "run_service", fake_run_service)
-    return calls
-
-
 def test_run_passes_prometheus_file_from_option_or_environment(
     started_with: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -314,15 +290,6 @@ def test_run_prometheus_file_without_prometheus_client_exits_2_with_one_line(
     assert started_with == []
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds, failing after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_healthfile_run_keeps_the_textfile_until_sigterm(database: Path, tmp_path: Path) -> None:
     """`healthfile run` with HEALTHFILE_PROMETHEUS_FILE keeps the textfile, stopped at SIGTERM."""
     health_file = tmp_path / "health.json"
@@ -339,8 +306,8 @@ def test_healthfile_run_keeps_the_textfile_until_sigterm(database: Path, tmp_pat
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(textfile.exists, "the textfile")
-        wait_for(lambda: read_document(health_file)["sequence"] >= 3, "three cycles")
+        wait_until(textfile.exists, "the textfile")
+        wait_until(lambda: read_document(health_file)["sequence"] >= 3, "three cycles")
         samples = read_samples(textfile)
         assert samples[("healthfile_up", ())] == 1.0
         info = (("api_version", "v1"), ("app_version", "7.0"))

@@ -10,7 +10,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import sqlite3
 import stat
 import statistics
@@ -25,11 +24,19 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from healthfile import AsyncHealthService, AtomicWriter, CheckResult, HealthReport
-from helpers import CONTRACT_KEYS, ServiceFactory, is_lock_file, needs_posix_modes
+from helpers import (
+    CONTRACT_KEYS,
+    LagProbe,
+    ServiceFactory,
+    generous,
+    healthfile_tasks,
+    names,
+    needs_posix_modes,
+    read_text,
+    stray_threads,
+    wait_until_async,
+)
 
-# Threads of the loop's default executor (aiofiles and asyncio.to_thread run there): asyncio
-# names them asyncio_N, uvloop names them uvloop_N. They belong to the loop, not the service.
-EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+")
 # aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
 AIOSQLITE_THREAD = "_connection_worker_thread"
 
@@ -68,45 +75,6 @@ class ProbeCheck:
         await asyncio.wait_for(reached(), timeout)
 
 
-class LagProbe:
-    """Measure how late the loop runs callbacks that a thread posts every ``period`` seconds."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float = 0.002) -> None:
-        self.worst = 0.0
-        self._loop = loop
-        self._period = period
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._post, name="test-lag-probe", daemon=True)
-
-    def __enter__(self) -> LagProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _post(self) -> None:
-        while not self._done.is_set():
-            try:
-                self._loop.call_soon_threadsafe(self._record, time.perf_counter())
-            except RuntimeError:  # the loop closed
-                return
-            time.sleep(self._period)
-
-    def _record(self, posted: float) -> None:
-        self.worst = max(self.worst, time.perf_counter() - posted)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.005)
-
-
 async def wait_for_hang(probe: ProbeCheck, threads_before: set[threading.Thread]) -> None:
     """Wait until ``probe`` hangs and the same cycle's SQLite probe has closed its connection.
 
@@ -114,8 +82,9 @@ async def wait_for_hang(probe: ProbeCheck, threads_before: set[threading.Thread]
     pinned in test_database.py; these tests cancel a cycle whose only running check hangs.
     """
     await asyncio.wait_for(probe.entered.wait(), 10)
-    await wait_until(
-        lambda: not any(AIOSQLITE_THREAD in t.name for t in new_threads(threads_before))
+    await wait_until_async(
+        lambda: not any(AIOSQLITE_THREAD in t.name for t in new_threads(threads_before)),
+        timeout=20.0,
     )
 
 
@@ -129,14 +98,6 @@ def read_health(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert isinstance(data, dict)
     return data
-
-
-def read_text(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
-
-
-def listing(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir() if not is_lock_file(path.name))
 
 
 def permissions(path: Path) -> int:
@@ -166,27 +127,12 @@ def assert_valid(data: dict[str, Any]) -> None:
     assert errors == []
 
 
-def healthfile_tasks() -> list[str]:
-    return sorted(
-        task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("healthfile-")
-    )
-
-
-def stray_threads(before: set[threading.Thread]) -> list[str]:
-    """Name the threads started since ``before``, but for the loop's default executor's."""
-    return sorted(
-        thread.name
-        for thread in new_threads(before)
-        if thread is not threading.main_thread() and not EXECUTOR_THREAD.fullmatch(thread.name)
-    )
-
-
 async def assert_no_stray_threads(before: set[threading.Thread], settle: float = 2.0) -> None:
     """Allow a short settle for threads that are returning, then require none is left."""
     deadline = time.monotonic() + settle
     while stray_threads(before) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    assert stray_threads(before) == []
+    assert stray_threads(before) == set()
 
 
 def error_records(logs: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
@@ -338,7 +284,9 @@ async def test_cycles_repeat_and_sequence_grows_by_one(
     monkeypatch.setattr(AtomicWriter, "replace", spy)
     service = make_service(interval=0.05)
     await service.start()
-    await wait_until(lambda: service.last_report is not None and service.last_report.sequence >= 6)
+    await wait_until_async(
+        lambda: service.last_report is not None and service.last_report.sequence >= 6, timeout=20.0
+    )
     await service.stop()
     assert written == list(range(1, len(written) + 1))
     assert len(written) >= 7  # six cycles and the final report
@@ -461,7 +409,7 @@ async def test_stop_of_idle_service_is_prompt(make_service: ServiceFactory) -> N
     await service.start()
     started = time.perf_counter()
     await service.stop()
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < generous(1.0)
 
 
 @pytest.mark.asyncio
@@ -478,7 +426,7 @@ async def test_stop_does_not_wait_for_a_hung_check(
     await wait_for_hang(probe, threads_before)
     started = time.perf_counter()
     await service.stop()
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < generous(1.0)
     with pytest.raises(RuntimeError, match="stopped"):
         await cycle
     assert read_health(health_file)["status"] == "stopped"
@@ -498,7 +446,7 @@ async def test_stop_during_start_makes_start_return(
     assert not service.running
     started = time.perf_counter()
     await service.stop()
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < generous(1.0)
     await asyncio.wait_for(starting, 5)
     assert starting.exception() is None
     assert not service.running
@@ -697,7 +645,9 @@ async def test_cycle_that_raises_is_logged_and_loop_goes_on(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(service, "_new_report", fail_once)
-    await wait_until(lambda: service.last_report is not None and service.last_report.sequence >= 3)
+    await wait_until_async(
+        lambda: service.last_report is not None and service.last_report.sequence >= 3, timeout=20.0
+    )
     assert service.running
     logged = [
         record
@@ -736,7 +686,7 @@ async def test_write_failure_is_logged_once_and_recovery_is_logged(
     assert str(health_file) in errors[0].getMessage()
     assert service.last_report is None
     blocked.unlink()
-    await wait_until(lambda: service.last_report is not None)
+    await wait_until_async(lambda: service.last_report is not None, timeout=20.0)
     assert read_health(health_file)["status"] == "online"
     await probe.wait_runs(len(probe.starts) + 3)
     assert len(error_records(healthfile_logs, "cannot write")) == 1
@@ -771,9 +721,9 @@ async def test_write_errors_are_logged_once_per_distinct_error(
         (True, False),
         (False, True),
     ]
-    assert listing(health_file.parent) == []  # neither the file nor a temporary file
+    assert names(health_file.parent) == set()  # neither the file nor a temporary file
     failure.clear()
-    await wait_until(lambda: service.last_report is not None)
+    await wait_until_async(lambda: service.last_report is not None, timeout=20.0)
     await probe.wait_runs(len(probe.starts) + 3)
     assert len(error_records(healthfile_logs, "cannot write")) == 2
     recovered = error_records(healthfile_logs, "again after")
@@ -860,7 +810,7 @@ async def test_overrunning_cycle_is_not_doubled_up(make_service: ServiceFactory)
     # Each cycle ends 1.25 intervals after it started, the next due time is 2 intervals after
     # it; a loop that caught up on the missed due time would start again after 1.25.
     assert min(gaps) > 1.6 * interval, gaps
-    assert abs(statistics.median(gaps) - 2 * interval) < interval / 4, gaps
+    assert abs(statistics.median(gaps) - 2 * interval) < generous(interval / 4), gaps
 
 
 # --- nothing blocks the loop -------------------------------------------------------------
@@ -896,7 +846,7 @@ async def test_slow_fsync_does_not_block_the_loop(
         elapsed = time.perf_counter() - started
         await asyncio.sleep(0.02)  # run the callbacks posted up to now
     assert elapsed >= 0.3
-    assert probe.worst < 0.15, f"event loop blocked for {probe.worst:.3f} s"
+    assert probe.worst < generous(0.15), f"event loop blocked for {probe.worst:.3f} s"
 
 
 @pytest.mark.asyncio
@@ -919,7 +869,7 @@ async def test_locked_database_does_not_block_the_loop(
         holder.close()
     assert report.database == "timeout"
     assert elapsed >= 0.45
-    assert probe.worst < 0.15, f"event loop blocked for {probe.worst:.3f} s"
+    assert probe.worst < generous(0.15), f"event loop blocked for {probe.worst:.3f} s"
 
 
 @pytest.mark.asyncio

@@ -22,8 +22,8 @@ import pytest
 
 import healthfile
 from healthfile._signals import STOP_SIGNALS
-from helpers import make_database, read_report
-from test_cli import RunningCli, child_environment, is_online, wait_for_report
+from helpers import child_environment, is_online, make_database, read_report, wait_for_report
+from test_cli import RunningCli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DEADLINE = 30.0  # generous: slow CI machines, coverage
@@ -288,7 +288,7 @@ def test_run_stops_cleanly_and_restores_the_handlers(
     """`healthfile run` stops with "stopped" and exit 0, and gives the old handlers back."""
     health_file = workdir / "data" / "health.json"
     running = start("asyncio", path, "run", *run_options(workdir))
-    wait_for_report(health_file, is_online, running)
+    wait_for_report(health_file, is_online, alive=running.assert_alive)
 
     assert running.signal_and_wait(signum) == 0, running.stderr
     final = read_report(health_file)
@@ -308,7 +308,7 @@ def test_run_exits_130_on_a_second_signal_while_stopping(
     health_file = workdir / "data" / "health.json"
     gate = tmp_path / "fsync-gate"
     running = start("asyncio", path, "run", *run_options(workdir), gate=str(gate))
-    wait_for_report(health_file, is_online, running)
+    wait_for_report(health_file, is_online, alive=running.assert_alive)
 
     gate.touch()  # from now on every fsync, the final report's included, waits
     running.process.send_signal(signal.SIGTERM)
@@ -335,7 +335,7 @@ def test_ctrl_break_stops_with_stopped_and_exit_0(
     health_file = workdir / "data" / "health.json"
     if program == "run":
         running = start("default", "-", "run", *run_options(workdir), **new_group)
-        wait_for_report(health_file, is_online, running)
+        wait_for_report(health_file, is_online, alive=running.assert_alive)
     else:
         running = start_readme_example(start, tmp_path, "default", "-", **new_group)
 

@@ -6,40 +6,23 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from healthfile import _run
 from healthfile._cli import main
 from healthfile._systemd import SystemdNotifier
-from helpers import ServiceFactory, needs_unix_sockets
+from helpers import ServiceFactory, needs_unix_sockets, read_status
 
 DEADLINE = 30.0  # generous: slow CI machines, coverage
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hide NOTIFY_SOCKET and HEALTHFILE_* variables of the shell that runs the suite."""
-    for name in list(os.environ):
-        if name.startswith("HEALTHFILE_") or name == "NOTIFY_SOCKET":
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A directory with a short path: a Unix socket's path must fit in 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="hf-"))
-    yield path
-    shutil.rmtree(path)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 class Listener:
@@ -94,12 +77,6 @@ def abstract_listener() -> Iterator[Listener]:
 def read_bytes(path: Path) -> bytes:
     """The file's bytes (a monitor's plain read)."""
     return path.read_bytes()
-
-
-def read_status(path: Path) -> str:
-    """The health file's status."""
-    status: str = json.loads(path.read_bytes())["status"]
-    return status
 
 
 async def run_and_collect(
@@ -258,19 +235,6 @@ async def test_missing_socket_path_is_logged_once(
     await service.stop()
     warnings = [r for r in healthfile_logs.records if "cannot notify systemd" in r.getMessage()]
     assert len(warnings) == 1
-
-
-@pytest.fixture
-def started_with(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Record the options `healthfile run` would pass to the service, instead of running it."""
-    calls: list[dict[str, Any]] = []
-
-    def fake_run_service(options: dict[str, Any]) -> int:
-        calls.append(dict(options))
-        return 0
-
-    monkeypatch.setattr(_run, "run_service", fake_run_service)
-    return calls
 
 
 @pytest.mark.parametrize(

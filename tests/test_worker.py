@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from healthfile._threads import WorkerThread
-from helpers import ServiceFactory, read_report
+from helpers import ServiceFactory, generous, read_report
 
 # The app's blocking work waits this long at most; healthfile must finish far sooner.
 APP_BLOCKS = 60.0
@@ -100,4 +100,4 @@ def test_a_hung_call_does_not_hold_interpreter_exit(tmp_path: Path) -> None:
     )
     started = time.monotonic()
     subprocess.run([sys.executable, str(script)], check=True, timeout=APP_BLOCKS * 2)
-    assert time.monotonic() - started < APP_BLOCKS / 2
+    assert time.monotonic() - started < generous(APP_BLOCKS / 2)

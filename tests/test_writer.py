@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,21 +64,6 @@ def temp_files(monkeypatch: pytest.MonkeyPatch) -> TempFiles:
     recorder = TempFiles()
     monkeypatch.setattr(writer_os, "open", recorder.open)
     return recorder
-
-
-@pytest.fixture
-def umask() -> Iterator[Callable[[int], None]]:
-    """Set the process umask for one test and restore the old one afterwards."""
-    original = os.umask(0o022)
-    os.umask(original)
-
-    def set_umask(value: int) -> None:
-        os.umask(value)
-
-    try:
-        yield set_umask
-    finally:
-        os.umask(original)
 
 
 # --- what lands on disk -------------------------------------------------------------------

@@ -30,6 +30,7 @@ from helpers import (
     read_report,
     require_module,
     require_program,
+    wait_for_report,
 )
 
 DEADLINE = 30.0  # generous: slow CI machines, coverage
@@ -195,18 +196,6 @@ def request_close(display: str, window: int) -> None:
         xlib.XFlush(connection)
     finally:
         xlib.XCloseDisplay(connection)
-
-
-def wait_for_report(path: Path, predicate: Callable[[dict[str, Any]], bool], what: str) -> None:
-    """Poll the health file until its report satisfies ``predicate``."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        report = read_report(path)
-        if report is not None and predicate(report):
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"the health file never showed {what}: {report}")
-        time.sleep(0.05)
 
 
 def heartbeat_is(status: str) -> Callable[[dict[str, Any]], bool]:

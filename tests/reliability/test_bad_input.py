@@ -16,8 +16,14 @@ from typing import Any
 
 import pytest
 
-import healthfile._writer
-from helpers import NONBLOCKING_FIFOS, ServiceFactory, needs_nonblocking_fifos
+from helpers import (
+    NONBLOCKING_FIFOS,
+    ServiceFactory,
+    child_environment,
+    generous,
+    needs_nonblocking_fifos,
+    one_line,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -25,13 +31,6 @@ pytestmark = pytest.mark.reliability
 # Generous bounds for slow CI machines under coverage; each is far from the failure it guards
 # against (a hang, or minutes of parsing).
 PROMPT = 10.0
-
-
-def child_environment(**variables: str) -> dict[str, str]:
-    """This environment without HEALTHFILE_* variables, plus ``variables``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHFILE_")}
-    env.update(variables)
-    return env
 
 
 def healthfile_command(
@@ -51,14 +50,6 @@ def healthfile_command(
 
 def exists(path: str) -> bool:
     return os.path.exists(path)
-
-
-def one_line(text: str) -> str:
-    """Assert that ``text`` is exactly one line without a traceback; return it."""
-    assert "Traceback" not in text
-    assert text.endswith("\n"), repr(text)
-    assert text.count("\n") == 1, f"expected one line, got:\n{text}"
-    return text.rstrip("\n")
 
 
 @pytest.fixture
@@ -208,7 +199,7 @@ def test_tiny_interval_keeps_the_file_fresh_or_is_refused(
     run = running(
         "--database", str(database), "--health-file", str(health_file), "--interval", "1e-310"
     )
-    deadline = time.monotonic() + PROMPT
+    deadline = time.monotonic() + generous(PROMPT)
     report: dict[str, Any] | None = None
     while report is None or report["sequence"] < 50:
         if run.process.poll() is not None:
@@ -235,7 +226,7 @@ async def test_tiny_interval_through_the_api_keeps_cycling_or_is_refused(
     except ValueError:
         return
     await service.start()
-    deadline = time.monotonic() + PROMPT
+    deadline = time.monotonic() + generous(PROMPT)
     while (report := service.last_report) is None or report.sequence < 50:
         assert time.monotonic() < deadline, f"cycles stopped at {service.last_report}"
         await asyncio.sleep(0.01)
@@ -375,11 +366,6 @@ async def test_device_as_pyproject_is_read_boundedly_by_start(
 # --- huge or nested files for `healthfile check` ---------------------------------------------
 
 
-def has_check_command() -> bool:
-    """Whether `healthfile check` exists yet (it is being built alongside these tests)."""
-    return Path(healthfile._writer.__file__).with_name("_judge.py").exists()
-
-
 def bad_health_file(kind: str, tmp_path: Path, fifo: Path) -> str:
     """Make a health file of ``kind``; return its path."""
     path = tmp_path / "health.json"
@@ -412,8 +398,6 @@ def test_huge_or_nested_health_file_gets_a_prompt_one_line_verdict(
     kind: str, convention: str, tmp_path: Path, fifo: Path
 ) -> None:
     """`healthfile check` on a huge, nested, FIFO or device file: one line, not healthy, fast."""
-    if not has_check_command():
-        pytest.skip("`healthfile check` does not exist yet")
     path = bad_health_file(kind, tmp_path, fifo)
     options = ("--nagios",) if convention == "nagios" else ()
     started = time.monotonic()
@@ -424,6 +408,6 @@ def test_huge_or_nested_health_file_gets_a_prompt_one_line_verdict(
     line = one_line(completed.stdout)
     assert len(line.encode()) < 4096
     assert completed.stderr == ""
-    assert took < PROMPT
+    assert took < generous(PROMPT)
     if convention == "nagios":
         assert line.startswith("HEALTHFILE UNKNOWN - ")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import pytest
 
 import healthfile._writer
 from healthfile import AsyncHealthService, HealthReport
-from helpers import ServiceFactory, is_lock_file
+from helpers import ServiceFactory, is_lock_file, open_fds, poll_async, stray_threads
 
 pytestmark = pytest.mark.reliability
 
@@ -30,10 +29,6 @@ ROUNDS = 300
 SEED = 20240505
 # How long the fault-free things a round waits for (threads returning, fds closing) may take.
 SETTLE = 5.0
-# Threads of the loop's default executor (aiofiles and asyncio.to_thread run there): asyncio
-# names them asyncio_N, uvloop names them uvloop_N. They belong to the loop, not the service.
-# The loop's default executor's threads, and healthfile's own worker while a service runs.
-EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+|healthfile-worker")
 
 
 class SlowFsync:
@@ -63,41 +58,9 @@ def slow_fsync(monkeypatch: pytest.MonkeyPatch) -> SlowFsync:
     return slow
 
 
-def open_fds() -> dict[int, str]:
-    """This process's open file descriptors and what each refers to."""
-    fds: dict[int, str] = {}
-    if not os.path.isdir("/proc/self/fd"):  # descriptors are tracked where Linux lists them
-        return fds
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # the descriptor listdir itself used, closed by now
-            continue
-    return fds
-
-
 def leaked(before: dict[int, str]) -> list[str]:
     """What is open now that was not open before (by fd and target)."""
     return sorted(f"{fd} -> {target}" for fd, target in open_fds().items() if fd not in before)
-
-
-def stray_threads() -> set[threading.Thread]:
-    """Every thread but the main thread and the loop's default executor threads."""
-    return {
-        thread
-        for thread in threading.enumerate()
-        if thread is not threading.main_thread() and not EXECUTOR_THREAD.fullmatch(thread.name)
-    }
-
-
-async def settle(condition: Callable[[], bool], timeout: float = SETTLE) -> bool:
-    """Give returning threads a moment: poll ``condition`` for up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.002)
-    return True
 
 
 class Leaks:
@@ -108,17 +71,19 @@ class Leaks:
     """
 
     def __init__(self) -> None:
-        self.threads = stray_threads()
+        self.threads = stray_threads(worker=True)
         self.fds = open_fds()
         self.found: list[str] = []
 
     async def check(self, round_: object) -> None:
-        if not await settle(lambda: stray_threads() <= self.threads):
-            new = stray_threads() - self.threads
+        if not await poll_async(
+            lambda: stray_threads(worker=True) <= self.threads, timeout=SETTLE, every=0.002
+        ):
+            new = stray_threads(worker=True) - self.threads
             self.found.append(f"{round_}: threads {sorted(t.name for t in new)}")
             self.threads |= new
         # Threads have returned by now: a descriptor still open a moment later stays open.
-        if not await settle(lambda: leaked(self.fds) == [], 0.5):
+        if not await poll_async(lambda: leaked(self.fds) == [], timeout=0.5, every=0.002):
             self.found.append(f"{round_}: descriptors {leaked(self.fds)}")
             self.fds = open_fds()
 
@@ -213,7 +178,9 @@ async def test_random_cancellations_leave_nothing_behind_and_always_reach_the_ca
     service = make_service(check_timeout=5.0)
     await service.start()
     await service.check_now()
-    assert await settle(lambda: stray_threads() == set())
+    assert await poll_async(
+        lambda: stray_threads(worker=True) == set(), timeout=SETTLE, every=0.002
+    )
     leaks = Leaks()
     mid_write: dict[str, int] = dict.fromkeys(SCENARIOS, 0)
 
@@ -239,7 +206,9 @@ async def test_cancelling_some_of_many_concurrent_callers_spares_the_others(
     service = make_service(check_timeout=5.0)
     await service.start()
     await service.check_now()
-    assert await settle(lambda: stray_threads() == set())
+    assert await poll_async(
+        lambda: stray_threads(worker=True) == set(), timeout=SETTLE, every=0.002
+    )
     leaks = Leaks()
 
     for number in range(60):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from healthfile import AsyncHealthService, HealthReport
-from helpers import ServiceFactory
+from helpers import ServiceFactory, content
 
 pytestmark = pytest.mark.reliability
 
@@ -48,10 +48,6 @@ def put(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, path)
-
-
-def content(path: Path) -> bytes:
-    return path.read_bytes()
 
 
 def delete(path: Path) -> None:

@@ -6,14 +6,13 @@ import errno
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from healthfile import CheckResult, check
-from helpers import ServiceFactory, is_lock_file
+from helpers import ServiceFactory, messages, mounted_tmpfs, names
 
 pytestmark = pytest.mark.reliability
 
@@ -25,25 +24,8 @@ PAGE = 4096
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A fresh 256 KiB tmpfs with 64 inodes, unmounted at the end (skipped where impossible)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    if shutil.which("mount") is None or shutil.which("umount") is None:
-        pytest.skip("mount(8) and umount(8) are not installed")
-    directory = tmp_path / "tmpfs"
-    directory.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,nr_inodes=64,mode=0755", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "256k,nr_inodes=64") as directory:
         yield directory
-    finally:
-        if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def free_bytes(directory: Path) -> int:
@@ -71,15 +53,6 @@ def leave_free_pages(filler: Path, pages: int) -> None:
     while free_bytes(directory) < pages * PAGE:
         size = max(0, (size - 1) // PAGE * PAGE)
         os.truncate(filler, size)
-
-
-def names(directory: Path) -> set[str]:
-    return {name for name in os.listdir(directory) if not is_lock_file(name)}
-
-
-def messages(logs: pytest.LogCaptureFixture, text: str) -> list[str]:
-    """Every healthfile log message containing ``text``."""
-    return [r.getMessage() for r in logs.records if text in r.getMessage()]
 
 
 def long_warning(number: int) -> Callable[[], object]:

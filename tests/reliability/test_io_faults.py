@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import subprocess
@@ -15,7 +14,15 @@ from typing import Any
 import pytest
 
 import healthfile._writer
-from helpers import ServiceFactory, is_lock_file, needs_directory_fsync
+from helpers import (
+    ServiceFactory,
+    content,
+    messages,
+    names,
+    needs_directory_fsync,
+    report_on_disk,
+    unmount,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -106,25 +113,6 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> WriterFaults:
     return WriterFaults(monkeypatch)
 
 
-def content(path: Path) -> bytes:
-    return path.read_bytes()
-
-
-def names(directory: Path) -> set[str]:
-    return {name for name in os.listdir(directory) if not is_lock_file(name)}
-
-
-def messages(logs: pytest.LogCaptureFixture, text: str) -> list[str]:
-    """Every healthfile log message containing ``text``."""
-    return [r.getMessage() for r in logs.records if text in r.getMessage()]
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    report = json.loads(path.read_bytes())
-    assert isinstance(report, dict)
-    return report
-
-
 # --- failing write, fsync, rename --------------------------------------------------------
 
 
@@ -173,7 +161,7 @@ async def test_failing_call_keeps_old_file_logs_once_and_recovers(
     recovered = await service.check_now()
 
     assert recovered.sequence == report.sequence + 1
-    assert read_report(health_file)["sequence"] == recovered.sequence
+    assert report_on_disk(health_file)["sequence"] == recovered.sequence
     assert len(messages(healthfile_logs, "again after")) == 1
     assert len(messages(healthfile_logs, "cannot write")) == 1
     assert names(health_file.parent) == {"health.json"}
@@ -205,7 +193,7 @@ async def test_failed_fsync_is_never_retried_on_the_same_file(
     assert len(set(failed)) == len(failed)
     assert set(failed).isdisjoint(faults.fsynced)
     assert set(failed).isdisjoint(faults.renamed)
-    assert read_report(health_file)["sequence"] == report.sequence
+    assert report_on_disk(health_file)["sequence"] == report.sequence
     # One line per distinct error, one for the recovery.
     assert len(messages(healthfile_logs, "cannot write")) == 2
     assert len(messages(healthfile_logs, "again after")) == 1
@@ -227,7 +215,7 @@ async def test_failing_directory_fsync_after_the_rename_is_logged_once_and_recov
     for _ in range(CYCLES):
         report = await service.check_now()
         # The rename has happened: the file is this cycle's report, whole, but not known durable.
-        assert read_report(health_file)["sequence"] == report.sequence
+        assert report_on_disk(health_file)["sequence"] == report.sequence
         assert names(health_file.parent) == {"health.json"}
     assert len(messages(healthfile_logs, "cannot write")) == 1
 
@@ -255,7 +243,7 @@ async def test_missing_or_removed_output_directory_is_created_by_the_next_cycle(
     for removed in (health_file.parent, health_file.parent.parent, health_file.parent):
         shutil.rmtree(removed)
         report = await service.check_now()
-        assert read_report(health_file)["sequence"] == report.sequence
+        assert report_on_disk(health_file)["sequence"] == report.sequence
         assert names(health_file.parent) == {"health.json"}
     assert messages(healthfile_logs, "cannot write") == []
 
@@ -275,7 +263,7 @@ async def test_output_directory_replaced_by_a_file_is_logged_once_and_recovers(
     for _ in range(CYCLES):
         await service.check_now()
         assert service.running
-        assert health_file.parent.read_bytes() == b"someone else's file\n"
+        assert content(health_file.parent) == b"someone else's file\n"
     errors = messages(healthfile_logs, "cannot write")
     assert len(errors) == 1, errors
     assert "Not a directory" in errors[0]
@@ -284,18 +272,12 @@ async def test_output_directory_replaced_by_a_file_is_logged_once_and_recovers(
     health_file.parent.mkdir()
     report = await service.check_now()
 
-    assert read_report(health_file)["sequence"] == report.sequence
+    assert report_on_disk(health_file)["sequence"] == report.sequence
     assert len(messages(healthfile_logs, "again after")) == 1
 
 
 def mount(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
-
-
-def unmount(directory: Path) -> None:
-    """Unmount ``directory`` (lazily if it is still busy)."""
-    if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 class ReadOnlyMount:
@@ -359,7 +341,7 @@ async def test_read_only_output_directory_is_logged_once_and_recovers(
 
     report = await service.check_now()
 
-    assert read_report(health_file)["sequence"] == report.sequence
+    assert report_on_disk(health_file)["sequence"] == report.sequence
     assert len(messages(healthfile_logs, "again after")) == 1
     await service.stop()
-    assert read_report(health_file)["status"] == "stopped"
+    assert report_on_disk(health_file)["status"] == "stopped"

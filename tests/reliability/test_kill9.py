@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from helpers import CONTRACT_KEYS
+from helpers import CONTRACT_KEYS, child_environment
 
 pytestmark = pytest.mark.reliability
 
@@ -28,11 +28,6 @@ HUNT_TRIES = 400
 
 # The writer's temporary files: `.health.json.<16 hex digits>.tmp`.
 TEMP_NAME = re.compile(r"\.health\.json\.[0-9a-f]{16}\.tmp\Z")
-
-
-def child_environment() -> dict[str, str]:
-    """This environment without HEALTHFILE_* variables."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("HEALTHFILE_")}
 
 
 def start_run(database: Path, health_file: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +10,10 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from helpers import LOCK_HOLDER, child_environment, generous, report_on_disk
 
 pytestmark = pytest.mark.reliability
 
@@ -73,20 +72,9 @@ APP = textwrap.dedent(
 )
 
 
-def child_environment() -> dict[str, str]:
-    """This environment without HEALTHFILE_* variables."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("HEALTHFILE_")}
-
-
 def require_loop(loop: str) -> None:
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         pytest.skip("uvloop is not installed")
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    report = json.loads(path.read_bytes())
-    assert isinstance(report, dict)
-    return report
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -115,29 +103,18 @@ def test_app_exits_promptly_whether_or_not_it_stops_the_service(
     assert process.returncode == 0, err
     returned = float(out.strip())
     assert started < returned < exited
-    assert exited - returned < EXIT_BOUND, f"exit took {exited - returned:.1f} s after main()"
+    assert exited - returned < generous(EXIT_BOUND), (
+        f"exit took {exited - returned:.1f} s after main()"
+    )
     for noise in ("Traceback", "was destroyed but it is pending", "never retrieved", "Warning"):
         assert noise not in err
-    report = read_report(health_file)
+    report = report_on_disk(health_file)
     if mode == "stops":
         assert report["status"] == "stopped"
     else:
         # Nothing wrote "stopped": the file shows the last completed cycle.
         assert report["status"] == "degraded"
     assert {"thread", "task", "database"} <= set(report["checks"])
-
-
-LOCK_HOLDER = textwrap.dedent(
-    """
-    import sqlite3, sys
-    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-    connection.execute("BEGIN EXCLUSIVE")
-    print("locked", flush=True)
-    sys.stdin.readline()
-    connection.execute("ROLLBACK")
-    connection.close()
-    """
-)
 
 
 @pytest.fixture
@@ -228,7 +205,7 @@ def test_ctrl_c_during_a_hung_first_cycle_exits_0_promptly_with_stopped(
         run.close()
 
     assert status == 0, stderr
-    assert took < EXIT_BOUND, f"took {took:.1f} s after Ctrl-C; the check would take 60 s"
-    assert read_report(health_file)["status"] == "stopped"
+    assert took < generous(EXIT_BOUND), f"took {took:.1f} s after Ctrl-C; the check would take 60 s"
+    assert report_on_disk(health_file)["status"] == "stopped"
     assert "Traceback" not in stderr
     assert "KeyboardInterrupt" not in stderr

@@ -19,7 +19,7 @@ import pytest
 import healthfile._publish
 import healthfile._writer
 from healthfile import check
-from helpers import ServiceFactory, is_lock_file, needs_posix_modes
+from helpers import ServiceFactory, names, needs_posix_modes
 
 pytestmark = pytest.mark.reliability
 
@@ -29,27 +29,12 @@ LEAKY_MESSAGE = f"cannot reach postgresql://u:{SECRET}@h/db with password={SECRE
 VICTIM_BYTES = b"precious: never to be overwritten\n"
 
 
-@pytest.fixture
-def umask() -> Iterator[Callable[[int], object]]:
-    """Set the process umask for one test and restore the old one afterwards."""
-    original = os.umask(0o022)
-    os.umask(original)
-    try:
-        yield os.umask
-    finally:
-        os.umask(original)
-
-
 def text_of(path: Path) -> str:
     return path.read_text()
 
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
-
-
-def names(directory: Path) -> set[str]:
-    return {name for name in os.listdir(directory) if not is_lock_file(name)}
 
 
 # --- modes --------------------------------------------------------------------------------
@@ -338,12 +323,6 @@ def judge_command(health_file: Path, *options: str) -> subprocess.CompletedProce
     )
 
 
-def has_check_command() -> bool:
-    """Whether `healthfile check` exists yet (it is being built alongside these tests)."""
-    judge = Path(healthfile._writer.__file__).with_name("_judge.py")
-    return judge.exists()
-
-
 @pytest.mark.asyncio
 async def test_secret_in_a_failing_check_reaches_no_file_log_or_probe_output(
     make_service: ServiceFactory,
@@ -369,8 +348,6 @@ async def test_secret_in_a_failing_check_reaches_no_file_log_or_probe_output(
     assert "upstream" in all_log_text(healthfile_logs)
     assert SECRET not in all_log_text(healthfile_logs)
 
-    if not has_check_command():
-        pytest.skip("`healthfile check` does not exist yet: its output could not be checked")
     health_file.write_text(degraded)
     for options in ((), ("--nagios",), ("--json",)):
         judged = judge_command(health_file, *options)
@@ -409,8 +386,6 @@ def test_check_command_redacts_a_secret_that_a_foreign_writer_left_in_the_file(
     tmp_path: Path,
 ) -> None:
     """`healthfile check` never prints a secret, even one a file written by others holds."""
-    if not has_check_command():
-        pytest.skip("`healthfile check` does not exist yet")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # from the future: a clock verdict
     report = {
         "status": "degraded",

@@ -7,12 +7,7 @@ import gc
 import json
 import logging
 import os
-import re
-import shutil
-import subprocess
 import sys
-import threading
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +21,7 @@ from healthfile import (
     LoopLagCheck,
     check,
 )
-from helpers import ServiceFactory
+from helpers import ServiceFactory, open_fds, poll, poll_async, read_status, stray_threads
 
 pytestmark = pytest.mark.reliability
 
@@ -39,22 +34,6 @@ FACADE_PAIRS = 60
 # 2000 * ~128 bytes; the bound is what thousands of cycles may not exceed.
 MAX_TRACED_GROWTH = 256 * 1024
 MAX_RSS_GROWTH = 16 * 1024 * 1024
-# The loop's default executor's threads, and healthfile's own worker while a service runs
-# (that it ends with stop() is test_worker.py's).
-EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+|healthfile-worker")
-
-
-def open_fds() -> dict[int, str]:
-    """This process's open file descriptors and what each refers to."""
-    if not os.path.isdir("/proc/self/fd"):
-        pytest.skip("needs /proc/self/fd to list open descriptors (Linux)")
-    fds: dict[int, str] = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # the descriptor listdir itself used, closed by now
-            continue
-    return fds
 
 
 def new_fds(before: dict[int, str], after: dict[int, str]) -> list[str]:
@@ -72,20 +51,9 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-def stray_threads() -> list[str]:
-    """Every thread but the main thread and the loop's default executor threads."""
-    return sorted(
-        thread.name
-        for thread in threading.enumerate()
-        if thread is not threading.main_thread() and not EXECUTOR_THREAD.fullmatch(thread.name)
-    )
-
-
 async def settled() -> None:
     """Let threads that are returning return, then collect garbage."""
-    deadline = time.monotonic() + 5.0
-    while stray_threads() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await poll_async(lambda: not stray_threads(worker=True), timeout=5.0, every=0.01)
     gc.collect()
 
 
@@ -97,29 +65,6 @@ def traced() -> Iterator[None]:
         yield
     finally:
         tracemalloc.stop()
-
-
-@pytest.fixture
-def fast_dir(tmp_path: Path) -> Iterator[Path]:
-    """A fresh tmpfs where one can be mounted (no disk noise in the timings), else tmp_path."""
-    directory = tmp_path / "tmpfs"
-    directory.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        yield tmp_path
-        return
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(directory)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        yield tmp_path
-        return
-    try:
-        yield directory
-    finally:
-        if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def every_kind_of_check() -> list[object]:
@@ -146,8 +91,8 @@ class Usage:
     """fds, threads, traced memory and RSS at one moment."""
 
     def __init__(self) -> None:
-        self.fds = open_fds()
-        self.threads = stray_threads()
+        self.fds = open_fds(required=True)
+        self.threads = stray_threads(worker=True)
         self.traced = tracemalloc.get_traced_memory()[0]
         self.rss = rss_bytes()
 
@@ -162,7 +107,7 @@ def assert_flat(before: Usage, after: Usage) -> None:
     """fds and threads exactly as before; memory within the generous bounds."""
     growth = before.growth_to(after)
     assert new_fds(before.fds, after.fds) == [], growth
-    assert after.threads == before.threads == [], growth
+    assert after.threads == before.threads == set(), growth
     if not coverage_is_measuring():  # its tracer's own data is traced memory that grows
         assert after.traced - before.traced < MAX_TRACED_GROWTH, growth
     assert after.rss - before.rss < MAX_RSS_GROWTH, growth
@@ -236,7 +181,7 @@ def test_start_stop_pairs_of_the_thread_facade_leave_nothing_behind(
     facade.start()
     facade.stop(timeout=30)
     gc.collect()
-    fds = open_fds()
+    fds = open_fds(required=True)
     rss = rss_bytes()
     sequence = read_sequence(health_file)
     for _ in range(FACADE_PAIRS):
@@ -247,22 +192,14 @@ def test_start_stop_pairs_of_the_thread_facade_leave_nothing_behind(
         assert read_status(health_file) == "stopped"
         assert read_sequence(health_file) > sequence
         sequence = read_sequence(health_file)
-    deadline = time.monotonic() + 5.0
-    while stray_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    poll(lambda: not stray_threads(worker=True), timeout=5.0, every=0.01)
     gc.collect()
 
-    assert stray_threads() == []
-    assert new_fds(fds, open_fds()) == []
+    assert stray_threads(worker=True) == set()
+    assert new_fds(fds, open_fds(required=True)) == []
     assert rss_bytes() - rss < MAX_RSS_GROWTH
     assert os.listdir(health_file.parent) == ["health.json"]
     assert [r.getMessage() for r in healthfile_logs.records if r.levelno >= logging.ERROR] == []
-
-
-def read_status(path: Path) -> str:
-    status = json.loads(path.read_bytes())["status"]
-    assert isinstance(status, str)
-    return status
 
 
 def read_sequence(path: Path) -> int:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from healthfile import AtomicWriter
-from helpers import CONTRACT_KEYS, ServiceFactory
+from helpers import CONTRACT_KEYS, ServiceFactory, mounted_tmpfs, temp_files
 
 pytestmark = pytest.mark.reliability
 
@@ -93,42 +90,6 @@ READER = textwrap.dedent(
 )
 
 
-def mount_tmpfs(directory: Path, size: str) -> str | None:
-    """Mount a tmpfs of ``size`` at ``directory``; return why it failed, or None."""
-    if os.geteuid() != 0:
-        return "mounting a tmpfs needs root (CI runs as root)"
-    if shutil.which("mount") is None or shutil.which("umount") is None:
-        return "mount(8) and umount(8) are not installed"
-    directory.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        return f"cannot mount a tmpfs here: {mounted.stderr.strip()}"
-    return None
-
-
-def unmount(directory: Path) -> None:
-    """Unmount ``directory`` (lazily if it is still busy)."""
-    if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
-
-
-@contextmanager
-def mounted_tmpfs(directory: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at ``directory`` (or skip); always unmount it afterwards."""
-    reason = mount_tmpfs(directory, size)
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        yield directory
-    finally:
-        unmount(directory)
-
-
 @pytest.fixture(params=["disk", "tmpfs"])
 def output_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """A directory on the test's own file system, or on a fresh tmpfs."""
@@ -139,19 +100,6 @@ def output_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]
     else:
         with mounted_tmpfs(tmp_path / "tmpfs", "4m") as directory:
             yield directory
-
-
-@pytest.fixture
-def fast_dir(tmp_path: Path) -> Iterator[Path]:
-    """A fresh tmpfs where one can be mounted (the most rewrites per second), else tmp_path."""
-    directory = tmp_path / "tmpfs"
-    if mount_tmpfs(directory, "4m") is not None:
-        yield tmp_path
-        return
-    try:
-        yield directory
-    finally:
-        unmount(directory)
 
 
 def start_reader(target: Path, keys: list[str] | None) -> subprocess.Popen[str]:
@@ -180,11 +128,6 @@ def reader_counts(reader: subprocess.Popen[str]) -> dict[str, Any]:
     counts = json.loads(out.strip().splitlines()[-1])
     assert isinstance(counts, dict)
     return counts
-
-
-def temp_files(directory: Path) -> list[str]:
-    """Names in ``directory`` that are not the final files (temporary files)."""
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
 @pytest.mark.asyncio

@@ -9,6 +9,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 import healthfile._writer
 from healthfile import AtomicWriter
-from helpers import DIRECTORY_FSYNC
+from helpers import DIRECTORY_FSYNC, loop_factory
 
 pytestmark = pytest.mark.reliability
 
@@ -40,15 +41,6 @@ PAYLOADS = st.one_of(
     st.binary(max_size=2048),
     st.sampled_from([b"", b"{}\n", b"x" * 9000]),
 )
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """A fresh event loop of the kind the suite runs on (HEALTHFILE_TEST_LOOP)."""
-    if os.environ.get("HEALTHFILE_TEST_LOOP") == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class Gate:
@@ -116,7 +108,9 @@ class Faults:
         real_replace(src, dst, **kwargs)
 
 
-def writer_machine(root: Path, faults: Faults) -> type[RuleBasedStateMachine]:
+def writer_machine(
+    root: Path, faults: Faults, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> type[RuleBasedStateMachine]:
     """The state machine: a model (the bytes last written for sure) against the real file."""
 
     class WriterMachine(RuleBasedStateMachine):
@@ -222,11 +216,12 @@ def writer_machine(root: Path, faults: Faults) -> type[RuleBasedStateMachine]:
 
 
 def test_any_sequence_of_writes_failures_and_cancels_leaves_the_last_good_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_loop: str
 ) -> None:
     """The target always equals the last write that succeeded (or stood), and no temp file."""
     faults = Faults(monkeypatch)
-    machine = writer_machine(tmp_path, faults)
+    # Each machine runs its writes on a fresh loop of the kind the suite runs on (--loop).
+    machine = writer_machine(tmp_path, faults, loop_factory(test_loop))
     run_state_machine_as_test(
         machine,
         settings=settings(
