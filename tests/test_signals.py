@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 import healthfile
-from healthfile._signals import STOP_SIGNALS
+from healthfile._signals import REPEAT_FORCES_AFTER, STOP_SIGNALS
 from helpers import child_environment, is_online, make_database, read_report, wait_for_report
 from test_cli import RunningCli
 
@@ -233,7 +234,7 @@ def test_signal_outside_the_block_keeps_the_default_behaviour(
 
 @posix_signals
 def test_second_signal_inside_the_block_raises_keyboard_interrupt(tmp_path: Path) -> None:
-    """A second signal while the cancelled block is still unwinding raises KeyboardInterrupt."""
+    """A signal repeated a second later, the block still unwinding, raises KeyboardInterrupt."""
     script = tmp_path / "slow_unwind.py"
     script.write_text(
         "import asyncio, sys\n"
@@ -254,6 +255,7 @@ def test_second_signal_inside_the_block_raises_keyboard_interrupt(tmp_path: Path
         running.wait_for_stderr("app running")
         running.process.send_signal(signal.SIGTERM)
         running.wait_for_stderr("unwinding")
+        time.sleep(REPEAT_FORCES_AFTER)  # a repeat sooner than this is only logged
         status = running.signal_and_wait(signal.SIGTERM)
     finally:
         running.close()
@@ -304,7 +306,33 @@ def test_run_stops_cleanly_and_restores_the_handlers(
 def test_run_exits_130_on_a_second_signal_while_stopping(
     path: str, start: Callable[..., RunningCli], workdir: Path, tmp_path: Path
 ) -> None:
-    """A second signal while the final write hangs exits 130 instead of waiting for the stop."""
+    """A signal repeated a second after the first, while the final write hangs, exits 130."""
+    health_file = workdir / "data" / "health.json"
+    gate = tmp_path / "fsync-gate"
+    running = start("asyncio", path, "run", *run_options(workdir), gate=str(gate))
+    wait_for_report(health_file, is_online, alive=running.assert_alive)
+
+    gate.touch()  # from now on every fsync, the final report's included, waits
+    running.process.send_signal(signal.SIGTERM)
+    running.wait_for_stderr("received SIGTERM, stopping")
+    running.process.send_signal(signal.SIGINT)  # at once: the stop is still to be waited for
+    running.wait_for_stderr("received SIGINT again: already stopping")
+    time.sleep(REPEAT_FORCES_AFTER)  # the stop is stuck: insist
+    running.process.send_signal(signal.SIGINT)
+    running.wait_for_stderr("received SIGINT again: not waiting any longer")
+    gate.unlink()  # the blocked writer thread may finish; the interpreter waits for it
+    status = running.process.wait(DEADLINE)
+
+    assert status == 130, running.stderr
+    assert "Traceback" not in running.stderr
+
+
+@posix_signals
+@pytest.mark.parametrize("path", PATHS)
+def test_run_lets_a_stop_finish_through_signals_repeated_at_once(
+    path: str, start: Callable[..., RunningCli], workdir: Path, tmp_path: Path
+) -> None:
+    """Signals repeated at once while the final write waits are only logged: stopped, exit 0."""
     health_file = workdir / "data" / "health.json"
     gate = tmp_path / "fsync-gate"
     running = start("asyncio", path, "run", *run_options(workdir), gate=str(gate))
@@ -314,12 +342,16 @@ def test_run_exits_130_on_a_second_signal_while_stopping(
     running.process.send_signal(signal.SIGTERM)
     running.wait_for_stderr("received SIGTERM, stopping")
     running.process.send_signal(signal.SIGINT)
-    running.wait_for_stderr("received SIGINT again")
-    gate.unlink()  # the blocked writer thread may finish; the interpreter waits for it
+    running.process.send_signal(signal.SIGTERM)
+    running.wait_for_stderr("received SIGTERM again: already stopping")
+    gate.unlink()  # the final write goes on
     status = running.process.wait(DEADLINE)
 
-    assert status == 130, running.stderr
-    assert "Traceback" not in running.stderr
+    assert status == 0, running.stderr
+    final = read_report(health_file)
+    assert final is not None
+    assert final["status"] == "stopped"
+    assert "not waiting any longer" not in running.stderr
 
 
 @pytest.mark.skipif(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import Any
 
 from ._service import AsyncHealthService, serve_until
-from ._signals import handle_signals
+from ._signals import handle_signals, insists
 
 __all__ = ["run_service"]
 
@@ -37,15 +38,19 @@ def run_service(options: dict[str, Any]) -> int:
 
 
 async def _serve(service: AsyncHealthService) -> None:
-    """Start the service, wait for a stop signal, stop it; a second signal stops waiting."""
+    """Start the service, wait for a stop signal, stop it; an insistent second one stops waiting."""
     stop_requested = asyncio.Event()
+    first = 0.0
 
     def on_signal(signum: signal.Signals) -> None:
-        """Request the stop; on a second signal, give up waiting for it."""
+        """Request the stop; on an insistent second signal, give up waiting for it."""
+        nonlocal first
         if stop_requested.is_set():
-            logger.warning("received %s again: exiting without waiting for the stop", signum.name)
-            raise KeyboardInterrupt
+            if insists(signum, first):
+                raise KeyboardInterrupt
+            return
         logger.info("received %s, stopping", signum.name)
+        first = time.monotonic()
         stop_requested.set()
 
     with handle_signals(on_signal):

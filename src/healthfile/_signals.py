@@ -13,11 +13,12 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "cancel_on_signals", "handle_signals"]
+__all__ = ["REPEAT_FORCES_AFTER", "STOP_SIGNALS", "cancel_on_signals", "handle_signals", "insists"]
 
 logger = logging.getLogger("healthfile")
 
@@ -29,6 +30,24 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
 _DEFAULTS: tuple[Any, ...] = (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler)
 
 SignalCallback = Callable[[signal.Signals], object]
+
+# Seconds after the first stop signal from which another one gives up waiting for the stop.
+# A stop takes milliseconds: signals repeated before this (an impatient double Ctrl-C, a
+# supervisor that sends SIGTERM to a process group twice) let it finish and write `stopped`;
+# one repeated later means the stop is stuck (a hung disk) and the process must go now.
+REPEAT_FORCES_AFTER = 1.0
+
+
+def insists(signum: signal.Signals, first: float) -> bool:
+    """Whether a repeated stop signal should end the wait for the stop (and say which it is).
+
+    ``first`` is the ``time.monotonic()`` of the first signal.
+    """
+    if time.monotonic() - first < REPEAT_FORCES_AFTER:
+        logger.info("received %s again: already stopping", signum.name)
+        return False
+    logger.warning("received %s again: not waiting any longer for the stop", signum.name)
+    return True
 
 
 @contextlib.contextmanager
@@ -108,9 +127,9 @@ class cancel_on_signals:  # lower case: a context manager, named like contextlib
     The first signal cancels the task; the ``CancelledError`` that this causes ends the block
     and goes no further, so the code after the block runs and the program can exit 0. Any
     other cancellation propagates as usual (on Python 3.10, which counts no cancellations,
-    one that lands together with the signal's is swallowed with it). A second signal before
-    the block is left raises ``KeyboardInterrupt`` out of the event loop, as a second Ctrl-C
-    does in ``asyncio.run``.
+    one that lands together with the signal's is swallowed with it). Another signal before
+    the block is left, a second or more after the first, raises ``KeyboardInterrupt`` out of
+    the event loop, as a second Ctrl-C does in ``asyncio.run``; one sooner is only logged.
     The previous signal handlers are back when the block is left: a signal outside it does
     what it did before. ``received`` is the signal that ended the block, or None.
 
@@ -124,6 +143,7 @@ class cancel_on_signals:  # lower case: a context manager, named like contextlib
 
     def __init__(self) -> None:
         self.received = None
+        self._received_at = 0.0
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._cancelled = False
@@ -170,13 +190,14 @@ class cancel_on_signals:  # lower case: a context manager, named like contextlib
         return ours  # 3.10 counts no cancellations: ours is the one this block requested
 
     def _on_signal(self, task: asyncio.Task[Any], signum: signal.Signals) -> None:
-        """Cancel ``task`` on the first signal; raise KeyboardInterrupt on the next."""
+        """Cancel ``task`` on the first signal; raise KeyboardInterrupt on an insistent next."""
         if self._task is not task:
             return  # the block was left while the signal was on its way
         if self.received is not None:
-            logger.warning("received %s again: not waiting for the task to end", signum.name)
-            raise KeyboardInterrupt
+            if insists(signum, self._received_at):
+                raise KeyboardInterrupt
+            return
         logger.info("received %s: cancelling %s", signum.name, task.get_name())
-        self.received = signum
+        self.received, self._received_at = signum, time.monotonic()
         self._cancelled = True
         task.cancel()
