@@ -301,20 +301,28 @@ def test_run_stops_cleanly_and_restores_the_handlers(
     assert "Traceback" not in running.stderr
 
 
+def stopping_on_a_held_disk(
+    start: Callable[..., RunningCli], path: str, workdir: Path, tmp_path: Path
+) -> tuple[RunningCli, Path, Path]:
+    """``healthfile run`` sent SIGTERM while every fsync waits on a gate file: its final write
+    hangs until the gate is removed. Returns the process, the gate and the health file."""
+    health_file = workdir / "data" / "health.json"
+    gate = tmp_path / "fsync-gate"
+    running = start("asyncio", path, "run", *run_options(workdir), gate=str(gate))
+    wait_for_report(health_file, is_online, alive=running.assert_alive)
+    gate.touch()  # from now on every fsync, the final report's included, waits
+    running.process.send_signal(signal.SIGTERM)
+    running.wait_for_stderr("received SIGTERM, stopping")
+    return running, gate, health_file
+
+
 @posix_signals
 @pytest.mark.parametrize("path", PATHS)
 def test_run_exits_130_on_a_second_signal_while_stopping(
     path: str, start: Callable[..., RunningCli], workdir: Path, tmp_path: Path
 ) -> None:
     """A signal repeated a second after the first, while the final write hangs, exits 130."""
-    health_file = workdir / "data" / "health.json"
-    gate = tmp_path / "fsync-gate"
-    running = start("asyncio", path, "run", *run_options(workdir), gate=str(gate))
-    wait_for_report(health_file, is_online, alive=running.assert_alive)
-
-    gate.touch()  # from now on every fsync, the final report's included, waits
-    running.process.send_signal(signal.SIGTERM)
-    running.wait_for_stderr("received SIGTERM, stopping")
+    running, gate, _ = stopping_on_a_held_disk(start, path, workdir, tmp_path)
     running.process.send_signal(signal.SIGINT)  # at once: the stop is still to be waited for
     running.wait_for_stderr("received SIGINT again: already stopping")
     time.sleep(REPEAT_FORCES_AFTER)  # the stop is stuck: insist
@@ -333,14 +341,7 @@ def test_run_lets_a_stop_finish_through_signals_repeated_at_once(
     path: str, start: Callable[..., RunningCli], workdir: Path, tmp_path: Path
 ) -> None:
     """Signals repeated at once while the final write waits are only logged: stopped, exit 0."""
-    health_file = workdir / "data" / "health.json"
-    gate = tmp_path / "fsync-gate"
-    running = start("asyncio", path, "run", *run_options(workdir), gate=str(gate))
-    wait_for_report(health_file, is_online, alive=running.assert_alive)
-
-    gate.touch()  # from now on every fsync, the final report's included, waits
-    running.process.send_signal(signal.SIGTERM)
-    running.wait_for_stderr("received SIGTERM, stopping")
+    running, gate, health_file = stopping_on_a_held_disk(start, path, workdir, tmp_path)
     running.process.send_signal(signal.SIGINT)
     running.process.send_signal(signal.SIGTERM)
     running.wait_for_stderr("received SIGTERM again: already stopping")

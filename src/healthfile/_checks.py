@@ -559,9 +559,29 @@ class LoopLagCheck:
         # moment ago and not yet have run the timer.
         worst = max(self._worst, time.perf_counter() - self._expected, 0.0)
         self._worst = 0.0
-        output = f"event loop ran a callback {worst * 1000:.1f} ms late"
-        if worst >= self.fail_after:
-            return CheckResult("fail", f"{output} (fail after {self.fail_after * 1000:.0f} ms)")
-        if worst >= self.warn_after:
-            return CheckResult("warn", f"{output} (warn after {self.warn_after * 1000:.0f} ms)")
-        return CheckResult("pass", output)
+        return graded(
+            worst,
+            f"event loop ran a callback {worst * 1000:.1f} ms late",
+            warn_after=self.warn_after,
+            fail_after=self.fail_after,
+            show=lambda seconds: f"{seconds * 1000:.0f} ms",
+        )
+
+
+def graded(
+    value: float,
+    output: str,
+    *,
+    warn_after: float,
+    fail_after: float,
+    show: Callable[[float], str],
+) -> CheckResult:
+    """Pass, warn or fail for a measured ``value`` (seconds) against its two bounds.
+
+    ``output`` says what was measured; a bound reached is added to it, written by ``show``.
+    """
+    if value >= fail_after:
+        return CheckResult("fail", f"{output} (fail after {show(fail_after)})")
+    if value >= warn_after:
+        return CheckResult("warn", f"{output} (warn after {show(warn_after)})")
+    return CheckResult("pass", output)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import time
 
-from ._checks import _validate_name, _validate_threshold, _validate_timeout, validate_seconds
+from ._checks import (
+    _validate_name,
+    _validate_threshold,
+    _validate_timeout,
+    graded,
+    validate_seconds,
+)
 from ._report import CheckResult
 
 __all__ = ["HeartbeatCheck"]
@@ -77,9 +83,10 @@ class HeartbeatCheck:
         age = self.seconds_since_beat()
         if age is None:
             return CheckResult("fail", "no beat yet")
-        output = f"last beat {age:.1f} s ago"
-        if age >= self.fail_after:
-            return CheckResult("fail", f"{output} (fail after {self.fail_after:g} s)")
-        if age >= self.warn_after:
-            return CheckResult("warn", f"{output} (warn after {self.warn_after:g} s)")
-        return CheckResult("pass", output)
+        return graded(
+            age,
+            f"last beat {age:.1f} s ago",
+            warn_after=self.warn_after,
+            fail_after=self.fail_after,
+            show=lambda seconds: f"{seconds:g} s",
+        )
