@@ -28,7 +28,7 @@ VENV_BIN = REPO / ".venv" / "bin"
 
 N = TypeVar("N", int, float)
 
-# The probe query of SPEC §3.2: it reads the schema, so it touches the database file.
+# The database check's probe query: it reads the schema, so it touches the database file.
 PROBE_QUERY = "SELECT count(*) FROM sqlite_master"
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

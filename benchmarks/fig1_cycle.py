@@ -2,8 +2,8 @@
 
 The floor does the same work inline, in the calling thread: a read-only URI connect, the
 schema read, close; then the durable atomic replacement (O_EXCL temp, write, fchmod, fsync,
-rename, directory fsync). healthfile must do that work too (SPEC §2, §3.2); what it adds on
-top is the price of keeping it off the event loop.
+rename, directory fsync). healthfile must do that work too (a durable file, a real read);
+what it adds on top is the price of keeping it off the event loop.
 """
 
 from __future__ import annotations

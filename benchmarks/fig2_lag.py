@@ -9,7 +9,7 @@ interleaved rounds so that drift of the machine hits them alike:
 - healthfile: ``AsyncHealthService(interval=0.01)``, the real SQLite check and health file;
 - naive: the same I/O inline in a coroutine (sqlite3, write, fsync, rename, dir fsync).
 
-The designs once measured alongside (the seed's thread, a lean worker-thread prototype) are
+The designs once measured alongside (the original thread design, a lean worker-thread prototype) are
 in docs/design/benchmarks.md.
 """
 

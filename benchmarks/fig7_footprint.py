@@ -14,7 +14,7 @@ else the benchmarks did is counted. RSS is VmRSS and threads are Threads of
   (least squares over the samples after a 2000-cycle warm-up) — the table says which.
   A short diagnostic soak follows: the same with ``MALLOC_ARENA_MAX=1``.
 
-The seed's thread design and a lean worker-thread prototype, once measured alongside, are in
+The original thread design and a lean worker-thread prototype, once measured alongside, are in
 docs/design/benchmarks.md.
 """
 

@@ -36,7 +36,7 @@ from _common import (
 )
 
 # Figure number -> module with `async def run(ctx) -> FigureResult`, imported when it runs.
-# Figure 3 (the seed's thread design) is retired: docs/design/benchmarks.md keeps its figures.
+# Figure 3 (the original thread design) is retired: docs/design/benchmarks.md keeps its figures.
 FIGURES = {
     1: "fig1_cycle",
     2: "fig2_lag",

@@ -79,9 +79,9 @@ def test_every_relative_link_of_the_readme_leads_to_a_file() -> None:
 
 
 def test_no_jargon_of_the_projects_history_in_docs_examples_or_src() -> None:
-    """README, docs, examples and src speak plainly: no "seed", "the spec" or "SPEC §"."""
+    """README, docs, examples, benchmarks and src speak plainly: no "seed" or "SPEC §"."""
     files = [README, *DOCS.rglob("*.md"), *(ROOT / "examples").rglob("*")]
-    files += (ROOT / "src").rglob("*.py")
+    files += [*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").rglob("*")]
     for path in files:
         if path.is_file():
             text = path.read_text(encoding="utf-8")
