@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ._writer import _make_directories
+from ._writer import _make_directories, sidecar_prefix
 
 __all__ = ["WriterLock", "lock_path"]
 
@@ -72,8 +72,9 @@ _warned_unenforced = False
 
 
 def lock_path(target: Path) -> Path:
-    """The sidecar lock file of ``target``: ``.<name>.lock`` in the same directory."""
-    return target.with_name(f".{target.name}.lock")
+    """The sidecar lock file of ``target``: ``.<name>.lock`` in the same directory (the name
+    cut and hashed where it is too long to take the suffix)."""
+    return target.with_name(sidecar_prefix(target.name, len("lock")) + "lock")
 
 
 class WriterLock:

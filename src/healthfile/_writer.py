@@ -250,12 +250,20 @@ _TEMP_SUFFIX_BYTES = 16 + len(".tmp")
 
 def _temp_prefix(name: str) -> str:
     """``.name.``, or for a name too long to take it, a cut of the name and a hash of it."""
+    return sidecar_prefix(name, _TEMP_SUFFIX_BYTES)
+
+
+def sidecar_prefix(name: str, room: int) -> str:
+    """The prefix of a hidden file next to ``name`` with ``room`` bytes after it.
+
+    ``.name.`` where the whole fits in the longest file name; else a cut of the name and a
+    hash of all of it, so that a legal long name still has its temporary and lock files.
+    """
     prefix = f".{name}."
-    if len(os.fsencode(prefix)) + _TEMP_SUFFIX_BYTES <= _NAME_MAX:
+    if len(os.fsencode(prefix)) + room <= _NAME_MAX:
         return prefix
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
-    room = _NAME_MAX - _TEMP_SUFFIX_BYTES - len(f"..~{digest}")
-    cut = os.fsencode(name)[:room].decode("utf-8", "ignore")
+    cut = os.fsencode(name)[: _NAME_MAX - room - len(f"..~{digest}")].decode("utf-8", "ignore")
     return f".{cut}~{digest}."
 
 

@@ -500,18 +500,21 @@ def _exists(path: Path) -> bool:
 async def test_a_health_file_name_of_250_characters_is_written(
     make_service: ServiceFactory, tmp_path: Path
 ) -> None:
-    """A legal 250-character file name gets shorter temporary names, so every write lands."""
+    """A legal 250-character file name gets shorter temporary and lock names: every write
+    lands, under the one-writer lock."""
     target = tmp_path / "out" / ("h" * 245 + ".json")
     service = make_service(health_file=target)
 
     await service.start()
+    assert service.writing  # the lock file was made, not given up on
+    assert [name for name in _names(target.parent) if name.endswith(".lock")] != []
     await service.check_now()
     await service.stop()
 
     written = read_report(target)
     assert written is not None
     assert written["status"] == "stopped"
-    assert _names(target.parent) == [target.name]
+    assert [name for name in _names(target.parent) if not name.endswith(".lock")] == [target.name]
 
 
 def _names(directory: Path) -> list[str]:
