@@ -31,14 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_interval=args.interval, health_file=args.health_file, database=args.database
     )
     quit_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: quit_requested.set())
+    # Ctrl-C and SIGTERM ask the main loop to end, rather than raise KeyboardInterrupt at
+    # whatever line the main thread is on (inside threading's own code, it can break a lock).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: quit_requested.set())
     service.start()  # returns at once; the first report follows in the background
     print("running; Ctrl-C quits", flush=True)
     try:
         while not quit_requested.wait(0.2):
             pass  # the application's own work, or its GUI toolkit's mainloop
-    except KeyboardInterrupt:
-        pass
     finally:
         service.stop()  # the final "stopped" report is on disk when this returns
     print("stopped", flush=True)

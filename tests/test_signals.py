@@ -316,6 +316,40 @@ def stopping_on_a_held_disk(
     return running, gate, health_file
 
 
+@pytest.mark.skipif(
+    not hasattr(signal, "pthread_sigmask"), reason="needs signal.pthread_sigmask (POSIX)"
+)
+def test_a_signal_caught_by_another_thread_wakes_an_idle_loop(tmp_path: Path) -> None:
+    """A signal the kernel hands to another thread still reaches the callback at once."""
+    script = tmp_path / "other_thread.py"
+    script.write_text(
+        "import asyncio, signal, sys, threading\n"
+        "from healthfile._signals import handle_signals\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)  # taken: the signal.signal route\n"
+        "idle = threading.Event()\n"
+        "threading.Thread(target=idle.wait, daemon=True).start()  # may take the signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the main thread won't\n"
+        "async def main():\n"
+        "    got = asyncio.Event()\n"
+        "    with handle_signals(lambda signum: got.set()):\n"
+        "        print('ready', file=sys.stderr, flush=True)\n"
+        "        await got.wait()  # nothing else on the loop: only a wake-up ends this\n"
+        "    print('woken', file=sys.stderr, flush=True)\n"
+        "asyncio.run(main())\n",
+        encoding="utf-8",
+    )
+    running = RunningCli([sys.executable, str(script)], cwd=tmp_path, env=child_environment())
+    try:
+        running.wait_for_stderr("ready")
+        running.process.send_signal(signal.SIGTERM)
+        running.wait_for_stderr("woken", timeout=10.0)
+        status = running.process.wait(DEADLINE)
+    finally:
+        running.close()
+
+    assert status == 0, running.stderr
+
+
 @posix_signals
 @pytest.mark.parametrize("path", PATHS)
 def test_run_exits_130_on_a_second_signal_while_stopping(

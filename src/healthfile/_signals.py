@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -71,9 +72,59 @@ def handle_signals(callback: SignalCallback) -> Iterator[bool]:
         yield False
         return
     with contextlib.ExitStack() as restore:
+        restore.enter_context(_wake_on_signals(loop))
         for signum in STOP_SIGNALS:
             restore.callback(_install(loop, signum, callback))
         yield True
+
+
+@contextlib.contextmanager
+def _wake_on_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Make a signal the kernel hands to any thread wake ``loop`` at once.
+
+    A ``signal.signal`` handler runs in the main thread, between two bytecodes; when the
+    kernel delivers the signal to another thread (it does when the main thread has one
+    pending already), the main thread sleeps on in the loop's ``select()`` until something
+    else wakes it: for ``healthfile run`` in the middle of a stop, maybe never. A wakeup fd
+    (``signal.set_wakeup_fd``) watched by the loop wakes it. Where one is set already (the
+    loop's own, once it has a signal handler; Windows' proactor loop always) or the loop
+    cannot watch a socket, nothing is changed.
+    """
+    try:
+        reader, writer = socket.socketpair()
+    except OSError:
+        yield
+        return
+    with reader, writer:
+        reader.setblocking(False)
+        writer.setblocking(False)
+        try:
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            yield
+            return
+        if previous != -1:  # somebody's wakeup fd (the loop's own): it stays
+            signal.set_wakeup_fd(previous)
+            yield
+            return
+        try:
+            loop.add_reader(reader.fileno(), _drain, reader)
+        except (NotImplementedError, AttributeError):  # a proactor loop: no readers
+            signal.set_wakeup_fd(-1)
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(-1)
+            loop.remove_reader(reader.fileno())
+
+
+def _drain(reader: socket.socket) -> None:
+    """Empty the wakeup socket: waking the loop was its whole job."""
+    with contextlib.suppress(OSError):
+        while reader.recv(4096):
+            pass
 
 
 def _install(
