@@ -85,8 +85,9 @@ class _Run:
         self.ended.acquire()
 
     def is_alive(self) -> bool:
-        """Whether the run's thread is running."""
-        return self.thread is not None and self.thread.is_alive()
+        """Whether the run's thread is running the service (not yet past its last act, after
+        which it only returns: how long that takes varies with the Python version)."""
+        return self.thread is not None and self.thread.is_alive() and self.ended.locked()
 
     def wait_ended(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the thread to end (also one never started)."""
