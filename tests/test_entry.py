@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _pytest.capture import CaptureResult
 
 from healthfile import _cli, _entry
 
@@ -54,6 +55,21 @@ ARGUMENT_LISTS = [
 ]
 
 
+def on_both_paths(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> list[tuple[int, CaptureResult[str]]]:
+    """``healthfile check ARGUMENTS`` through the fast path, then through argparse: each one's
+    exit status and what it printed."""
+    outcomes = []
+    for main in (_entry.main, _cli.main):
+        try:
+            status = main(["check", *arguments])
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+        outcomes.append((status, capsys.readouterr()))
+    return outcomes
+
+
 @pytest.mark.parametrize("arguments", ARGUMENT_LISTS, ids=" ".join)
 def test_fast_path_answers_exactly_as_the_full_parser(
     arguments: list[str],
@@ -65,13 +81,7 @@ def test_fast_path_answers_exactly_as_the_full_parser(
     monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(health_file))
     frozen = time.time()  # both paths see the same second, so their ages read alike
     monkeypatch.setattr(time, "time", lambda: frozen)
-    outcomes = []
-    for main in (_entry.main, _cli.main):
-        try:
-            status = main(["check", *arguments])
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
-        outcomes.append((status, capsys.readouterr()))
+    outcomes = on_both_paths(arguments, capsys)
     assert outcomes[0] == outcomes[1]
 
 
@@ -132,13 +142,7 @@ def test_fast_path_judges_only_and_ignore_as_the_full_parser(
     monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(path))
     frozen = time.time()
     monkeypatch.setattr(time, "time", lambda: frozen)
-    outcomes = []
-    for main in (_entry.main, _cli.main):
-        try:
-            status = main(["check", *arguments])
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
-        outcomes.append((status, capsys.readouterr()))
+    outcomes = on_both_paths(arguments, capsys)
     assert outcomes[0] == outcomes[1]
 
 
@@ -171,10 +175,7 @@ def test_fast_path_judges_a_report_from_the_future_as_the_full_parser(
     path.write_text(json.dumps({**ONLINE, "timestamp": ahead}), encoding="utf-8")
     monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(path))
     monkeypatch.setattr(time, "time", lambda: frozen)
-    outcomes = []
-    for main in (_entry.main, _cli.main):
-        status = main(["check", *arguments])
-        outcomes.append((status, capsys.readouterr()))
+    outcomes = on_both_paths(arguments, capsys)
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == (3 if "--nagios" in arguments else 1)
     assert "clock" in outcomes[0][1].out
