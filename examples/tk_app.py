@@ -74,8 +74,11 @@ class HealthWindow:
         )
         self.freeze_button.pack(side="left", padx=8)
         self.check_note = self._label("check-now", "")
+        self.traced_buttons: dict[str, tuple[int, int]] = {}
+        self.buttons_trace_pending = False
         if trace:
-            buttons.bind("<Configure>", self.trace_buttons)
+            for widget in (buttons, self.check_button, self.freeze_button):
+                widget.bind("<Configure>", self.trace_buttons, add="+")
 
         root.protocol("WM_DELETE_WINDOW", self.close)
         self.beat()  # the main loop is alive now: the first cycle must not say otherwise
@@ -162,11 +165,24 @@ class HealthWindow:
         time.sleep(FREEZE_SECONDS)
 
     def trace_buttons(self, event: object = None) -> None:
-        """Trace where the buttons are on the screen (they move as check lines appear)."""
+        """Trace where the buttons are, once the layout has settled (they move as check lines
+        appear). A Configure of the frame comes before pack has placed the buttons in it, so
+        the positions are read when Tk is idle, after every pending layout."""
+        if not self.buttons_trace_pending:
+            self.buttons_trace_pending = True
+            self.root.after_idle(self._trace_button_positions)
+
+    def _trace_button_positions(self) -> None:
+        """Print each mapped button's centre on the screen, when it moved."""
+        self.buttons_trace_pending = False
         for key, button in (("check-now", self.check_button), ("freeze", self.freeze_button)):
+            if not button.winfo_ismapped():
+                continue
             x = button.winfo_rootx() + button.winfo_width() // 2
             y = button.winfo_rooty() + button.winfo_height() // 2
-            print(f"button {key}: {x} {y}", flush=True)
+            if self.traced_buttons.get(key) != (x, y):
+                self.traced_buttons[key] = (x, y)
+                print(f"button {key}: {x} {y}", flush=True)
 
     def close(self) -> None:
         """The window's close button: stop the service (final "stopped" report), then quit."""

@@ -109,8 +109,25 @@ class TracedApp:
         )
 
     def button(self, key: str) -> tuple[int, int]:
-        """Where the button ``key`` is on the screen now (its latest traced position)."""
+        """Where the button ``key`` is on the screen now (its latest traced position).
+
+        Read once the window has shown two more reports: the app traces a move when Tk is
+        idle, and a poll that shows a report runs after every layout pending before it, so
+        a move under way as this is called is in the trace by then.
+        """
         self.wait_line(lambda line: line.startswith(f"button {key}: "), f"the {key} button")
+        since = len(self.lines)
+        for _ in range(2):
+            self.wait_line(lambda line: line.startswith("label updated: "), "a report", since)
+            with self._changed:
+                since = (
+                    next(
+                        index
+                        for index in range(since, len(self.lines))
+                        if self.lines[index].startswith("label updated: ")
+                    )
+                    + 1
+                )
         with self._changed:
             line = [line for line in self.lines if line.startswith(f"button {key}: ")][-1]
         x, y = line.split(": ")[1].split()
