@@ -33,6 +33,7 @@ from helpers import (
     parse_samples,
     read_report,
     report_on_disk,
+    require_program,
     wait_until,
 )
 
@@ -566,10 +567,8 @@ async def test_alert_rules_fire_on_staleness_and_down_not_on_a_live_service(
 
 
 def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
-    """promtool (from the prometheus package, when installed) accepts and unit-tests the rules."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    """promtool (from the prometheus package) accepts and unit-tests the rules."""
+    promtool = require_program("promtool", package="prometheus")
     rules_file = EXAMPLES / "node_exporter" / "healthfile.rules.yml"
     checked = run([promtool, "check", "rules", str(rules_file)])
     assert checked.returncode == 0, checked
