@@ -1,4 +1,5 @@
-"""The suite's own machinery: the event loop --loop chooses, and the wall-clock tolerance."""
+"""The suite's own machinery: the event loop --loop chooses, the wall-clock tolerance, and
+the integration tests' missing programs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import child_environment, loop_factory
+from helpers import child_environment, loop_factory, require_program
 
 TESTS = Path(__file__).resolve().parent
 
@@ -69,3 +70,29 @@ def test_a_slowness_that_is_not_a_positive_number_is_refused(slowness: str) -> N
     done = generous_in_child(2.0, HEALTHFILE_TEST_SLOWNESS=slowness)
     assert done.returncode != 0
     assert "HEALTHFILE_TEST_SLOWNESS must be a positive number" in done.stderr
+
+
+MISSING = "healthfile-no-such-program"
+
+
+def test_a_missing_program_skips_its_test_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without HEALTHFILE_REQUIRE_INTEGRATION=1 a missing program skips, naming its package."""
+    monkeypatch.delenv("HEALTHFILE_REQUIRE_INTEGRATION", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install prometheus"):
+        require_program(MISSING, package="prometheus")
+
+
+def test_a_missing_program_fails_its_test_where_ci_requires_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under HEALTHFILE_REQUIRE_INTEGRATION=1 (.ci/run sets it) a missing program fails."""
+    monkeypatch.setenv("HEALTHFILE_REQUIRE_INTEGRATION", "1")
+    with pytest.raises(pytest.fail.Exception, match=MISSING):
+        require_program(MISSING, package="prometheus")
+
+
+def test_a_program_found_on_the_path_is_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first candidate found is returned as its full path."""
+    monkeypatch.setenv("HEALTHFILE_REQUIRE_INTEGRATION", "1")
+    found = require_program(MISSING, Path(sys.executable).name, package="python3")
+    assert Path(found).name == Path(sys.executable).name
