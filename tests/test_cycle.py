@@ -10,15 +10,15 @@ import pytest
 from healthfile import CheckResult, check
 from healthfile._checks import Check, FunctionCheck
 from healthfile._cycle import CheckRunner, Outcome
+from healthfile._options import options_of
 
 
 def runner_of(*checks: Check, check_timeout: float = 5.0, start_period: float = 0.0) -> CheckRunner:
     """A runner of ``checks``, the first one the database check."""
     return CheckRunner(
         checks,
-        [item.name for item in checks],
+        [options_of(item, check_timeout) for item in checks],
         database_check=checks[0],
-        default_timeout=check_timeout,
         start_period=start_period,
     )
 

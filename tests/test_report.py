@@ -25,7 +25,15 @@ from healthfile._report import (
 )
 from helpers import CONTRACT_KEYS
 
-CHECK_KEYS = ["status", "output", "duration_ms", "consecutive_failures", "last_success"]
+CHECK_KEYS = [
+    "status",
+    "output",
+    "duration_ms",
+    "consecutive_failures",
+    "last_success",
+    "critical",
+    "groups",
+]
 TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 MOMENT = datetime(2024, 5, 17, 12, 30, 45, tzinfo=timezone.utc)
@@ -87,6 +95,8 @@ def test_check_as_dict_has_exactly_the_check_keys_in_order() -> None:
         "duration_ms": 0.512,
         "consecutive_failures": 0,
         "last_success": "2024-05-17T12:30:45Z",
+        "critical": True,
+        "groups": [],
     }
 
 
@@ -111,6 +121,8 @@ def test_as_dict_values_are_the_report_fields() -> None:
                 "duration_ms": 0.512,
                 "consecutive_failures": 0,
                 "last_success": "2024-05-17T12:30:45Z",
+                "critical": True,
+                "groups": [],
             }
         },
     }

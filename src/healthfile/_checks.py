@@ -10,7 +10,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, Protocol, runtime_checkable
@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from ._limits import MAX_NAME_CHARS, MAX_SECONDS, MIN_SECONDS, SETTLE_SECONDS
-from ._report import CheckResult, describe_exception, redact
+from ._limits import SETTLE_SECONDS
+from ._options import LIVE, CheckOptions, absolute, validate_seconds
+from ._report import CheckResult, describe_exception
 from ._threads import CheckStillRunning, DaemonThreadRunner, call_off_loop, is_async_callable
 
 __all__ = [
@@ -66,41 +67,6 @@ class Check(Protocol):
         ...
 
 
-def _validate_name(name: object) -> str:
-    """Refuse an empty, overlong or unprintable name; return it redacted like an output."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"a check needs a non-empty name, not {name!r}")
-    if len(name) > MAX_NAME_CHARS:
-        raise ValueError(
-            f"a check name is at most {MAX_NAME_CHARS} characters, not {len(name)}: {name[:20]!r}…"
-        )
-    if not name.isprintable():
-        raise ValueError(f"a check name must be printable (no control characters), not {name!r}")
-    return redact(name)
-
-
-def validate_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Validate a duration in seconds: at least 1 ms (or exactly zero) and at most a year."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    if not (value >= MIN_SECONDS or (allow_zero and value == 0)):
-        lowest = f"0 or >= {MIN_SECONDS:g}" if allow_zero else f">= {MIN_SECONDS:g}"
-        raise ValueError(f"{name} must be {lowest} seconds, not {value!r}")
-    if not value <= MAX_SECONDS:
-        raise ValueError(f"{name} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
-    return float(value)
-
-
-def _validate_timeout(timeout: object) -> float | None:
-    return None if timeout is None else validate_seconds("timeout", timeout)
-
-
-def _validate_threshold(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
-    return value
-
-
 def _to_result(value: object) -> CheckResult:
     """Interpret what a check function returned."""
     if isinstance(value, CheckResult):
@@ -114,7 +80,7 @@ def _to_result(value: object) -> CheckResult:
     )
 
 
-class FunctionCheck:
+class FunctionCheck(CheckOptions):
     """A check made from a plain function; see :func:`check`."""
 
     def __init__(
@@ -123,16 +89,22 @@ class FunctionCheck:
         fn: Callable[[], object],
         *,
         timeout: float | None = None,
+        critical: bool = True,
+        groups: Iterable[str] = (),
         failure_threshold: int = 1,
         success_threshold: int = 1,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"check {name!r} needs a callable, not {type(fn).__name__}")
-        self.name = _validate_name(name)
+        super().__init__(
+            name=name,
+            timeout=timeout,
+            critical=critical,
+            groups=groups,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+        )
         self.fn = fn
-        self.timeout = _validate_timeout(timeout)
-        self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
-        self.success_threshold = _validate_threshold("success_threshold", success_threshold)
         self._is_async = is_async_callable(fn)
         self._runner = DaemonThreadRunner(self.name)
 
@@ -150,6 +122,8 @@ def check(
     fn: Callable[[], object] | Callable[[], Awaitable[object]],
     *,
     timeout: float | None = None,
+    critical: bool = True,
+    groups: Iterable[str] = (),
     failure_threshold: int = 1,
     success_threshold: int = 1,
 ) -> FunctionCheck:
@@ -161,6 +135,8 @@ def check(
     the interpreter's exit; while it hangs the check reads fail, "still running since …".
 
     :param timeout: seconds one run may take, or ``None`` for the service's ``check_timeout``.
+    :param critical: whether its failure makes the report ``degraded`` (default True).
+    :param groups: the groups it belongs to, e.g. ``("live",)`` for the liveness probe.
     :param failure_threshold: consecutive failures before the check reads fail (warn before).
     :param success_threshold: consecutive passes before a failed check reads pass again.
     """
@@ -168,14 +144,11 @@ def check(
         name,
         fn,
         timeout=timeout,
+        critical=critical,
+        groups=groups,
         failure_threshold=failure_threshold,
         success_threshold=success_threshold,
     )
-
-
-def _absolute(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
-    """``path`` made absolute against today's working directory, symlinks not followed."""
-    return Path(os.path.abspath(os.fsdecode(path)))
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
@@ -315,7 +288,7 @@ class _Opener:
             raise cancelled
 
 
-class SQLiteCheck:
+class SQLiteCheck(CheckOptions):
     """Read an SQLite database, read-only, to prove it is there, readable and unlocked.
 
     The file is opened by URI with ``mode=ro``: it is never created nor written. Like any
@@ -329,11 +302,25 @@ class SQLiteCheck:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, name: str = "database", timeout: float | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str = "database",
+        timeout: float | None = None,
+        critical: bool = True,
+        groups: Iterable[str] = (),
+        failure_threshold: int = 1,
+        success_threshold: int = 1,
     ) -> None:
-        self.path = _absolute(path)  # once: a later os.chdir() changes nothing
-        self.name = _validate_name(name)
-        self.timeout = _validate_timeout(timeout)
+        super().__init__(
+            name=name,
+            timeout=timeout,
+            critical=critical,
+            groups=groups,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+        )
+        self.path = absolute(path)  # once: a later os.chdir() changes nothing
         self._uri = sqlite_readonly_uri(self.path)
         self._probe: asyncio.Task[CheckResult] | None = None
         self._probe_since = datetime.now(timezone.utc)
@@ -430,7 +417,7 @@ class SQLiteCheck:
             self._connection = None
 
 
-class DiskSpaceCheck:
+class DiskSpaceCheck(CheckOptions):
     """Fail when the file system holding ``path`` has too little space left.
 
     :param min_free_bytes: fail below this many bytes available to unprivileged users.
@@ -446,6 +433,10 @@ class DiskSpaceCheck:
         min_free_ratio: float | None = None,
         name: str = "disk",
         timeout: float | None = None,
+        critical: bool = True,
+        groups: Iterable[str] = (),
+        failure_threshold: int = 1,
+        success_threshold: int = 1,
     ) -> None:
         if min_free_bytes is None and min_free_ratio is None:
             min_free_ratio = 0.05
@@ -453,9 +444,15 @@ class DiskSpaceCheck:
             raise ValueError(f"min_free_bytes must be an integer >= 0, not {min_free_bytes!r}")
         if min_free_ratio is not None and not _is_ratio(min_free_ratio):
             raise ValueError(f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r}")
-        self.path = _absolute(path)  # once: a later os.chdir() changes nothing
-        self.name = _validate_name(name)
-        self.timeout = _validate_timeout(timeout)
+        super().__init__(
+            name=name,
+            timeout=timeout,
+            critical=critical,
+            groups=groups,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+        )
+        self.path = absolute(path)  # once: a later os.chdir() changes nothing
         self.min_free_bytes = min_free_bytes
         self.min_free_ratio = min_free_ratio
         self._runner = DaemonThreadRunner(self.name)
@@ -498,7 +495,7 @@ def _format_bytes(count: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class LoopLagCheck:
+class LoopLagCheck(CheckOptions):
     """Report how late the host event loop runs a scheduled callback.
 
     A timer on the loop measures lateness continuously (with ``time.perf_counter``, since
@@ -510,16 +507,29 @@ class LoopLagCheck:
     """
 
     def __init__(
-        self, *, warn_after: float = 0.1, fail_after: float = 1.0, name: str = "event_loop"
+        self,
+        *,
+        warn_after: float = 0.1,
+        fail_after: float = 1.0,
+        name: str = "event_loop",
+        timeout: float | None = None,
+        critical: bool = True,
+        groups: Iterable[str] = (LIVE,),
+        failure_threshold: int = 1,
+        success_threshold: int = 1,
     ) -> None:
-        if not warn_after > 0 or not fail_after > 0:
-            raise ValueError("warn_after and fail_after must be positive numbers of seconds")
-        if warn_after > fail_after:
+        self.warn_after = validate_seconds("warn_after", warn_after)
+        self.fail_after = validate_seconds("fail_after", fail_after)
+        if self.warn_after > self.fail_after:
             raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
-        self.name = _validate_name(name)
-        self.timeout: float | None = None
-        self.warn_after = float(warn_after)
-        self.fail_after = float(fail_after)
+        super().__init__(
+            name=name,
+            timeout=timeout,
+            critical=critical,
+            groups=groups,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+        )
         self._period = max(0.01, min(0.1, self.warn_after / 2))
         self._handle: asyncio.TimerHandle | None = None
         self._expected = 0.0

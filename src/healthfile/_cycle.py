@@ -16,6 +16,7 @@ from typing import Any
 
 from ._checks import Check
 from ._limits import SETTLE_SECONDS
+from ._options import Options
 from ._report import (
     CheckResult,
     CheckStatus,
@@ -57,12 +58,14 @@ class Outcome:
 class CheckState:
     """Flap damping and history of one check across cycles."""
 
-    def __init__(self, check: Check, default_timeout: float, name: str) -> None:
+    def __init__(self, check: Check, options: Options) -> None:
         self.check = check
-        self.name = name  # validated and redacted: the key in the file, labels and logs
-        self.timeout: float = getattr(check, "timeout", None) or default_timeout
-        self.failure_threshold: int = getattr(check, "failure_threshold", 1)
-        self.success_threshold: int = getattr(check, "success_threshold", 1)
+        self.name = options.name  # validated and redacted: the key in the file, labels, logs
+        self.timeout = options.timeout
+        self.critical = options.critical
+        self.groups = options.groups
+        self.failure_threshold = options.failure_threshold
+        self.success_threshold = options.success_threshold
         self.consecutive_failures = 0
         self.consecutive_passes = 0
         self.last_success: datetime | None = None
@@ -111,6 +114,8 @@ class CheckState:
             duration_ms=observed.duration_ms,
             consecutive_failures=self.consecutive_failures,
             last_success=self.last_success,
+            critical=self.critical,
+            groups=self.groups,
         )
 
 
@@ -118,9 +123,8 @@ class CheckRunner:
     """Run a service's checks once per cycle, each under its own timeout, and judge the run.
 
     :param checks: the checks, the database check among them.
-    :param names: each check's validated name, in the same order.
+    :param options: each check's validated options (name, timeout, ...), in the same order.
     :param database_check: the check whose outcome is the report's ``database`` field.
-    :param default_timeout: seconds a check without its own ``timeout`` may run.
     :param start_period: seconds after :meth:`restart_clock` in which failing checks that
         have never passed read ``starting`` rather than ``degraded``.
     """
@@ -128,18 +132,17 @@ class CheckRunner:
     def __init__(
         self,
         checks: Sequence[Check],
-        names: Sequence[str],
+        options: Sequence[Options],
         *,
         database_check: Check,
-        default_timeout: float,
         start_period: float = 0.0,
     ) -> None:
         self.checks = tuple(checks)
         self._database_check = database_check
         self._start_period = start_period
         self._states = {
-            name: CheckState(check, default_timeout, name)
-            for name, check in zip(names, self.checks, strict=True)
+            option.name: CheckState(check, option)
+            for option, check in zip(options, self.checks, strict=True)
         }
         self._started = time.monotonic()
 
@@ -231,12 +234,17 @@ class CheckRunner:
         return [observed[state] for state in states]
 
     def overall_status(self, results: dict[str, CheckResult]) -> HealthStatus:
-        """online when every check passes; starting or degraded otherwise.
+        """online unless a critical check reads fail; starting or degraded then.
 
-        ``starting`` only within the start period, and only while every failing check has
-        never passed.
+        A warning (a damped failure, a lag past its warn bound) or a non-critical check at
+        fail shows in the checks and leaves the report online. ``starting`` only within the
+        start period, and only while every critical failing check has never passed.
         """
-        failing = [name for name, result in results.items() if result.status != "pass"]
+        failing = [
+            name
+            for name, result in results.items()
+            if result.status == "fail" and self._states[name].critical
+        ]
         if not failing:
             return "online"
         in_start_period = time.monotonic() - self._started < self._start_period

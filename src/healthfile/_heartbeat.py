@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
-from ._checks import (
-    _validate_name,
-    _validate_threshold,
-    _validate_timeout,
-    graded,
-    validate_seconds,
-)
+from ._checks import graded
+from ._options import LIVE, CheckOptions, validate_seconds
 from ._report import CheckResult
 
 __all__ = ["HeartbeatCheck"]
 
 
-class HeartbeatCheck:
+class HeartbeatCheck(CheckOptions):
     """Pass while ``beat()`` keeps being called; warn, then fail, when the beats stop.
 
     The thread whose liveness matters calls :meth:`beat` from its own loop: a GUI from its
@@ -29,6 +25,9 @@ class HeartbeatCheck:
     :param fail_after: seconds without a beat from which it fails.
     :param timeout: seconds the check may take (it takes microseconds); ``None`` means the
         service's ``check_timeout``.
+    :param critical: whether its failure makes the report ``degraded`` (default True).
+    :param groups: the groups it belongs to; by default ``("live",)``, so that
+        ``healthfile check --group live`` (the liveness probe) judges it.
     :param failure_threshold: consecutive failures before it reads fail (flap damping).
     :param success_threshold: consecutive passes before a failed check reads pass again.
     :raises ValueError: for non-positive bounds, or ``warn_after`` above ``fail_after``.
@@ -43,17 +42,23 @@ class HeartbeatCheck:
         warn_after: float = 1.0,
         fail_after: float = 5.0,
         timeout: float | None = None,
+        critical: bool = True,
+        groups: Iterable[str] = (LIVE,),
         failure_threshold: int = 1,
         success_threshold: int = 1,
     ) -> None:
-        self.name = _validate_name(name)
         self.warn_after = validate_seconds("warn_after", warn_after)
         self.fail_after = validate_seconds("fail_after", fail_after)
         if self.warn_after > self.fail_after:
             raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
-        self.timeout = _validate_timeout(timeout)
-        self.failure_threshold = _validate_threshold("failure_threshold", failure_threshold)
-        self.success_threshold = _validate_threshold("success_threshold", success_threshold)
+        super().__init__(
+            name=name,
+            timeout=timeout,
+            critical=critical,
+            groups=groups,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+        )
         self._last_beat: float | None = None
 
     def __repr__(self) -> str:

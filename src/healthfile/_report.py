@@ -67,8 +67,9 @@ class CheckResult:
 
     A check's ``run()`` returns ``CheckResult("pass")``, ``CheckResult("warn", "why")`` or
     ``CheckResult("fail", "why")``; the service fills in ``duration_ms``,
-    ``consecutive_failures`` and ``last_success`` when it puts the result in a report, and
-    applies flap damping to ``status``. ``output`` is redacted and cut to 256 characters.
+    ``consecutive_failures``, ``last_success``, ``critical`` and ``groups`` when it puts the
+    result in a report, and applies flap damping to ``status``. ``output`` is redacted and
+    cut to 256 characters.
     """
 
     status: CheckStatus
@@ -76,6 +77,8 @@ class CheckResult:
     duration_ms: float = 0.0
     consecutive_failures: int = 0
     last_success: datetime | None = None
+    critical: bool = True
+    groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in _CHECK_STATUSES:
@@ -100,6 +103,8 @@ class CheckResult:
             "last_success": None
             if self.last_success is None
             else format_timestamp(self.last_success),
+            "critical": self.critical,
+            "groups": list(self.groups),
         }
 
 

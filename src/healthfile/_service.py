@@ -19,9 +19,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from ._checks import Check, SQLiteCheck, _absolute, _validate_name, validate_seconds
+from ._checks import Check, SQLiteCheck
 from ._cycle import CheckRunner
 from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
+from ._options import Options, absolute, options_of, validate_seconds
 from ._publish import OnChange, Publisher
 from ._report import (
     UNKNOWN_APP_NAME,
@@ -134,12 +135,15 @@ class AsyncHealthService:
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
         # Every path is made absolute once, here: a later os.chdir() changes nothing.
-        self._health_file = _absolute(health_file)
-        self._pyproject = None if pyproject is None else _absolute(pyproject)
+        self._health_file = absolute(health_file)
+        self._pyproject = None if pyproject is None else absolute(pyproject)
         self._app_version_override = app_version
         self._app_name_override = app_name
-        checks_in_order, database_check, names = _collect_checks(database, checks)
-        self._prometheus_file = None if prometheus_file is None else _absolute(prometheus_file)
+        checks_in_order, database_check, options = _collect_checks(
+            database, checks, self._check_timeout
+        )
+        names = [option.name for option in options]
+        self._prometheus_file = None if prometheus_file is None else absolute(prometheus_file)
         refuse_shared_files(
             getattr(database_check, "path", None), self._health_file, self._prometheus_file
         )
@@ -154,9 +158,8 @@ class AsyncHealthService:
         )
         self._runner = CheckRunner(
             checks_in_order,
-            names,
+            options,
             database_check=database_check,
-            default_timeout=self._check_timeout,
             start_period=self._start_period,
         )
         largest = worst_case_bytes(
@@ -468,12 +471,14 @@ def _identity(what: str, value: str) -> str:
 
 
 def _collect_checks(
-    database: str | os.PathLike[str] | Check | None, checks: Iterable[Check]
-) -> tuple[list[Check], Check, list[str]]:
-    """Order the checks (database first), find the database check, validate their names.
+    database: str | os.PathLike[str] | Check | None,
+    checks: Iterable[Check],
+    default_timeout: float,
+) -> tuple[list[Check], Check, list[Options]]:
+    """Order the checks (database first), find the database check, validate their options.
 
-    Returns the checks, the database check, and each check's name validated and redacted;
-    two names that read alike once redacted are refused like duplicates.
+    Returns the checks, the database check, and each check's options validated (its name
+    redacted); two names that read alike once redacted are refused like duplicates.
     """
     extra = list(checks)
     for check in extra:
@@ -491,11 +496,12 @@ def _collect_checks(
     else:
         raise TypeError(f"database must be a path or a Check, not {type(database).__name__}")
     ordered = [database_check, *extra]
-    names = [_validate_name(check.name) for check in ordered]
+    options = [options_of(check, default_timeout) for check in ordered]
+    names = [option.name for option in options]
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
-    return ordered, database_check, names
+    return ordered, database_check, options
 
 
 def refuse_shared_files(
@@ -512,7 +518,7 @@ def refuse_shared_files(
     :raises ValueError: naming both.
     """
     named = [
-        (what, _absolute(path))
+        (what, absolute(path))
         for what, path in (
             ("database", database),
             ("health_file", health_file),
