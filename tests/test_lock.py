@@ -7,13 +7,18 @@ import errno
 import logging
 import os
 import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from healthfile import _lock
 from healthfile._lock import WriterLock, lock_path
-from helpers import ServiceFactory, read_report
+from helpers import ServiceFactory, generous, needs_nonblocking_fifos, read_report
 
 
 @pytest.fixture
@@ -216,3 +221,120 @@ async def test_a_lock_file_that_cannot_be_opened_is_logged_once_and_the_file_sti
     assert errors[0].levelno == logging.ERROR
     await service.stop()
     assert victim.read_bytes() == b"precious"
+
+
+needs_flock = pytest.mark.skipif(
+    _lock._fcntl is None, reason="needs fcntl.flock (a lock file that can be removed while held)"
+)
+
+
+@needs_flock
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_holder_notices_its_lock_file_was_removed_or_replaced(target: Path, how: str) -> None:
+    """A lock whose file is no longer the one at the path is let go: only the new taker holds."""
+    first, second = WriterLock(target), WriterLock(target)
+    assert first.acquire()
+    assert first.confirm()
+    if how == "removed":
+        lock_path(target).unlink()
+    else:
+        other = target.parent / "other"
+        other.write_bytes(b"")
+        os.replace(other, lock_path(target))
+    assert second.acquire()  # the file at the path is a new one: nobody locks it
+    assert not first.confirm()
+    assert not first.held
+    assert not first.acquire()  # the new file's lock is the second's
+    assert second.confirm()
+    first.release()  # harmless: it holds nothing
+    assert lock_path(target).exists()
+    second.release()
+    assert not lock_path(target).exists()
+
+
+@needs_flock
+def test_a_child_forked_from_the_holder_neither_holds_nor_keeps_the_lock(target: Path) -> None:
+    """A forked child does not hold the lock, and once the parent dies the lock is free."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    script = f"""\
+import os, sys, time
+from pathlib import Path
+from healthfile._lock import WriterLock
+target = Path({str(target)!r})
+lock = WriterLock(target)
+assert lock.acquire()
+reader, writer = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(1)  # the test reads the output to its end
+    os.close(2)
+    state = (lock.held, lock.confirm(), WriterLock(target).acquire())
+    os.write(writer, " ".join(map(str, state)).encode())
+    os.close(writer)
+    time.sleep(60)
+    os._exit(0)
+os.close(writer)
+print("child", os.read(reader, 100).decode(), flush=True)
+print("parent", child, flush=True)
+os._exit(0)  # dies holding the lock: the kernel closes its files, nothing is removed
+"""
+    process = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=generous(30)
+    )
+    lines = dict(line.split(" ", 1) for line in process.stdout.splitlines())
+    child = int(lines["parent"])
+    try:
+        assert process.returncode == 0, process.stderr
+        assert lines["child"] == "False False False"  # not held, and the parent's
+        os.kill(child, 0)  # the child lives on
+        assert lock_path(target).exists()  # left by the dead holder
+        taker = WriterLock(target)
+        assert taker.acquire()
+        taker.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+@needs_nonblocking_fifos
+def test_reading_the_holders_pid_from_a_fifo_at_the_lock_name_never_blocks(target: Path) -> None:
+    """holder() on a FIFO planted at the lock's name returns None at once instead of blocking."""
+    target.parent.mkdir()
+    os.mkfifo(lock_path(target))
+    found: list[int | None] = []
+    reader = threading.Thread(target=lambda: found.append(WriterLock(target).holder()))
+    reader.start()
+    reader.join(generous(5))
+    if reader.is_alive():  # blocked: a writer end lets it go
+        os.close(os.open(lock_path(target), os.O_WRONLY | os.O_NONBLOCK))
+        reader.join()
+        pytest.fail("holder() blocked on the FIFO")
+    assert found == [None]
+
+
+@needs_nonblocking_fifos
+@pytest.mark.asyncio
+async def test_a_fifo_swapped_in_at_the_lock_name_blocks_neither_cycles_nor_stop(
+    make_service: ServiceFactory, health_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO put at the lock's name just as a standby reads the holder's pid hangs nothing."""
+    holder = WriterLock(health_file)
+    assert holder.acquire()
+    real_try_lock = _lock._try_lock
+    fifo = health_file.parent / "fifo"
+    os.mkfifo(fifo)
+
+    def try_lock_then_swap(fd: int) -> bool:
+        """Lock as usual; when refused, swap a FIFO in before the pid is read."""
+        locked = real_try_lock(fd)
+        if not locked and fifo.exists():
+            os.replace(fifo, lock_path(health_file))
+        return locked
+
+    monkeypatch.setattr(_lock, "_try_lock", try_lock_then_swap)
+    standby = make_service()
+    await asyncio.wait_for(standby.start(), generous(10))
+    assert stat.S_ISFIFO(os.lstat(lock_path(health_file)).st_mode)
+    await asyncio.wait_for(standby.check_now(), generous(10))  # writes, the lock refused
+    await asyncio.wait_for(standby.stop(), generous(10))
+    holder.release()

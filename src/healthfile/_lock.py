@@ -18,6 +18,8 @@ import importlib
 import logging
 import os
 import stat
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,13 @@ _MSVCRT_OFFSET = 1 << 16
 # reader never sees an empty file in between.
 _PID_WIDTH = 20
 
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 _WRITE_FLAGS = (
     os.O_WRONLY
     | getattr(os, "O_NOFOLLOW", 0)
@@ -69,6 +78,16 @@ _WRITE_FLAGS = (
 _ATTEMPTS = 5
 
 _warned_unenforced = False
+
+# A child forked while a lock is held shares the lock's open file (flock belongs to it), and
+# would hold the lock past the parent's death: every lock's file is closed in the child. The
+# guard keeps a fork out of the moment between opening a lock file and recording it.
+_fork_guard = threading.Lock()
+_fork_guarded = False
+_locks: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+# How long a fork waits for a lock attempt under way in another thread (one non-blocking
+# open and flock: microseconds, unless the file system hangs).
+_FORK_WAIT = 1.0
 
 
 def lock_path(target: Path) -> Path:
@@ -113,6 +132,42 @@ class WriterLock:
         if not self.enforced:
             _warn_unenforced()
             return True
+        with _fork_guard:
+            fd = self._take()
+            if fd is None:
+                return False
+            self._fd = fd
+            _locks.add(self)
+        with contextlib.suppress(OSError):  # the pid is for the others' logs only
+            self._write_pid()
+        return True
+
+    def confirm(self) -> bool:
+        """True while this object holds the lock on the file that is at the lock's path.
+
+        A lock file removed (a clean-up job, the directory removed and made again) or
+        replaced since it was locked protects nothing: the next taker creates a new file and
+        locks that. Then, and in a child forked from the holder, the lock is let go here
+        (its file closed, the path left alone) and False returned: call :meth:`acquire`
+        again. True where no lock is enforced.
+        """
+        fd = self._fd
+        if fd is None:
+            return not self.enforced
+        if _fcntl is None:
+            return True  # msvcrt locks a byte of the file at the path; it cannot be removed
+        try:
+            current = self._is_current(fd)
+        except OSError:
+            current = False
+        if not current:
+            with _fork_guard:
+                self._fd = None
+                os.close(fd)
+        return current
+
+    def _take(self) -> int | None:
+        """Open and lock the file at the lock's path; its descriptor, or None if held."""
         for _ in range(_ATTEMPTS):
             fd = self._open()
             try:
@@ -122,17 +177,12 @@ class WriterLock:
                 os.close(fd)
                 raise
             if current:
-                break
+                return fd
             os.close(fd)
             if not locked:
-                return False
+                return None
             # Locked a file its holder removed as it released it: try the one now there.
-        else:
-            return False
-        self._fd = fd
-        with contextlib.suppress(OSError):  # the pid is for the others' logs only
-            self._write_pid()
-        return True
+        return None
 
     def release(self) -> None:
         """Release the lock if held, removing the lock file first where it is flock's.
@@ -140,9 +190,13 @@ class WriterLock:
         Removed while still locked, so that a taker who opened it a moment before finds, once
         it has locked it, that it is no longer the file at the path, and tries again.
         """
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
+        with _fork_guard:  # a child forked meanwhile must not keep the file open
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                self._let_go(fd)
+
+    def _let_go(self, fd: int) -> None:
+        """Remove the lock file if it is still ours (flock), unlock (msvcrt), close ``fd``."""
         try:
             if _fcntl is not None:
                 with contextlib.suppress(OSError):
@@ -156,13 +210,24 @@ class WriterLock:
             os.close(fd)  # releases an flock too
 
     def holder(self) -> int | None:
-        """The pid the holder wrote into the lock file, or None when it cannot be read."""
+        """The pid the holder wrote into the lock file, or None when it cannot be read.
+
+        Opened without waiting and read only when it is a regular file: a FIFO planted at
+        the lock's name must not block.
+        """
         try:
-            with open(self.path, "rb") as file:
-                text = file.read(_PID_WIDTH + 1)
+            fd = os.open(self.path, _READ_FLAGS)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = os.read(fd, _PID_WIDTH + 1)
             pid = int(text.split()[0])
         except (OSError, ValueError, IndexError):
             return None
+        finally:
+            os.close(fd)
         return pid if pid > 0 else None
 
     def _is_current(self, fd: int) -> bool:
@@ -221,6 +286,42 @@ def _try_lock(fd: int) -> bool:
             return False
         raise
     return True
+
+
+def _before_fork() -> None:
+    """Keep a lock attempt of another thread from being split by the fork (bounded wait)."""
+    global _fork_guarded
+    _fork_guarded = _fork_guard.acquire(timeout=_FORK_WAIT)
+
+
+def _after_fork_in_parent() -> None:
+    """Let lock attempts go on."""
+    global _fork_guarded
+    if _fork_guarded:
+        _fork_guarded = False
+        _fork_guard.release()
+
+
+def _after_fork_in_child() -> None:
+    """Close every lock's file in the child: the lock stays the parent's alone."""
+    global _fork_guarded
+    for lock in list(_locks):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # never unlocked: that would release the parent's lock too
+    _locks.clear()
+    if _fork_guarded:
+        _fork_guarded = False
+        _fork_guard.release()
+
+
+if hasattr(os, "register_at_fork"):  # where fork() exists
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _warn_unenforced() -> None:

@@ -46,8 +46,9 @@ _RELEASE_WAIT = 5.0
 
 # Whether this service writes the file: "held" the lock (or none can be had on this
 # platform), "standby" while another process holds it, "unlocked" when the lock file itself
-# fails (then it writes without the lock), "unknown" before the first attempt of a start().
-_LockState = Literal["unknown", "held", "standby", "unlocked"]
+# fails (then it writes without the lock), "lost" when the lock file held was removed or
+# replaced (found at a write), "unknown" before the first attempt of a start().
+_LockState = Literal["unknown", "held", "standby", "unlocked", "lost"]
 
 
 class Publisher:
@@ -101,7 +102,7 @@ class Publisher:
     @property
     def writing(self) -> bool:
         """True while this service writes the file; False while it stands by for another."""
-        return self._lock_state in ("held", "unlocked")
+        return self._lock_state == "unlocked" or (self._lock_state == "held" and self._lock.held)
 
     @property
     def last_report(self) -> HealthReport | None:
@@ -135,8 +136,11 @@ class Publisher:
 
     async def off_loop(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in healthfile's own worker thread, never the loop's default executor."""
-        assert self._worker is not None, "the worker exists from start() to stop()"
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        worker = self._worker
+        if worker is None:
+            # Never the default executor instead: a stopped service must not take the lock.
+            raise RuntimeError("the health service is stopped: nothing more runs off the loop")
+        return await asyncio.get_running_loop().run_in_executor(worker, fn)
 
     def retire(self) -> None:
         """Release the lock once the work queued (the final write) is done; end the worker.
@@ -239,25 +243,46 @@ class Publisher:
         Only the file's one writer writes; a standby keeps the report as its own view.
         """
         previous, self._previous = self._previous, report
-        if await self._may_write(final):
-            self._sequence = report.sequence
-            rendering = _Rendering(report)
-            if await self._write(self.writer, rendering):
-                self._last_report = rendering.report  # as written: outputs maybe shortened
-                self._notify_alive()
-            if self.prometheus_writer is not None:
-                await self._write(self.prometheus_writer, partial(render_textfile, report))
-        else:
+        written = await self._may_write(final) and await self._write_report(report)
+        if not written and self._lock_state == "lost":
+            logger.warning(
+                "the lock file %s was removed or replaced while this service held it; "
+                "taking the lock again",
+                self._lock.path,
+            )
+            # Even at stop(): the file was this service's to keep until now.
+            written = await self._retake() and await self._write_report(report)
+        if not self.writing:
             self._last_report = report
             self._notify_alive()  # alive, and the file is another process's to keep
         if _changed(previous, report):
             _log_change(previous, report)
             if self._on_change is not None:
-                await self._call_on_change(previous, report)
+                await self._call_on_change(self._on_change, previous, report)
         else:
             logger.debug(
                 "report %d: %s (database %s)", report.sequence, report.status, report.database
             )
+
+    async def _write_report(self, report: HealthReport) -> bool:
+        """Write the report and its Prometheus twin; False when the lock turned out lost.
+
+        The lock is confirmed in the write's own hop, just before the write: a writer whose
+        lock file was removed or replaced writes nothing more until it holds the lock again.
+        """
+        guard = self._lock.confirm if self._lock_state == "held" else None
+        rendering = _Rendering(report, guard)
+        try:
+            if await self._write(self.writer, rendering):
+                self._last_report = rendering.report  # as written: outputs maybe shortened
+                self._notify_alive()
+        except _LockLost:
+            self._lock_state = "lost"
+            return False
+        self._sequence = report.sequence
+        if self.prometheus_writer is not None:
+            await self._write(self.prometheus_writer, partial(render_textfile, report))
+        return True
 
     async def _write(self, writer: AtomicWriter, render: Callable[[], bytes]) -> bool:
         """Replace one output file; log a failure once per distinct error, and the recovery."""
@@ -282,12 +307,16 @@ class Publisher:
         attempt still under way in the worker (from a cycle stop() cancelled).
         """
         if self._lock_state != "held":
-            if final:
-                await self.off_loop(_nothing)
-            else:
-                before = self._lock_state
-                await self.off_loop(self._take_lock)
-                self.report_lock(before)
+            if not final:
+                return await self._retake()
+            await self.off_loop(_nothing)
+        return self.writing
+
+    async def _retake(self) -> bool:
+        """Try once to take the lock (in the worker), log what changed; whether it writes."""
+        before = self._lock_state
+        await self.off_loop(self._take_lock)
+        self.report_lock(before)
         return self.writing
 
     def _notify_alive(self) -> None:
@@ -296,10 +325,10 @@ class Publisher:
             self.notify("WATCHDOG=1" if self._ready else "READY=1")
             self._ready = True
 
-    async def _call_on_change(self, previous: HealthReport | None, current: HealthReport) -> None:
+    async def _call_on_change(
+        self, callback: OnChange, previous: HealthReport | None, current: HealthReport
+    ) -> None:
         """Call on_change, bounded by the callback timeout; log and swallow what it raises."""
-        callback = self._on_change
-        assert callback is not None
         call = asyncio.ensure_future(
             call_off_loop(partial(callback, previous, current), self._on_change_runner)
         )
@@ -338,13 +367,23 @@ def _nothing() -> None:
     """Do nothing (in the worker, after what is queued before it)."""
 
 
-class _Rendering:
-    """Render a report within the probe's size limit (in the write's hop); keep what it wrote."""
+class _LockLost(Exception):
+    """The lock file was removed or replaced under its holder: nothing is written."""
 
-    def __init__(self, report: HealthReport) -> None:
+
+class _Rendering:
+    """Render a report within the probe's size limit (in the write's hop); keep what it wrote.
+
+    ``guard``, when given, is asked first whether this process still holds the lock.
+    """
+
+    def __init__(self, report: HealthReport, guard: Callable[[], bool] | None = None) -> None:
         self.report = report
+        self._guard = guard
 
     def __call__(self) -> bytes:
+        if self._guard is not None and not self._guard():
+            raise _LockLost
         self.report, data = fit_report(self.report, MAX_FILE_BYTES)
         return data
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,7 +72,13 @@ def start_writer(tmp_path: Path) -> Iterator[Callable[..., Writer]]:
     script.write_text(SCRIPT)
     started: list[Writer] = []
 
-    def start(name: str, *, interval: float = 0.05, hold: Path | None = None) -> Writer:
+    def start(
+        name: str,
+        *,
+        interval: float = 0.05,
+        hold: Path | None = None,
+        health_file: Path = tmp_path / "health.json",
+    ) -> Writer:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHFILE_")}
         if hold is not None:
             environ["HOLD_FILE"] = str(hold)
@@ -87,7 +94,7 @@ def start_writer(tmp_path: Path) -> Iterator[Callable[..., Writer]]:
                     "--database",
                     str(database),
                     "--health-file",
-                    str(tmp_path / "health.json"),
+                    str(health_file),
                     "--pyproject",
                     str(tmp_path / "missing-pyproject.toml"),
                     "--app-version",
@@ -200,3 +207,124 @@ def test_a_starting_process_never_sweeps_the_writers_live_temporary_file(
     )
     assert first.lines("cannot write") == []
     assert first.lines("FileNotFoundError") == []
+
+
+# A pre-fork server: the service starts, then the process forks a worker that lives on. The
+# worker writes whether it thinks it writes the file and holds the lock, then sleeps.
+FORKING_SCRIPT = """\
+import asyncio, os, sys, time, warnings
+
+import healthfile
+
+database, health_file, state_file = sys.argv[1:4]
+warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+
+
+async def main():
+    service = healthfile.AsyncHealthService(
+        database, health_file=health_file, interval=0.05, pyproject=None, app_version="forker"
+    )
+    await service.start()
+    child = os.fork()
+    if child == 0:
+        state = f"{os.getpid()} {service.writing} {service._publisher._lock.held}"
+        with open(state_file + ".tmp", "w") as file:
+            file.write(state)
+        os.replace(state_file + ".tmp", state_file)
+        time.sleep(120)
+        os._exit(0)
+    await asyncio.sleep(3600)
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_forked_after_start_neither_writes_nor_keeps_the_lock_past_kill_9(
+    start_writer: Callable[..., Writer], tmp_path: Path
+) -> None:
+    """A child forked from the writer holds no lock: after kill -9 of the writer, the standby
+    takes over while the child lives."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    health_file = tmp_path / "health.json"
+    state_file = tmp_path / "child-state"
+    script = tmp_path / "forker.py"
+    script.write_text(FORKING_SCRIPT)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHFILE_")}
+    forker = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "app.db"), str(health_file), str(state_file)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environ,
+    )
+    child = 0
+    try:
+        wait_until(state_file.exists, "the forked child's state", every=0.005)
+        pid, writing, held = state_file.read_text().split()
+        child = int(pid)
+        assert (writing, held) == ("False", "False")
+        report = read(health_file)
+        assert report is not None
+        assert report["pid"] == forker.pid
+        second = start_writer("second")
+        wait_until(lambda: second.lines("stands by"), "the second process to stand by")
+
+        forker.kill()
+        forker.wait()
+        wait_until(
+            lambda: written_by(health_file, second),
+            "the standby to take over while the forked child lives",
+            timeout=10,
+            every=0.005,
+        )
+        os.kill(child, 0)  # still alive: it did not keep the lock
+    finally:
+        if forker.poll() is None:
+            forker.kill()
+            forker.wait()
+        if child:
+            os.kill(child, signal.SIGKILL)
+
+
+def writers_seen(path: Path, seconds: float) -> list[int]:
+    """The pid of every report read in a tight loop for ``seconds``, one entry per change."""
+    pids: list[int] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        report = read(path)
+        if report is not None and (not pids or pids[-1] != report["pid"]):
+            pids.append(report["pid"])
+    return pids
+
+
+@pytest.mark.parametrize("how", ["lock file removed", "directory removed and made again"])
+def test_a_removed_lock_file_leaves_one_writer_within_a_cycle_or_two(
+    start_writer: Callable[..., Writer], tmp_path: Path, how: str
+) -> None:
+    """After the lock file (or its whole directory) is removed under two processes, they
+    settle on one writer at once instead of both writing for ever."""
+    out = tmp_path / "out"
+    health_file = out / "health.json"
+    first = start_writer("first", health_file=health_file)
+    wait_until(lambda: written_by(health_file, first), "the first writer's report", every=0.005)
+    second = start_writer("second", health_file=health_file)
+    wait_until(lambda: second.lines("stands by"), "the second process to stand by", every=0.005)
+
+    for _ in range(3):
+        if how == "lock file removed":
+            (out / ".health.json.lock").unlink()
+        else:
+            shutil.rmtree(out)
+            out.mkdir()
+        wait_until(lambda: read(health_file) is not None, "a report", every=0.005)
+        changes = writers_seen(health_file, 1.5)  # 30 cycles of each
+        # One hand-over at most (a process may see the removal a cycle before the other);
+        # two processes both writing change the writer dozens of times.
+        assert len(changes) <= 2, changes
+        assert set(changes) <= {first.pid, second.pid}
+    lost = first.lines("removed or replaced") + second.lines("removed or replaced")
+    assert lost
+    if how == "lock file removed":  # a write may meet the removed directory: logged, retried
+        assert first.lines("cannot write") == second.lines("cannot write") == []
