@@ -270,6 +270,7 @@ class Publisher:
         The lock is confirmed in the write's own hop, just before the write: a writer whose
         lock file was removed or replaced writes nothing more until it holds the lock again.
         """
+        self._sequence = report.sequence  # before the write: a stop() meanwhile counts on
         guard = self._lock.confirm if self._lock_state == "held" else None
         rendering = _Rendering(report, guard)
         try:
@@ -279,7 +280,6 @@ class Publisher:
         except _LockLost:
             self._lock_state = "lost"
             return False
-        self._sequence = report.sequence
         if self.prometheus_writer is not None:
             await self._write(self.prometheus_writer, partial(render_textfile, report))
         return True

@@ -324,9 +324,8 @@ class AsyncHealthService:
         """
         if self._state == "stopped":
             return
-        if self._state == "stopping":
+        if self._state == "stopping" and self._stopped is not None:
             # Another caller is stopping the service: return when it is done.
-            assert self._stopped is not None
             await asyncio.wait({self._stopped})
             return
         self._state = "stopping"
@@ -344,6 +343,13 @@ class AsyncHealthService:
                 # it raises only when our caller is cancelled, which must propagate.
                 await asyncio.wait(tasks)
             await self._publisher.publish(self._final_report(), final=True)
+            while (cycle := self._cycle_task) is not None and cycle not in tasks:
+                # A cycle whose task was being created when stop() began (an eager task
+                # factory runs a check's first step, which may call stop(), inside
+                # create_task): it publishes nothing (_cycle sees the state), and ends here.
+                tasks.add(cycle)
+                cycle.cancel()
+                await asyncio.wait({cycle})
             await self._runner.wait_abandoned()
         finally:
             self._loop_task = None
@@ -384,8 +390,10 @@ class AsyncHealthService:
 
     async def _run_cycle(self) -> HealthReport:
         """Run one cycle in its own task, one cycle at a time, so that stop() can cancel it."""
-        assert self._cycle_lock is not None
-        async with self._cycle_lock:
+        cycle_lock = self._cycle_lock
+        if cycle_lock is None:
+            raise _Stopped  # never started
+        async with cycle_lock:
             if self._state not in ("starting", "running"):
                 raise _Stopped
             task = asyncio.get_running_loop().create_task(self._cycle(), name="healthfile-cycle")
@@ -407,6 +415,10 @@ class AsyncHealthService:
     async def _cycle(self) -> HealthReport:
         """Run every check, build the report, publish it."""
         outcome = await self._runner.run()
+        if self._state not in ("starting", "running"):
+            # stop() began while the checks ran and did not cancel this task (it was still
+            # being created: an eager task factory): its `stopped` report is the last.
+            raise _Stopped
         report = self._new_report(outcome.status, outcome.database, outcome.checks, outcome.now)
         await self._publisher.publish(report)
         return report

@@ -101,8 +101,8 @@ class _Run:
 
     def request_stop(self) -> None:
         """Tell the service to stop (on its loop)."""
-        assert self.stop_event is not None
-        self.stop_event.set()
+        if self.stop_event is not None:  # None before the loop is up: stop_requested tells it
+            self.stop_event.set()
 
 
 class HealthCheckService:
@@ -288,7 +288,9 @@ class HealthCheckService:
         except RuntimeError:  # the loop has closed
             cycle.close()
             raise RuntimeError("HealthCheckService is not running") from None
-        assert run.thread is not None
+        thread = run.thread
+        if thread is None:  # pragma: no cover - the loop is up, so its thread is too
+            raise RuntimeError("HealthCheckService is not running")
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             step = _LIVENESS_POLL if remaining is None else min(_LIVENESS_POLL, remaining)
@@ -300,7 +302,7 @@ class HealthCheckService:
                     raise RuntimeError("HealthCheckService stopped during check_now()") from None
             if remaining is not None and remaining <= step:
                 raise TimeoutError(f"check_now() did not finish within {timeout:g} s")
-            if not run.thread.is_alive() and not future.done():
+            if not thread.is_alive() and not future.done():
                 raise RuntimeError("HealthCheckService stopped during check_now()")
 
     def wait_ready(self, timeout: float | None = None) -> bool:
