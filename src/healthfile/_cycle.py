@@ -27,7 +27,7 @@ from ._report import (
 )
 from ._threads import CheckStillRunning, unwrap_thread_exception
 
-__all__ = ["CheckRunner", "CheckState", "Observation", "Outcome", "judge_run"]
+__all__ = ["CheckRunner", "CheckState", "Observation", "Outcome", "judge_run", "returned_result"]
 
 logger = logging.getLogger("healthfile")
 
@@ -290,10 +290,27 @@ def judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseSta
         return CheckResult("fail", str(exc)), "timeout"
     if exc is not None:
         return CheckResult("fail", describe_exception(unwrap_thread_exception(exc))), "disconnected"
-    value = task.result()
+    result = returned_result(task.result())
+    return result, "disconnected" if result.status == "fail" else "connected"
+
+
+def returned_result(value: object) -> CheckResult:
+    """What a check's run() returned, as a plain, valid CheckResult; a fail for anything else.
+
+    A subclass, or a result whose validation was bypassed (``object.__setattr__``), is read
+    for its status and output only, and those are checked again: a cycle survives whatever
+    a check returns.
+    """
     if not isinstance(value, CheckResult):
-        return (
-            CheckResult("fail", f"run() returned {type(value).__name__}, not CheckResult"),
-            "disconnected",
+        return CheckResult("fail", f"run() returned {type(value).__name__}, not CheckResult")
+    try:
+        status, output = value.status, value.output
+        if type(status) is not str:
+            raise TypeError(f"status is {type(status).__name__}, not str")
+        if output is not None and type(output) is not str:
+            raise TypeError(f"output is {type(output).__name__}, not str or None")
+        return CheckResult(status, output)  # the status is validated there
+    except Exception as exc:
+        return CheckResult(
+            "fail", f"run() returned an invalid CheckResult: {describe_exception(exc)}"
         )
-    return value, "disconnected" if value.status == "fail" else "connected"

@@ -21,6 +21,7 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "clean_output",
+    "describe_exception",
     "fit_report",
     "format_exception",
     "format_timestamp",
@@ -39,10 +40,18 @@ _CHECK_STATUSES: frozenset[str] = frozenset(get_args(CheckStatus))
 
 
 def describe_exception(exc: BaseException) -> str:
-    """Render an exception as ``Type: message`` (or just ``Type``), redacted and bounded."""
-    message = str(exc)
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return clean_output(text) or type(exc).__name__
+    """Render an exception as ``Type: message`` (or just ``Type``), redacted and bounded.
+
+    Whatever the exception's ``__str__`` does: one that raises, or returns something other
+    than a string, gives ``Type: <str() failed: ...>`` rather than an error of its own.
+    """
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception as failure:  # a hostile or broken __str__; TypeError for a non-str
+        message = f"<str() failed: {type(failure).__name__}>"
+    text = f"{name}: {message}" if message else name
+    return clean_output(text) or name
 
 
 def format_exception(exc: BaseException) -> str:

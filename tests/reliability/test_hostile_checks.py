@@ -1,0 +1,158 @@
+"""Checks that misbehave on purpose: whatever a check raises, returns or is named, the cycle
+goes on and the check alone reads fail (or it is refused when the service is made)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+import healthfile
+from healthfile import CheckResult, check
+from helpers import ServiceFactory, read_report
+
+pytestmark = pytest.mark.reliability
+
+
+class StrRaises(Exception):
+    """An exception whose message cannot be rendered."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+class StrNotText(Exception):
+    """An exception whose __str__ returns something other than a string."""
+
+    def __str__(self) -> str:
+        return 42  # type: ignore[return-value]  # the fault under test
+
+
+class Returning:
+    """A hand-written check that returns ``value`` from every run."""
+
+    def __init__(self, name: str, value: object) -> None:
+        self.name = name
+        self.value = value
+
+    async def run(self) -> CheckResult:
+        """Return the value, whatever it is."""
+        return self.value  # type: ignore[return-value]  # the fault under test
+
+
+def raising(exc: BaseException) -> healthfile.FunctionCheck:
+    """An async check that raises ``exc``."""
+
+    async def run() -> None:
+        raise exc
+
+    return check(type(exc).__name__, run)
+
+
+@pytest.mark.asyncio
+async def test_an_exception_whose_str_fails_is_a_fail_and_cycles_go_on(
+    make_service: ServiceFactory, health_file: Path
+) -> None:
+    """A check raising an exception whose __str__ raises or returns a non-string reads fail,
+    named by its type; start() returns and later cycles write the file."""
+    service = make_service(checks=[raising(StrRaises()), raising(StrNotText())])
+    await service.start()
+    for _ in range(2):
+        report = await service.check_now()
+    first, second = report.checks["StrRaises"], report.checks["StrNotText"]
+    assert first.status == second.status == "fail"
+    assert first.output == "StrRaises: <str() failed: RuntimeError>"
+    assert second.output == "StrNotText: <str() failed: TypeError>"
+    on_disk = read_report(health_file)
+    assert on_disk is not None
+    assert on_disk["sequence"] == report.sequence
+    assert report.checks["database"].status == "pass"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unchecked(CheckResult):
+    """A CheckResult subclass that skips the validation of its fields."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def bypassed(status: object, output: object) -> CheckResult:
+    """A CheckResult whose fields were set past its validation."""
+    result = CheckResult("pass")
+    object.__setattr__(result, "status", status)
+    object.__setattr__(result, "output", output)
+    return result
+
+
+@pytest.mark.asyncio
+async def test_a_check_returning_an_invalid_check_result_reads_fail_and_cycles_go_on(
+    make_service: ServiceFactory, health_file: Path
+) -> None:
+    """A result whose validation was bypassed (a subclass, object.__setattr__) reads fail with a
+    clear output; a valid one from a subclass is taken; start() returns and the file is written."""
+    returned: dict[str, object] = {
+        "bytes-output": Unchecked("fail", b"bytes"),  # type: ignore[arg-type]
+        "int-output": bypassed("fail", 42),
+        "unknown-status": bypassed("great", None),
+        "int-status": bypassed(1, None),
+        "text-status": bypassed(type("Text", (str,), {})("pass"), None),
+        "valid-subclass": Unchecked("warn", "slow"),
+        "not-a-result": {"status": "pass"},
+    }
+    checks = [Returning(name, value) for name, value in returned.items()]
+    service = make_service(checks=checks)
+    await service.start()
+    report = await service.check_now()
+    outputs = {name: (result.status, result.output) for name, result in report.checks.items()}
+    invalid = "run() returned an invalid CheckResult: "
+    assert outputs == {
+        "database": ("pass", None),
+        "bytes-output": ("fail", invalid + "TypeError: output is bytes, not str or None"),
+        "int-output": ("fail", invalid + "TypeError: output is int, not str or None"),
+        "unknown-status": (
+            "fail",
+            invalid
+            + "ValueError: CheckResult status must be 'pass', 'warn' or 'fail', not 'great'",
+        ),
+        "int-status": ("fail", invalid + "TypeError: status is int, not str"),
+        "text-status": ("fail", invalid + "TypeError: status is Text, not str"),
+        "valid-subclass": ("warn", "slow"),
+        "not-a-result": ("fail", "run() returned dict, not CheckResult"),
+    }
+    on_disk = read_report(health_file)
+    assert on_disk is not None
+    assert on_disk["sequence"] == report.sequence
+    assert on_disk["status"] == "degraded"
+
+
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, -1.0, 0.0, 1e12, True, "5"])
+def test_a_custom_checks_timeout_attribute_is_validated_at_construction(
+    tmp_path: Path, timeout: object
+) -> None:
+    """A hand-written check whose timeout is NaN, infinite, not positive, past a year or not a
+    number is refused when the service is made, naming the check and its timeout."""
+
+    class Custom:
+        name = "custom"
+
+        async def run(self) -> CheckResult:
+            return CheckResult("pass")
+
+    custom = Custom()
+    custom.timeout = timeout  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="check 'custom' timeout"):
+        healthfile.AsyncHealthService(tmp_path / "app.db", checks=[custom])
+
+
+@pytest.mark.parametrize("name", ["a,b", " padded", "padded ", "\tleading tab"])
+def test_a_check_name_no_option_could_select_is_refused(tmp_path: Path, name: str) -> None:
+    """A name with a comma or surrounding blanks, which --only and --ignore could not name, is
+    refused: by check() and, for a hand-written check, by the service."""
+    with pytest.raises(ValueError, match="check name"):
+        check(name, lambda: True)
+    custom = Returning(name, CheckResult("pass"))
+    with pytest.raises(ValueError, match="check name"):
+        healthfile.AsyncHealthService(tmp_path / "app.db", checks=[custom])
