@@ -25,6 +25,7 @@ from ._report import (
     describe_exception,
     format_exception,
 )
+from ._steps import LoopShare, StepTimer, timed
 from ._threads import CheckStillRunning, unwrap_thread_exception
 
 __all__ = ["CheckRunner", "CheckState", "Observation", "Outcome", "judge_run", "returned_result"]
@@ -72,11 +73,9 @@ class CheckState:
         self.failed = False  # latched once the check reads fail, until it has recovered
         self.task: asyncio.Task[CheckResult] | None = None
         self.task_since = datetime.now(timezone.utc)
-        self.finished = 0.0  # perf_counter() when the last run ended
 
     def run_done(self, task: asyncio.Task[CheckResult]) -> None:
-        """Note when a run ended; forget it, retrieving its outcome so it is not reported twice."""
-        self.finished = time.perf_counter()
+        """Forget a run that ended, retrieving its outcome so that it is not reported twice."""
         if self.task is task:
             self.task = None
         if not task.cancelled():
@@ -189,48 +188,53 @@ class CheckRunner:
         loop = asyncio.get_running_loop()
         since = datetime.now(timezone.utc)
         started = time.perf_counter()
+        share = LoopShare()
         observed: dict[CheckState, Observation] = {}
-        running: dict[asyncio.Task[CheckResult], CheckState] = {}
+        running: dict[asyncio.Task[CheckResult], tuple[CheckState, StepTimer]] = {}
         for state in states:
             if state.task is not None:
                 observed[state] = Observation(
                     CheckResult("fail", str(CheckStillRunning(state.task_since))), "timeout", 0.0
                 )
                 continue
-            task = loop.create_task(state.check.run(), name=f"healthfile-check-{state.name}")
+            timer = StepTimer(share)
+            task = loop.create_task(
+                timed(state.check.run(), timer), name=f"healthfile-check-{state.name}"
+            )
             state.task, state.task_since = task, since
             task.add_done_callback(state.run_done)
-            running[task] = state
-        deadlines = {task: started + state.timeout for task, state in running.items()}
-        pending = set(running)
+            running[task] = (state, timer)
+        pending = {task for task in running if not task.done()}  # eager tasks may be done
         try:
             while pending:
-                deadline = min(deadlines[task] for task in pending)
-                _, pending = await asyncio.wait(
-                    pending, timeout=max(0.0, deadline - time.perf_counter())
-                )
+                # Each run's own time: what other checks held the loop for is not its fault.
                 now = time.perf_counter()
-                for task in [task for task in pending if deadlines[task] <= now]:
+                left = {
+                    task: timer.left(state.timeout, now, started)
+                    for task, (state, timer) in running.items()
+                    if task in pending
+                }
+                for task in [task for task in pending if left[task] <= 0]:
                     task.cancel()
                     pending.discard(task)
-                    state = running[task]
+                    state, timer = running[task]
+                    begun = started if timer.began is None else timer.began
                     observed[state] = Observation(
                         CheckResult("fail", f"timed out after {state.timeout:g} s"),
                         "timeout",
-                        (now - started) * 1000,
+                        (now - begun) * 1000,
+                    )
+                if pending:
+                    _, pending = await asyncio.wait(
+                        pending, timeout=min(left[task] for task in pending)
                     )
         except asyncio.CancelledError:
             for task in pending:
                 task.cancel()  # the cycle is being cancelled: so are its checks
             raise
-        now = time.perf_counter()
-        for task, state in running.items():
+        for task, (state, timer) in running.items():
             if state not in observed:
-                result, database = judge_run(task)
-                # A run that ended in the loop iteration where a timeout woke this cycle has
-                # not had its done callback yet: it ended just now.
-                finished = state.finished if state.finished >= started else now
-                observed[state] = Observation(result, database, (finished - started) * 1000)
+                observed[state] = _observe(task, state, timer, started)
         return [observed[state] for state in states]
 
     def overall_status(self, results: dict[str, CheckResult]) -> HealthStatus:
@@ -279,6 +283,22 @@ class CheckRunner:
                     hook()
                 except Exception as exc:
                     logger.error("on_stop of check %r failed: %s", name, format_exception(exc))
+
+
+def _observe(
+    task: asyncio.Task[CheckResult], state: CheckState, timer: StepTimer, started: float
+) -> Observation:
+    """A finished run's observation: its result, unless it held the loop past its timeout."""
+    begun = started if timer.began is None else timer.began
+    ended = time.perf_counter() if timer.ended is None else timer.ended
+    if timer.busy > state.timeout:
+        # Its result came late by its own doing, and every other check waited for it.
+        result = CheckResult(
+            "fail", f"blocked the event loop for {timer.busy:.3g} s (timeout {state.timeout:g} s)"
+        )
+        return Observation(result, "timeout", (ended - begun) * 1000)
+    result, database = judge_run(task)
+    return Observation(result, database, (ended - begun) * 1000)
 
 
 def judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseState]:

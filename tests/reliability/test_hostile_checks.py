@@ -3,8 +3,11 @@ goes on and the check alone reads fail (or it is refused when the service is mad
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,53 @@ def test_a_check_name_no_option_could_select_is_refused(tmp_path: Path, name: st
     custom = Returning(name, CheckResult("pass"))
     with pytest.raises(ValueError, match="check name"):
         healthfile.AsyncHealthService(tmp_path / "app.db", checks=[custom])
+
+
+class Blocker:
+    """An async check that blocks the event loop (time.sleep in an async def), then passes."""
+
+    def __init__(self, seconds: float, timeout: float) -> None:
+        self.name = "blocker"
+        self.timeout = timeout
+        self.seconds = seconds
+
+    async def run(self) -> CheckResult:
+        """Hold the loop for ``seconds``; pass."""
+        time.sleep(self.seconds)  # the fault under test
+        return CheckResult("pass")
+
+
+async def _waits() -> CheckResult:
+    """An innocent async check: waits a moment on the loop, passes."""
+    await asyncio.sleep(0.01)
+    return CheckResult("pass")
+
+
+@pytest.mark.parametrize("blocker_first", [True, False])
+@pytest.mark.asyncio
+async def test_the_check_that_blocks_the_loop_is_blamed_and_the_innocent_are_not(
+    make_service: ServiceFactory, health_file: Path, blocker_first: bool
+) -> None:
+    """A check blocking the loop past its timeout reads fail, "blocked the event loop"; the
+    database check and the others, which only waited for the loop, keep their real results."""
+    blocker = Blocker(seconds=0.6, timeout=0.2)
+    innocent = [check("waits", _waits), check("thread", lambda: True)]
+    checks = [blocker, *innocent] if blocker_first else [*innocent, blocker]
+    service = make_service(checks=checks, check_timeout=0.25)
+    await service.start()
+    for report in (service.last_report, await service.check_now()):
+        assert report is not None
+        statuses = {name: result.status for name, result in report.checks.items()}
+        assert statuses == {
+            "database": "pass",
+            "blocker": "fail",
+            "waits": "pass",
+            "thread": "pass",
+        }
+        assert report.database == "connected"
+        output = report.checks["blocker"].output
+        assert output is not None
+        assert re.fullmatch(r"blocked the event loop for 0\.6\d* s \(timeout 0\.2 s\)", output)
+    on_disk = read_report(health_file)
+    assert on_disk is not None
+    assert on_disk["database"] == "connected"
