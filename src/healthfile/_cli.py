@@ -38,8 +38,9 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if self.nagios_usage:
-            sys.stdout.write(f"HEALTHFILE UNKNOWN - {self.prog}: error: {message}\n")
-            sys.stdout.flush()
+            from ._judge import emit
+
+            emit(f"HEALTHFILE UNKNOWN - {self.prog}: error: {message}")
             self.exit(3)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -321,8 +322,9 @@ def _check_health_file(args: argparse.Namespace, environ: dict[str, str]) -> str
 def _check_usage_error(message: str, *, nagios: bool) -> NoReturn:
     """Exit for a bad ``check`` option: 2 with one line on stderr, or Nagios' UNKNOWN (3)."""
     if nagios:
-        sys.stdout.write(f"HEALTHFILE UNKNOWN - healthfile check: error: {message}\n")
-        sys.stdout.flush()
+        from ._judge import emit
+
+        emit(f"HEALTHFILE UNKNOWN - healthfile check: error: {message}")
         raise SystemExit(3)
     sys.stderr.write(f"healthfile check: error: {message}\n")
     raise SystemExit(2)

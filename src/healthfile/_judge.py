@@ -23,7 +23,7 @@ from ._redact import redact
 # Only mypy needs typing here (annotations are strings): this module adds no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TextIO
 
 __all__ = [
     "CLOCK_TOLERANCE_SECONDS",
@@ -31,6 +31,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "NotAHealthFile",
     "Verdict",
+    "emit",
     "judge",
     "parse_timestamp",
     "render",
@@ -323,7 +324,7 @@ def run_check(
     line = render(
         verdict, nagios=nagios, allow_degraded=allow_degraded, as_json=as_json, encoding=encoding
     )
-    _emit(line)
+    emit(line)
     return verdict.exit_code(nagios=nagios, allow_degraded=allow_degraded)
 
 
@@ -679,12 +680,38 @@ def _json_line(verdict: Verdict, code: int, budget: int, encoding: str) -> str:
         reason = _fit(reason, _size(reason, encoding) - excess - 8, encoding)
 
 
-def _emit(line: str) -> None:
-    """Print the line; a stdout that cannot encode it gets it escaped, not a traceback."""
+def emit(line: str) -> None:
+    """Print the line on stdout; never let stdout change the exit status.
+
+    A stdout that cannot encode the line gets it escaped. One that is closed (``>&-``), full
+    (``/dev/full``) or a pipe its reader closed loses the line, and is pointed at the null
+    device so that the interpreter's own flush at exit cannot fail either (that would make
+    the status 120): the status stays the verdict's.
+    """
     stream = sys.stdout
+    if stream is None:  # started with stdout closed
+        return
     try:
-        stream.write(line + "\n")
-    except UnicodeEncodeError:
-        encoding = _stream_encoding(stream)
-        stream.write(line.encode(encoding, "backslashreplace").decode(encoding) + "\n")
-    stream.flush()
+        try:
+            stream.write(line + "\n")
+        except UnicodeEncodeError:
+            encoding = _stream_encoding(stream)
+            stream.write(line.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # EPIPE, ENOSPC, EBADF; ValueError: a closed stream
+        _discard(stream)
+
+
+def _discard(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at the null device, so that what it holds flushes there."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        sys.stdout = None  # as Python leaves a stdout closed at start
+        return
+    try:
+        os.dup2(null, stream.fileno())
+    except (OSError, ValueError):
+        sys.stdout = None
+    finally:
+        os.close(null)
