@@ -55,11 +55,12 @@ def write_report(path: Path, status: str) -> Path:
     return path
 
 
+Start = Callable[[list[str]], subprocess.Popen[bytes]]
+
+
 # Each stdout a monitor may hand the probe by mistake, opened for one run.
 @pytest.fixture(params=["closed", "full", "broken pipe"])
-def stdout(
-    request: pytest.FixtureRequest,
-) -> Iterator[Callable[[list[str]], subprocess.Popen[bytes]]]:
+def stdout(request: pytest.FixtureRequest) -> Iterator[Start]:
     """Start a command with its stdout closed, /dev/full, or a pipe whose reader is gone."""
     kind: str = request.param
     if kind == "full" and not os.path.exists("/dev/full"):
