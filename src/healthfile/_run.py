@@ -53,7 +53,9 @@ async def _serve(service: AsyncHealthService) -> None:
         first = time.monotonic()
         stop_requested.set()
 
-    with handle_signals(on_signal):
+    # Once asked to stop, the process is on its way out: a signal repeated after the stop
+    # is ignored rather than ending it by that signal instead of exit 0.
+    with handle_signals(on_signal, ignore_after=stop_requested.is_set):
         logger.info(
             "writing %s every %g s (database check: %s)",
             service.health_file,

@@ -52,16 +52,20 @@ def insists(signum: signal.Signals, first: float) -> bool:
 
 
 @contextlib.contextmanager
-def handle_signals(callback: SignalCallback) -> Iterator[bool]:
+def handle_signals(
+    callback: SignalCallback, *, ignore_after: Callable[[], bool] | None = None
+) -> Iterator[bool]:
     """Call ``callback(signum)`` on the running loop for each stop signal until exit.
 
     ``loop.add_signal_handler`` is used where it works and the signal has no handler of its
     own yet; otherwise (it raises ``NotImplementedError`` on Windows, a loop may lack it, or
     a handler is installed already) ``signal.signal``, whose handler passes the signal to the
     loop with ``call_soon_threadsafe``. Either way the callback runs on the loop, never in
-    the middle of a task, and the previous handlers are back when the block is left. Yields
-    True, or False outside the main thread, where Python delivers no signals: then nothing
-    is installed and a warning says so.
+    the middle of a task, and the previous handlers are back when the block is left, unless
+    ``ignore_after()`` then returns True: the stop signals are then left ignored (a program
+    that was asked to stop and is exiting must not be killed by a signal repeated on its way
+    out). Yields True, or False outside the main thread, where Python delivers no signals:
+    then nothing is installed and a warning says so.
     """
     loop = asyncio.get_running_loop()
     if threading.current_thread() is not threading.main_thread():
@@ -71,10 +75,15 @@ def handle_signals(callback: SignalCallback) -> Iterator[bool]:
         )
         yield False
         return
+
+    def leave(put_back: _PutBack) -> None:
+        """Put the previous handler back, or SIG_IGN when asked to keep ignoring."""
+        put_back(signal.SIG_IGN if ignore_after is not None and ignore_after() else None)
+
     with contextlib.ExitStack() as restore:
         restore.enter_context(_wake_on_signals(loop))
         for signum in STOP_SIGNALS:
-            restore.callback(_install(loop, signum, callback))
+            restore.callback(leave, _install(loop, signum, callback))
         yield True
 
 
@@ -127,15 +136,19 @@ def _drain(reader: socket.socket) -> None:
             pass
 
 
+# What _install returns: it puts the previous handler back, or the one it is given instead.
+_PutBack = Callable[[Any], None]
+
+
 def _install(
     loop: asyncio.AbstractEventLoop, signum: signal.Signals, callback: SignalCallback
-) -> Callable[[], None]:
+) -> _PutBack:
     """Route ``signum`` to ``callback`` on ``loop``; return what puts the old handler back."""
     found = signal.getsignal(signum)
     if found is None:
         # Installed outside Python: it could not be put back, so it is left alone.
         logger.warning("not handling %s: its handler was not installed from Python", signum.name)
-        return lambda: None
+        return lambda instead: None
     previous: Callable[[int, FrameType | None], Any] | int = found
     if previous in _DEFAULTS:
         try:
@@ -144,10 +157,10 @@ def _install(
             pass  # every Windows loop; a loop without signal support
         else:
 
-            def remove() -> None:
-                """Remove the loop's handler and put the previous one back."""
+            def remove(instead: Any) -> None:
+                """Remove the loop's handler; put the previous one (or ``instead``) back."""
                 loop.remove_signal_handler(signum)
-                signal.signal(signum, previous)
+                signal.signal(signum, previous if instead is None else instead)
 
             return remove
 
@@ -157,9 +170,9 @@ def _install(
 
     signal.signal(signum, handler)
 
-    def put_back() -> None:
-        """Put the previous handler back."""
-        signal.signal(signum, previous)
+    def put_back(instead: Any) -> None:
+        """Put the previous handler (or ``instead``) back."""
+        signal.signal(signum, previous if instead is None else instead)
 
     return put_back
 
