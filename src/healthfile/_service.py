@@ -22,6 +22,7 @@ from typing import Literal
 from ._checks import Check, SQLiteCheck
 from ._cycle import CheckRunner
 from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
+from ._lock import lock_path
 from ._options import Options, absolute, options_of, validate_seconds
 from ._publish import OnChange, Publisher
 from ._report import (
@@ -521,11 +522,13 @@ def refuse_shared_files(
     health_file: str | os.PathLike[str],
     prometheus_file: str | os.PathLike[str] | None,
 ) -> None:
-    """Refuse any two of database / health file / Prometheus file that are one file.
+    """Refuse any two of database / health file / Prometheus file / lock file that are one file.
 
     The same path once made absolute or once symlinks are resolved, or the same existing
     file (device and inode: a hard link too). Writing the health file over the database
-    would destroy the application's data. ``database`` that is not a path is left out.
+    would destroy the application's data; so would the pid written into the health file's
+    lock file (``.<name>.lock``), removed at stop(). ``database`` that is not a path is
+    left out.
 
     :raises ValueError: naming both.
     """
@@ -535,6 +538,7 @@ def refuse_shared_files(
             ("database", database),
             ("health_file", health_file),
             ("prometheus_file", prometheus_file),
+            ("the health file's lock file", lock_path(absolute(health_file))),
         )
         if isinstance(path, (str, os.PathLike))
     ]

@@ -622,3 +622,51 @@ async def test_the_probe_of_a_wal_database_changes_no_byte_of_it_sqlite_may_add_
     assert result.status == "pass"
     assert hashlib.sha256(_bytes(database)).hexdigest() == before
     assert set(_names(tmp_path)) <= {"app.db", "app.db-wal", "app.db-shm"}
+
+
+@pytest.mark.parametrize("name", ["health.json", "h" * 250 + ".json"])
+def test_a_database_or_prometheus_file_at_the_lock_files_path_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """The health file's lock file (``.<name>.lock``, or its cut and hashed form for a long
+    name) as the database or the Prometheus file is refused at construction, naming both."""
+    from healthfile._lock import lock_path
+
+    health_file = tmp_path / name
+    lock = lock_path(health_file)
+    with pytest.raises(ValueError, match="database and the health file's lock file are the same"):
+        healthfile.AsyncHealthService(lock, health_file=health_file)
+    with pytest.raises(ValueError, match="prometheus_file and the health file's lock file"):
+        healthfile.AsyncHealthService(
+            tmp_path / "app.db", health_file=health_file, prometheus_file=lock
+        )
+
+
+def test_healthfile_run_refuses_the_database_at_the_lock_files_path_and_keeps_it(
+    tmp_path: Path, database: Path
+) -> None:
+    """`healthfile run` with the database at the lock file's path exits 2 with one line; not a
+    byte of the database changes and it is not removed."""
+    sidecar = tmp_path / ".health.json.lock"
+    database.rename(sidecar)
+    before = sidecar.read_bytes()
+
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "healthfile", "run"),
+            *("--database", sidecar.name, "--health-file", "health.json", "--interval", "0.1"),
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert done.stderr.count(b"\n") == 1
+    assert done.stderr.startswith(
+        b"healthfile run: error: database and the health file's lock file are the same file"
+    )
+    assert sidecar.read_bytes() == before
+    assert not (tmp_path / "health.json").exists()
