@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from healthfile import CheckResult, check
+from healthfile import CheckResult, _cycle, check
 from healthfile._checks import Check, FunctionCheck
 from healthfile._cycle import CheckRunner, Outcome
 from healthfile._options import options_of
+from healthfile._threads import threads_can_start
 
 
 def runner_of(*checks: Check, check_timeout: float = 5.0, start_period: float = 0.0) -> CheckRunner:
@@ -23,7 +25,7 @@ def runner_of(*checks: Check, check_timeout: float = 5.0, start_period: float = 
     )
 
 
-def returning(name: str, *results: CheckResult, **options: int) -> FunctionCheck:
+def returning(name: str, *results: CheckResult, **options: Any) -> FunctionCheck:
     """A check that returns ``results`` one per run, the last one from then on."""
     left = list(results)
 
@@ -181,3 +183,59 @@ async def test_check_that_raises_or_returns_the_wrong_type_fails_without_raising
     assert outcome.database == "disconnected"
     assert outcome.checks["database"].output == "OSError: no route to host"
     assert outcome.checks["cache"].output == "run() returned str, not CheckResult"
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_fails_for_want_of_threads_observes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A RuntimeError raised while no thread can start (3.12's interpreter shutdown) leaves the
+    last result and database field standing; one raised while threads start is a real fail."""
+    outcomes = iter([None, RuntimeError("can't create new thread at interpreter shutdown")])
+
+    async def database() -> None:
+        error = next(outcomes, None)
+        if error is not None:
+            raise error
+
+    runner = runner_of(check("database", database))
+    first = await runner.run()
+    monkeypatch.setattr(_cycle, "threads_can_start", lambda: False)
+    second = await runner.run()
+    assert (
+        (first.status, first.database)
+        == (second.status, second.database)
+        == (
+            "online",
+            "connected",
+        )
+    )
+    assert second.checks["database"] == first.checks["database"]
+
+    monkeypatch.setattr(_cycle, "threads_can_start", lambda: True)
+    outcomes = iter([RuntimeError("a real failure")])
+    third = await runner.run()
+    assert (third.status, third.database) == ("degraded", "disconnected")
+    assert third.checks["database"].output == "RuntimeError: a real failure"
+
+
+@pytest.mark.asyncio
+async def test_a_check_never_observed_reads_fail_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first run that observes nothing (no thread can start) reads fail, not a made-up pass."""
+
+    async def database() -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(_cycle, "threads_can_start", lambda: False)
+    outcome = await runner_of(check("database", database)).run()
+    assert (outcome.status, outcome.database) == ("degraded", "disconnected")
+    assert outcome.checks["database"].output == (
+        "not checked: no thread can start while the interpreter shuts down"
+    )
+
+
+def test_threads_can_start_here() -> None:
+    """Outside interpreter shutdown a thread starts (the probe itself is real)."""
+    assert threads_can_start()

@@ -26,11 +26,13 @@ from ._report import (
     format_exception,
 )
 from ._steps import LoopShare, StepTimer, timed
-from ._threads import CheckStillRunning, unwrap_thread_exception
+from ._threads import CheckStillRunning, threads_can_start, unwrap_thread_exception
 
 __all__ = ["CheckRunner", "CheckState", "Observation", "Outcome", "judge_run", "returned_result"]
 
 logger = logging.getLogger("healthfile")
+
+_UNOBSERVED = "not checked: no thread can start while the interpreter shuts down"
 
 # How long stop() gives abandoned checks (a database connection whose thread is coming back
 # from an interrupted statement) to close, before leaving them to finish on their own.
@@ -73,6 +75,8 @@ class CheckState:
         self.failed = False  # latched once the check reads fail, until it has recovered
         self.task: asyncio.Task[CheckResult] | None = None
         self.task_since = datetime.now(timezone.utc)
+        # What the last observed run gave: it stands for a run that observed nothing.
+        self.last: tuple[CheckResult, DatabaseState] | None = None
 
     def run_done(self, task: asyncio.Task[CheckResult]) -> None:
         """Forget a run that ended, retrieving its outcome so that it is not reported twice."""
@@ -168,12 +172,17 @@ class CheckRunner:
         results: dict[str, CheckResult] = {}
         database: DatabaseState = "disconnected"
         for state, observed in zip(self._states.values(), observations, strict=False):
-            results[state.name] = state.record(observed, now)
+            if observed is not None:
+                state.last = (state.record(observed, now), observed.database)
+            # A run that observed nothing (the interpreter shutting down) leaves the last
+            # result standing; a check never observed reads fail, saying why.
+            result, seen = state.last or (CheckResult("fail", _UNOBSERVED), "disconnected")
+            results[state.name] = result
             if state.check is self._database_check:
-                database = observed.database
+                database = seen
         return Outcome(self.overall_status(results), database, results, now)
 
-    async def _run_checks(self) -> list[Observation]:
+    async def _run_checks(self) -> list[Observation | None]:
         """Run every check at once, each under its own timeout; never raise for their failures.
 
         One task per check and one wait for them all (one more per distinct timeout that
@@ -189,7 +198,7 @@ class CheckRunner:
         since = datetime.now(timezone.utc)
         started = time.perf_counter()
         share = LoopShare()
-        observed: dict[CheckState, Observation] = {}
+        observed: dict[CheckState, Observation | None] = {}
         running: dict[asyncio.Task[CheckResult], tuple[CheckState, StepTimer]] = {}
         for state in states:
             if state.task is not None:
@@ -287,8 +296,15 @@ class CheckRunner:
 
 def _observe(
     task: asyncio.Task[CheckResult], state: CheckState, timer: StepTimer, started: float
-) -> Observation:
-    """A finished run's observation: its result, unless it held the loop past its timeout."""
+) -> Observation | None:
+    """A finished run's observation: its result, unless it held the loop past its timeout.
+
+    None for a run that observed nothing: it failed with RuntimeError because no thread can
+    start any more (Python 3.12's interpreter shutdown, in atexit handlers), which says
+    nothing of what it checks.
+    """
+    if _failed_for_want_of_threads(task):
+        return None
     begun = started if timer.began is None else timer.began
     ended = time.perf_counter() if timer.ended is None else timer.ended
     if timer.busy > state.timeout:
@@ -299,6 +315,18 @@ def _observe(
         return Observation(result, "timeout", (ended - begun) * 1000)
     result, database = judge_run(task)
     return Observation(result, database, (ended - begun) * 1000)
+
+
+def _failed_for_want_of_threads(task: asyncio.Task[CheckResult]) -> bool:
+    """Whether the run raised RuntimeError at a time when no thread can start."""
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    return (
+        exc is not None
+        and isinstance(unwrap_thread_exception(exc), RuntimeError)
+        and not threads_can_start()
+    )
 
 
 def judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseState]:

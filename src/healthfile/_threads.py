@@ -27,6 +27,7 @@ __all__ = [
     "WorkerThread",
     "call_off_loop",
     "is_async_callable",
+    "threads_can_start",
     "unwrap_thread_exception",
 ]
 
@@ -188,6 +189,21 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
     """Settle ``future`` with ``exc`` unless it is already settled (or cancelled)."""
     if not future.done():
         future.set_exception(exc)
+
+
+def threads_can_start() -> bool:
+    """Whether a new thread can start now: not while Python 3.12 shuts down (atexit handlers)."""
+    thread = threading.Thread(target=_nothing, name="healthfile-thread-probe", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:
+        return False
+    thread.join()
+    return True
+
+
+def _nothing() -> None:
+    """Do nothing (in a thread started to learn whether one can start)."""
 
 
 def is_async_callable(fn: object) -> bool:
