@@ -12,23 +12,18 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from ._limits import MAX_FILE_BYTES
 from ._lock import WriterLock
+from ._on_change import ChangeCallback, OnChange
 from ._prometheus import render_textfile, require_prometheus_client
-from ._report import HealthReport, fit_report, format_exception
+from ._report import HealthReport, fit_report
 from ._systemd import SystemdNotifier
-from ._threads import (
-    CheckStillRunning,
-    DaemonThreadRunner,
-    WorkerThread,
-    call_off_loop,
-    unwrap_thread_exception,
-)
+from ._threads import WorkerThread
 from ._version import AppIdentity
 from ._writer import AtomicWriter
 
@@ -37,8 +32,6 @@ __all__ = ["OnChange", "Publisher"]
 logger = logging.getLogger("healthfile")
 
 T = TypeVar("T")
-
-OnChange = Callable[[HealthReport | None, HealthReport], Awaitable[object] | object]
 
 # How long a start() waits for the previous start's worker to release the lock (a write hung
 # on a dead disk holds it) before trying anyway.
@@ -80,9 +73,7 @@ class Publisher:
         if prometheus_file is not None:
             require_prometheus_client()
             self.prometheus_writer = AtomicWriter(prometheus_file, mode=file_mode)
-        self._on_change = on_change
-        self._on_change_runner = DaemonThreadRunner("on_change")
-        self._callback_timeout = callback_timeout
+        self._on_change = None if on_change is None else ChangeCallback(on_change, callback_timeout)
         self._live = live
         self._systemd = SystemdNotifier() if notify_systemd else None
         self._lock = WriterLock(health_file)  # one writer per file, Prometheus file included
@@ -258,7 +249,7 @@ class Publisher:
         if _changed(previous, report):
             _log_change(previous, report)
             if self._on_change is not None:
-                await self._call_on_change(self._on_change, previous, report)
+                await self._on_change.call(previous, report)
         else:
             logger.debug(
                 "report %d: %s (database %s)", report.sequence, report.status, report.database
@@ -324,43 +315,6 @@ class Publisher:
         if self._live():
             self.notify("WATCHDOG=1" if self._ready else "READY=1")
             self._ready = True
-
-    async def _call_on_change(
-        self, callback: OnChange, previous: HealthReport | None, current: HealthReport
-    ) -> None:
-        """Call on_change, bounded by the callback timeout; log and swallow what it raises."""
-        call = asyncio.ensure_future(
-            call_off_loop(partial(callback, previous, current), self._on_change_runner)
-        )
-        try:
-            done, _ = await asyncio.wait({call}, timeout=self._callback_timeout)
-            if not done:
-                call.cancel()
-                raise TimeoutError(f"on_change took longer than {self._callback_timeout:g} s")
-            if call.cancelled():
-                raise RuntimeError("on_change was cancelled")
-            # Retrieved, not re-raised: whatever the callback raised is logged. A sync one's
-            # SystemExit or KeyboardInterrupt arrives wrapped in RaisedInThread; an async
-            # one's ends the loop, as asyncio does, before this runs.
-            error = call.exception()
-            if isinstance(error, CheckStillRunning):
-                raise error
-            if error is not None:
-                logger.error(
-                    "on_change callback failed: %s",
-                    format_exception(unwrap_thread_exception(error)),
-                )
-        except CheckStillRunning as exc:
-            # A sync callback still blocked on an earlier report (its thread cannot be
-            # cancelled): this report is not delivered, and that is all that went wrong.
-            logger.warning(
-                "on_change not called for report %d (%s): its call for an earlier report is %s",
-                current.sequence,
-                current.status,
-                exc,
-            )
-        except Exception as exc:
-            logger.error("on_change callback failed: %s", format_exception(exc))
 
 
 def _nothing() -> None:

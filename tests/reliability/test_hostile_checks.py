@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import healthfile
-from healthfile import CheckResult, check
-from helpers import ServiceFactory, read_report
+from healthfile import CheckResult, HealthReport, check
+from helpers import ServiceFactory, generous, read_report
 
 pytestmark = pytest.mark.reliability
 
@@ -209,3 +211,42 @@ async def test_the_check_that_blocks_the_loop_is_blamed_and_the_innocent_are_not
     on_disk = read_report(health_file)
     assert on_disk is not None
     assert on_disk["database"] == "connected"
+
+
+@pytest.mark.asyncio
+async def test_stop_during_an_async_on_change_takes_the_call_down_and_logs_it_redacted(
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() while an async on_change runs cancels it and waits for it: no callback task is
+    left running once stop() returns, and what it raises as it ends is logged redacted."""
+    calls: list[asyncio.Task[Any]] = []
+    entered = asyncio.Event()
+
+    async def on_change(previous: HealthReport | None, current: HealthReport) -> None:
+        if current.status != "degraded":
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        calls.append(task)
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            raise RuntimeError("could not page: password=hunter2 refused")  # as it is cancelled
+
+    failing = iter([True, False])
+    flapping = check("flapping", lambda: next(failing, False))
+    service = make_service(checks=[flapping], on_change=on_change)
+    with caplog.at_level(logging.DEBUG):
+        await service.start()
+        cycle = asyncio.ensure_future(service.check_now())
+        await asyncio.wait_for(entered.wait(), generous(10))
+        await service.stop()
+        assert [task.done() for task in calls] == [True]
+        with pytest.raises(RuntimeError, match="stopped during check_now"):
+            await cycle
+        await asyncio.sleep(0.05)  # anything left over would be logged by now
+    assert "hunter2" not in caplog.text
+    failed = [r for r in caplog.records if r.getMessage().startswith("on_change callback failed")]
+    assert len(failed) == 1
+    assert "password=***" in failed[0].getMessage()
