@@ -21,7 +21,9 @@ from healthfile._report import (
     ceil_to_second,
     clean_output,
     describe_exception,
+    format_exception,
     format_timestamp,
+    printable,
 )
 from helpers import CONTRACT_KEYS
 
@@ -619,3 +621,21 @@ def test_describe_exception_redacts_and_bounds() -> None:
     assert text.startswith("ConnectionError: postgresql://app:***@db/app ")
     assert "hunter2" not in text
     assert len(text) <= 256
+
+
+def test_printable_escapes_every_unprintable_character_and_keeps_the_rest() -> None:
+    """Newlines, escapes and line separators become backslash escapes; printable text stays."""
+    assert printable("plain text, é, 日本") == "plain text, é, 日本"
+    assert printable("a\nb\r\x1b[31m\u2028\t") == "a\\nb\\r\\x1b[31m\\u2028\\t"
+    assert printable("line\nnext\x1b", keep_newlines=True) == "line\nnext\\x1b"
+
+
+def test_a_logged_traceback_keeps_its_line_breaks_and_escapes_terminal_codes() -> None:
+    """format_exception escapes an ANSI escape in the message, redacts it, keeps the lines."""
+    try:
+        raise ValueError("\x1b[2Jpassword=hunter2")
+    except ValueError as exc:
+        text = format_exception(exc)
+    assert text.startswith("Traceback (most recent call last):\n")
+    assert text.rstrip("\n").endswith("ValueError: \\x1b[2Jpassword=***")
+    assert "\x1b" not in text

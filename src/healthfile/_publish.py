@@ -21,7 +21,7 @@ from ._limits import MAX_FILE_BYTES
 from ._lock import WriterLock
 from ._on_change import ChangeCallback, OnChange
 from ._prometheus import render_textfile, require_prometheus_client
-from ._report import HealthReport, fit_report
+from ._report import HealthReport, fit_report, printable
 from ._systemd import SystemdNotifier
 from ._threads import WorkerThread
 from ._version import AppIdentity
@@ -188,7 +188,7 @@ class Publisher:
 
     def report_lock(self, before: _LockState = "unknown") -> None:
         """Log entering standby (once per holder), a take-over, a lock that fails."""
-        path = self.writer.path
+        path, lock = printable(str(self.writer.path)), printable(str(self._lock.path))
         if self._lock_state == "standby" and (
             before != "standby" or self._lock_holder != self._logged_holder
         ):
@@ -200,7 +200,7 @@ class Publisher:
                 holder,
                 path,
                 os.getpid(),
-                self._lock.path,
+                lock,
             )
         elif self._lock_state == "held" and before == "standby":
             logger.info("took over writing %s (from pid %s)", path, self._logged_holder)
@@ -208,8 +208,8 @@ class Publisher:
             logger.error(
                 "cannot lock %s: %s; writing %s without the lock (one writer per file is "
                 "not enforced; retrying every cycle)",
-                self._lock.path,
-                self._lock_error,
+                lock,
+                printable(self._lock_error or ""),
                 path,
             )
         if self._lock_state != "standby":
@@ -223,7 +223,7 @@ class Publisher:
             if self.prometheus_writer is not None:
                 removed += self.prometheus_writer.sweep()
         except OSError as exc:
-            logger.warning("cannot remove stale temporary files: %s", exc)
+            logger.warning("cannot remove stale temporary files: %s", printable(str(exc)))
             return
         if removed:
             logger.info("removed %d stale temporary file(s) of a killed writer", removed)
@@ -239,7 +239,7 @@ class Publisher:
             logger.warning(
                 "the lock file %s was removed or replaced while this service held it; "
                 "taking the lock again",
-                self._lock.path,
+                printable(str(self._lock.path)),
             )
             # Even at stop(): the file was this service's to keep until now.
             written = await self._retake() and await self._write_report(report)
@@ -283,12 +283,16 @@ class Publisher:
             # Not the message: it may name the random temporary file, new every cycle.
             error = f"{type(exc).__name__}: {exc.strerror or exc}"
             if error != self._write_errors.get(writer.path):
-                logger.error("cannot write %s: %s (retrying every cycle)", writer.path, error)
+                logger.error(
+                    "cannot write %s: %s (retrying every cycle)",
+                    printable(str(writer.path)),
+                    printable(error),
+                )
             self._write_errors[writer.path] = error
             return False
         if writer.path in self._write_errors:
             error = self._write_errors.pop(writer.path)
-            logger.info("writing %s again after: %s", writer.path, error)
+            logger.info("writing %s again after: %s", printable(str(writer.path)), printable(error))
         return True
 
     async def _may_write(self, final: bool) -> bool:
@@ -364,5 +368,5 @@ def _log_change(previous: HealthReport | None, current: HealthReport) -> None:
         "health %s (database %s)%s",
         change,
         current.database,
-        f": {reasons}" if reasons else "",
+        f": {printable(reasons)}" if reasons else "",  # one line, whatever an output holds
     )

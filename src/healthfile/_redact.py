@@ -14,7 +14,7 @@ import re
 
 from ._limits import MAX_OUTPUT_CHARS
 
-__all__ = ["MAX_OUTPUT_CHARS", "MAX_REDACT_CHARS", "clean_output", "redact"]
+__all__ = ["MAX_OUTPUT_CHARS", "MAX_REDACT_CHARS", "clean_output", "printable", "redact"]
 
 # The most text one redaction looks at: a log line's traceback; more is cut first.
 MAX_REDACT_CHARS = 16 * 1024
@@ -59,6 +59,23 @@ def redact(text: str, *, limit: int = MAX_REDACT_CHARS) -> str:
             text = text[: len(text) - len(tail)]
         text += "…"
     return text
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with each unprintable character as its backslash escape (``\\n``, ``\\x1b``).
+
+    For log lines: a check's output or a path holding a newline or an ANSI escape can then
+    neither forge a log line nor move a terminal's cursor. ``keep_newlines`` keeps the line
+    breaks of a traceback, escaping everything else.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable() or (keep_newlines and ch == "\n")
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 def clean_output(text: str | None) -> str | None:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
 from ._limits import SHORTENED
-from ._redact import MAX_OUTPUT_CHARS, clean_output, redact
+from ._redact import MAX_OUTPUT_CHARS, clean_output, printable, redact
 
 __all__ = [
     "API_VERSION",
@@ -25,6 +25,7 @@ __all__ = [
     "fit_report",
     "format_exception",
     "format_timestamp",
+    "printable",
     "redact",
     "worst_case_bytes",
 ]
@@ -55,8 +56,10 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def format_exception(exc: BaseException) -> str:
-    """Render an exception with its traceback, redacted, for a log line."""
-    return redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    """Render an exception with its traceback for a log record: redacted, and no character
+    but the traceback's line breaks unprintable (an ANSI escape in a message is escaped)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return printable(redact(text), keep_newlines=True)
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -8,6 +8,7 @@ import signal
 import time
 from typing import Any
 
+from ._report import printable
 from ._service import AsyncHealthService, serve_until
 from ._signals import handle_signals, insists
 
@@ -58,9 +59,9 @@ async def _serve(service: AsyncHealthService) -> None:
     with handle_signals(on_signal, ignore_after=stop_requested.is_set):
         logger.info(
             "writing %s every %g s (database check: %s)",
-            service.health_file,
+            printable(str(service.health_file)),
             service.interval,
-            service.checks[0],
+            printable(str(service.checks[0])),
         )
         await serve_until(service, stop_requested)
-    logger.info("stopped; %s says so", service.health_file)
+    logger.info("stopped; %s says so", printable(str(service.health_file)))

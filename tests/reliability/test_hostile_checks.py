@@ -250,3 +250,38 @@ async def test_stop_during_an_async_on_change_takes_the_call_down_and_logs_it_re
     failed = [r for r in caplog.records if r.getMessage().startswith("on_change callback failed")]
     assert len(failed) == 1
     assert "password=***" in failed[0].getMessage()
+
+
+FORGING = "db down\n2030-01-01 00:00:00 INFO healthfile: health online\x1b[2K\x1b[1A\r\u2028ok"
+
+
+@pytest.mark.asyncio
+async def test_outputs_with_newlines_or_terminal_escapes_are_logged_on_one_escaped_line(
+    make_service: ServiceFactory, health_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check's output holding newlines, ANSI escapes or a line separator is logged on one
+    line with each of them escaped (no forged line, no moved cursor); the file keeps it whole."""
+
+    async def forging() -> CheckResult:
+        return CheckResult("fail", FORGING)
+
+    async def raising() -> None:
+        raise OSError(f"\x1b[31m{FORGING}")
+
+    service = make_service(checks=[check("forging", forging), check("raising", raising)])
+    with caplog.at_level(logging.DEBUG, logger="healthfile"):
+        await service.start()
+        await service.stop()
+    messages = [record.getMessage() for record in caplog.records if record.name == "healthfile"]
+    changes = [message for message in messages if message.startswith("health ")]
+    assert changes
+    for message in messages:
+        assert message.isprintable(), repr(message)
+    escaped = (
+        "db down\\n2030-01-01 00:00:00 INFO healthfile: health online\\x1b[2K\\x1b[1A\\r\\u2028ok"
+    )
+    assert f"forging fail: {escaped}" in changes[0]
+    assert f"raising fail: OSError: \\x1b[31m{escaped}" in changes[0]
+    on_disk = read_report(health_file)
+    assert on_disk is not None
+    assert on_disk["checks"]["forging"]["output"] == FORGING
