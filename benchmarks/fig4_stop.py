@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from _common import (
     Context,
@@ -68,10 +69,10 @@ async def stop_idle(
     replace = writer.replace
     writes: list[float] = []
 
-    async def timed_replace(data: bytes) -> None:
+    async def timed_replace(data: bytes, **options: Any) -> None:
         start = time.perf_counter()
         try:
-            await replace(data)
+            await replace(data, **options)
         finally:
             writes.append(time.perf_counter() - start)
 

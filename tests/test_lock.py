@@ -338,3 +338,26 @@ async def test_a_fifo_swapped_in_at_the_lock_name_blocks_neither_cycles_nor_stop
     await asyncio.wait_for(standby.check_now(), generous(10))  # writes, the lock refused
     await asyncio.wait_for(standby.stop(), generous(10))
     holder.release()
+
+
+@pytest.mark.asyncio
+async def test_without_any_os_lock_a_service_writes_every_report_and_stops(
+    make_service: ServiceFactory, health_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no lock exists a service writes its reports and its stopped report, and says it
+    writes (writing is True), start after start."""
+    monkeypatch.setattr(_lock, "_fcntl", None)
+    monkeypatch.setattr(_lock, "_msvcrt", None)
+    monkeypatch.setattr(_lock, "_warned_unenforced", True)
+    service = make_service()
+    for _ in range(2):
+        await service.start()
+        assert service.writing
+        report = await service.check_now()
+        on_disk = read_report(health_file)
+        assert on_disk is not None
+        assert on_disk["sequence"] == report.sequence
+        await service.stop()
+        stopped = read_report(health_file)
+        assert stopped is not None
+        assert stopped["status"] == "stopped"

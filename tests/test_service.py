@@ -276,9 +276,9 @@ async def test_cycles_repeat_and_sequence_grows_by_one(
     written: list[int] = []
     original = AtomicWriter.replace
 
-    async def spy(self: AtomicWriter, data: bytes | Callable[[], bytes]) -> None:
-        await original(self, data)
+    async def spy(self: AtomicWriter, data: bytes | Callable[[], bytes], **options: Any) -> None:
         payload = data() if callable(data) else data  # the writer may take a renderer
+        await original(self, payload, **options)
         written.append(json.loads(payload)["sequence"])
 
     monkeypatch.setattr(AtomicWriter, "replace", spy)
@@ -880,12 +880,16 @@ async def test_lifecycle_makes_no_blocking_call_on_the_loop(
 
     blockbuster raises BlockingError for the blocking functions it knows (file reads and
     writes, os.stat, os.replace, sqlite3 execute, time.sleep, Lock.acquire...) when they are
-    called on the loop's thread. aiosqlite's Thread.start is in its default allow-list.
+    called on the loop's thread. aiosqlite's Thread.start is in its default allow-list, and
+    so is the join of healthfile's worker at stop(), once it has left its queue (it has only
+    to return from its function).
     """
     from blockbuster import BlockingError, blockbuster_ctx
 
     service = make_service()
-    with blockbuster_ctx():
+    with blockbuster_ctx() as blockbuster:
+        acquire = blockbuster.functions["threading.Lock.acquire"]
+        acquire.can_block_in("healthfile/_threads.py", "end")
         with pytest.raises(BlockingError):  # control: blockbuster is active on this loop
             time.sleep(0.001)
         await service.start()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from healthfile._lock import lock_path
 from healthfile._threads import WorkerThread
 from helpers import ServiceFactory, generous, read_report
 
@@ -47,24 +48,35 @@ async def test_a_full_default_executor_delays_neither_start_nor_cycles_nor_stop(
         await asyncio.gather(*blockers)
 
 
+def workers() -> list[threading.Thread]:
+    """healthfile's worker threads alive now."""
+    return [t for t in threading.enumerate() if t.name == "healthfile-worker"]
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("prometheus", [False, True], ids=["health-file", "with-prometheus"])
 @pytest.mark.asyncio
-async def test_the_worker_thread_runs_from_start_to_stop_and_no_longer(
-    make_service: ServiceFactory,
+async def test_a_clean_stop_returns_with_the_lock_file_removed_and_the_worker_ended(
+    make_service: ServiceFactory, health_file: Path, tmp_path: Path, prometheus: bool
 ) -> None:
-    """Each start() has one worker thread; it ends after stop(), however many restarts."""
-
-    def workers() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "healthfile-worker"]
-
-    service = make_service()
-    for _ in range(20):
+    """Ten clean stops in a row: each returns with `stopped` on disk, the lock file removed and
+    the worker thread gone, as the contract says; each start has its one worker."""
+    options = {}
+    if prometheus:
+        pytest.importorskip("prometheus_client")
+        options["prometheus_file"] = tmp_path / "app.prom"
+    service = make_service(**options)
+    lock = lock_path(health_file)
+    for _ in range(10):
         await service.start()
-        assert workers()  # the previous start's may still be ending for a moment
+        assert len(workers()) == 1
+        assert lock.exists()
         await service.stop()
-    deadline = time.monotonic() + PROMPT
-    while workers() and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
-    assert workers() == []
+        assert workers() == []
+        assert not lock.exists()
+        stopped = read_report(health_file)
+        assert stopped is not None
+        assert stopped["status"] == "stopped"
 
 
 def test_calls_run_in_order_in_one_named_daemon_thread_that_ends_after_shutdown() -> None:
@@ -101,3 +113,20 @@ def test_a_hung_call_does_not_hold_interpreter_exit(tmp_path: Path) -> None:
     started = time.monotonic()
     subprocess.run([sys.executable, str(script)], check=True, timeout=APP_BLOCKS * 2)
     assert time.monotonic() - started < generous(APP_BLOCKS / 2)
+
+
+@pytest.mark.asyncio
+async def test_end_waits_for_the_queued_calls_then_the_thread_without_blocking_the_loop() -> None:
+    """end() returns once the queued calls have run and the thread is gone; the loop runs
+    meanwhile; on a worker that never started it returns at once."""
+    worker = WorkerThread("healthfile-test-worker")
+    await worker.end()  # never started: nothing to wait for
+    worker = WorkerThread("healthfile-test-worker")
+    gate = threading.Event()
+    worker.submit(gate.wait, PROMPT)
+    ending = asyncio.ensure_future(worker.end())
+    await asyncio.sleep(0.05)
+    assert not ending.done()  # the queued call still runs, and the loop is free
+    gate.set()
+    await asyncio.wait_for(ending, PROMPT)
+    assert "healthfile-test-worker" not in {thread.name for thread in threading.enumerate()}

@@ -84,6 +84,7 @@ class Publisher:
         self._logged_error: str | None = None
         self._worker: WorkerThread | None = None  # healthfile's own thread, one per start()
         self._retiring: concurrent.futures.Future[None] | None = None  # the last lock release
+        self._released = False  # the lock released in the final write's hop, since start()
         self._ready = False  # READY=1 sent since start()
         self._sequence = 0
         self._previous: HealthReport | None = None
@@ -93,7 +94,10 @@ class Publisher:
     @property
     def writing(self) -> bool:
         """True while this service writes the file; False while it stands by for another."""
-        return self._lock_state == "unlocked" or (self._lock_state == "held" and self._lock.held)
+        if self._lock_state == "held":
+            # Not in a child forked from the writer: its copy of the lock holds nothing.
+            return self._lock.held or not self._lock.enforced
+        return self._lock_state == "unlocked"
 
     @property
     def last_report(self) -> HealthReport | None:
@@ -117,6 +121,7 @@ class Publisher:
         sweep), then ``read_identity()``; run it with :meth:`off_loop`.
         """
         self._ready = False
+        self._released = False
         self._lock_state = "unknown"
         self._lock = WriterLock(self.writer.path)
         self._worker = WorkerThread()
@@ -133,15 +138,29 @@ class Publisher:
             raise RuntimeError("the health service is stopped: nothing more runs off the loop")
         return await asyncio.get_running_loop().run_in_executor(worker, fn)
 
-    def retire(self) -> None:
+    async def retire(self) -> None:
         """Release the lock once the work queued (the final write) is done; end the worker.
 
-        Not awaited, so that stop() costs no extra hop: the next start() of this service
-        waits for it in its own worker, another service takes over at its next cycle.
+        Returns once both are done: the lock file removed, the worker thread gone. A caller
+        cancelled meanwhile does not stop the release, which the next start() of this
+        service waits for in its own worker.
+        """
+        worker = self._worker
+        self.retire_soon()
+        if worker is not None:
+            await worker.end()  # after the release, when it was still to be made
+
+    def retire_soon(self) -> None:
+        """Queue the lock's release after the work queued, and end the worker; wait for neither.
+
+        Nothing to queue when the final write released it in its own hop. For a stop() that
+        failed or was cancelled: the next start() of this service waits for the release in
+        its own worker, another service takes over at its next cycle.
         """
         worker, self._worker = self._worker, None
         if worker is not None:
-            self._retiring = worker.submit(self._lock.release)  # this start's lock
+            # This start's lock; queued again unless surely released (it is idempotent).
+            self._retiring = None if self._released else worker.submit(self._lock.release)
             worker.shutdown(wait=False)
         self._lock_state = "unknown"
 
@@ -234,7 +253,9 @@ class Publisher:
         Only the file's one writer writes; a standby keeps the report as its own view.
         """
         previous, self._previous = self._previous, report
-        written = await self._may_write(final) and await self._write_report(report)
+        # The final report's write releases the lock in its own hop: no hop of its own.
+        then = self._release_after_final_write if final else None
+        written = await self._may_write(final) and await self._write_report(report, then)
         if not written and self._lock_state == "lost":
             logger.warning(
                 "the lock file %s was removed or replaced while this service held it; "
@@ -242,7 +263,7 @@ class Publisher:
                 printable(str(self._lock.path)),
             )
             # Even at stop(): the file was this service's to keep until now.
-            written = await self._retake() and await self._write_report(report)
+            written = await self._retake() and await self._write_report(report, then)
         if not self.writing:
             self._last_report = report
             self._notify_alive()  # alive, and the file is another process's to keep
@@ -255,30 +276,53 @@ class Publisher:
                 "report %d: %s (database %s)", report.sequence, report.status, report.database
             )
 
-    async def _write_report(self, report: HealthReport) -> bool:
+    async def _write_report(
+        self, report: HealthReport, then: Callable[[], None] | None = None
+    ) -> bool:
         """Write the report and its Prometheus twin; False when the lock turned out lost.
 
         The lock is confirmed in the write's own hop, just before the write: a writer whose
         lock file was removed or replaced writes nothing more until it holds the lock again.
+        ``then`` runs in the last write's hop, after it.
         """
         self._sequence = report.sequence  # before the write: a stop() meanwhile counts on
         guard = self._lock.confirm if self._lock_state == "held" else None
         rendering = _Rendering(report, guard)
+        last = self.prometheus_writer is None
         try:
-            if await self._write(self.writer, rendering):
+            if await self._write(self.writer, rendering, then if last else None):
                 self._last_report = rendering.report  # as written: outputs maybe shortened
                 self._notify_alive()
         except _LockLost:
             self._lock_state = "lost"
             return False
         if self.prometheus_writer is not None:
-            await self._write(self.prometheus_writer, partial(render_textfile, report))
+            await self._write(self.prometheus_writer, partial(render_textfile, report), then)
         return True
 
-    async def _write(self, writer: AtomicWriter, render: Callable[[], bytes]) -> bool:
+    def _release_after_final_write(self) -> None:
+        """Release the lock and end the worker, after the final report written under it.
+
+        In the final write's hop: stop() waits for neither with a hop of its own. A write
+        that found the lock lost has released nothing: the lock is taken again and the
+        report written once more.
+        """
+        worker = self._worker
+        if self._lock.held:
+            self._lock.release()
+            self._released = True
+            if worker is not None:
+                worker.shutdown(wait=False)  # it ends as soon as this call returns
+
+    async def _write(
+        self,
+        writer: AtomicWriter,
+        render: Callable[[], bytes],
+        then: Callable[[], None] | None = None,
+    ) -> bool:
         """Replace one output file; log a failure once per distinct error, and the recovery."""
         try:
-            await writer.replace(render)  # rendered off the loop, in the write's hop
+            await writer.replace(render, then=then)  # rendered off the loop, in the write's hop
         except OSError as exc:
             # Not the message: it may name the random temporary file, new every cycle.
             error = f"{type(exc).__name__}: {exc.strerror or exc}"

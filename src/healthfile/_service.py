@@ -294,7 +294,7 @@ class AsyncHealthService:
         except BaseException:
             if self._generation == generation and self._state == "starting":
                 self._runner.close()
-                self._publisher.retire()
+                self._publisher.retire_soon()
                 self._state = "stopped"
             raise
         if self._generation != generation or self._state != "starting":
@@ -352,9 +352,10 @@ class AsyncHealthService:
                 cycle.cancel()
                 await asyncio.wait({cycle})
             await self._runner.wait_abandoned()
+            await self._publisher.retire()  # the lock file removed, the worker ended
         finally:
             self._loop_task = None
-            self._publisher.retire()
+            self._publisher.retire_soon()  # when the stop failed or was cancelled
             self._runner.close()
             self._publisher.close()
             self._state = "stopped"

@@ -56,6 +56,8 @@ class WorkerThread(Executor):
         self._guard = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._finished = False  # the thread has left its queue for good
+        self._waiters: list[Callable[[], None]] = []  # end()'s, woken as it leaves
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -92,11 +94,44 @@ class WorkerThread(Executor):
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    async def end(self) -> None:
+        """Shut down, and return once the thread has ended (the calls queued before, done).
+
+        Waits on the loop while calls remain: the thread wakes it as it leaves its queue.
+        Then it joins the thread, which has only to return from its function: a wait of
+        microseconds, which lets it take the GIL to do so (polling would hold it back).
+        Cancellable: the thread ends all the same.
+        """
+        self.shutdown(wait=False)
+        loop = asyncio.get_running_loop()
+        left: asyncio.Future[None] | None = None
+        with self._guard:
+            thread = self._thread
+            if thread is None:
+                return
+            if not self._finished:
+                left = loop.create_future()
+                self._waiters.append(functools.partial(_wake, loop, left))
+        if left is not None:
+            await left
+        thread.join()
+
     def _work(self) -> None:
-        """Run queued calls until the shutdown marker."""
+        """Run queued calls until the shutdown marker; then wake whoever waits in end()."""
         while (item := self._queue.get()) is not None:
             _run(item)
             del item  # no reference to the last call's arguments while waiting for the next
+        with self._guard:
+            self._finished = True
+            waiters, self._waiters = self._waiters, []
+        for wake in waiters:
+            wake()
+
+
+def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """Settle ``future`` on ``loop`` (from the worker: its last call)."""
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+        loop.call_soon_threadsafe(_set_result, future, None)
 
 
 def _run(item: _Item) -> None:

@@ -100,18 +100,24 @@ class AtomicWriter:
     def __repr__(self) -> str:
         return f"<AtomicWriter path={str(self.path)!r} mode={self.mode:#o}>"
 
-    async def replace(self, data: bytes | Callable[[], bytes]) -> None:
+    async def replace(
+        self, data: bytes | Callable[[], bytes], *, then: Callable[[], None] | None = None
+    ) -> None:
         """Replace the file with ``data`` without blocking the loop.
 
         ``data`` may be a function that renders the bytes: it is then called in the same
         executor hop as the write, so that rendering a large report does not hold the loop.
+        ``then``, when given, is called in that hop too, after the write however it ended
+        (a last write's clean-up, without a hop of its own).
 
         Raises ``OSError`` when the replacement fails (the target is then unchanged). If the
         awaiting task is cancelled, the write is abandoned unless it has already been renamed
         into place; either way no temporary file remains when ``CancelledError`` propagates.
         """
         abandoned = threading.Event()
-        hop = asyncio.ensure_future(self._replace_off_loop(data, abandoned, executor=self.executor))
+        hop = asyncio.ensure_future(
+            self._replace_off_loop(data, abandoned, then, executor=self.executor)
+        )
         try:
             # Shielded so that a cancellation cannot detach the thread from its cleanup:
             # the thread is told to abandon the write and we wait for it to tidy up.
@@ -148,20 +154,30 @@ class AtomicWriter:
         self._replace_in_thread(data, None)
 
     def _replace_in_thread(
-        self, data: bytes | Callable[[], bytes], abandoned: threading.Event | None
+        self,
+        data: bytes | Callable[[], bytes],
+        abandoned: threading.Event | None,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """Render the data if asked, then replace the file; every failure is an OSError."""
-        if callable(data):
-            data = data()
+        """Render the data if asked, then replace the file; every failure is an OSError.
+
+        ``then`` is called last, whatever happened.
+        """
         try:
-            self._replace_rendered(data, abandoned)
-        except _Abandoned:
-            return
-        except (NotImplementedError, AttributeError, ValueError) as exc:
-            # A call this platform lacks, or a path it cannot take (an embedded NUL): the
-            # callers promise to handle OSError only, and the write failed like any other.
-            code = errno.EINVAL if isinstance(exc, ValueError) else errno.ENOSYS
-            raise OSError(code, f"{type(exc).__name__}: {exc}", str(self.path)) from exc
+            if callable(data):
+                data = data()
+            try:
+                self._replace_rendered(data, abandoned)
+            except _Abandoned:
+                return
+            except (NotImplementedError, AttributeError, ValueError) as exc:
+                # A call this platform lacks, or a path it cannot take (an embedded NUL): the
+                # callers promise to handle OSError only, and the write failed like any other.
+                code = errno.EINVAL if isinstance(exc, ValueError) else errno.ENOSYS
+                raise OSError(code, f"{type(exc).__name__}: {exc}", str(self.path)) from exc
+        finally:
+            if then is not None:
+                then()
 
     def _replace_rendered(self, data: bytes, abandoned: threading.Event | None) -> None:
         """Write a temporary file, fsync it, rename it over the target, fsync the directory."""
