@@ -16,7 +16,7 @@ PIP_INSTALL = $$(if [ -x $(BIN)/pip ]; then echo $(BIN)/python -m pip; \
 PYENVS = $(shell pyenv versions --bare 2>/dev/null | $(BIN)/python -c 'import sys, noxfile; \
 	print(":".join(v for v in sys.stdin.read().split() if v.rpartition(".")[0] in noxfile.PYTHONS))')
 
-.PHONY: run test lint typecheck pytest docs matrix bench clean
+.PHONY: run test lint typecheck pytest reliability docs matrix bench clean
 
 $(BIN)/python:
 	@echo "make: creating $(VENV)"
@@ -72,6 +72,10 @@ pytest: $(STAMP)
 ## and as on a foreign platform (nox -s foreign: tests/foreign hides the POSIX-only calls)
 matrix: $(STAMP)
 	PYENV_VERSION=$(PYENVS) $(BIN)/nox
+
+# reliability: the fault tests of docs/reliability.md (marker `reliability`), alone
+reliability: $(STAMP)
+	$(BIN)/pytest -m reliability -n 2 -q
 
 # docs: the site from docs/ and mkdocs.yml into site/ (ignored); a warning (a broken link or
 # anchor, a page missing from the nav) fails it

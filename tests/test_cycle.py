@@ -185,6 +185,7 @@ async def test_check_that_raises_or_returns_the_wrong_type_fails_without_raising
     assert outcome.checks["cache"].output == "run() returned str, not CheckResult"
 
 
+@pytest.mark.reliability
 @pytest.mark.asyncio
 async def test_a_run_that_fails_for_want_of_threads_observes_nothing(
     monkeypatch: pytest.MonkeyPatch,

@@ -159,6 +159,7 @@ def test_fast_path_parses_only_and_ignore_itself() -> None:
     assert _entry._parse_check(["--only", "a", "--ignore", "b"], {}) is None
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     "arguments", [[], ["--nagios"], ["--json"], ["--max-age", "120"]], ids=" ".join
 )

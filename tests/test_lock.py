@@ -65,6 +65,7 @@ def test_a_symlink_at_the_lock_name_is_never_followed(target: Path, tmp_path: Pa
     assert victim.read_bytes() == b"precious"
 
 
+@pytest.mark.reliability
 def test_without_any_os_lock_every_service_writes_and_it_is_said_once(
     target: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -120,6 +121,7 @@ def test_where_only_msvcrt_exists_its_byte_lock_excludes_and_the_pid_stays_reada
     second.release()
 
 
+@pytest.mark.reliability
 @pytest.mark.asyncio
 async def test_a_second_service_on_one_file_stands_by_and_takes_over_after_stop(
     make_service: ServiceFactory, health_file: Path, healthfile_logs: pytest.LogCaptureFixture
@@ -196,6 +198,7 @@ async def test_a_standby_never_writes_the_prometheus_file_either(
     assert re.search(r"^healthfile_up(\{[^}]*\})? 1\.0$", text, re.MULTILINE)
 
 
+@pytest.mark.reliability
 @pytest.mark.asyncio
 async def test_a_lock_file_that_cannot_be_opened_is_logged_once_and_the_file_still_written(
     make_service: ServiceFactory,
@@ -228,6 +231,7 @@ needs_flock = pytest.mark.skipif(
 )
 
 
+@pytest.mark.reliability
 @needs_flock
 @pytest.mark.parametrize("how", ["removed", "replaced"])
 def test_a_holder_notices_its_lock_file_was_removed_or_replaced(target: Path, how: str) -> None:
@@ -252,6 +256,7 @@ def test_a_holder_notices_its_lock_file_was_removed_or_replaced(target: Path, ho
     assert not lock_path(target).exists()
 
 
+@pytest.mark.reliability
 @needs_flock
 def test_a_child_forked_from_the_holder_neither_holds_nor_keeps_the_lock(target: Path) -> None:
     """A forked child does not hold the lock, and once the parent dies the lock is free."""
@@ -296,6 +301,7 @@ os._exit(0)  # dies holding the lock: the kernel closes its files, nothing is re
         os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.reliability
 @needs_nonblocking_fifos
 def test_reading_the_holders_pid_from_a_fifo_at_the_lock_name_never_blocks(target: Path) -> None:
     """holder() on a FIFO planted at the lock's name returns None at once instead of blocking."""
@@ -312,6 +318,7 @@ def test_reading_the_holders_pid_from_a_fifo_at_the_lock_name_never_blocks(targe
     assert found == [None]
 
 
+@pytest.mark.reliability
 @needs_nonblocking_fifos
 @pytest.mark.asyncio
 async def test_a_fifo_swapped_in_at_the_lock_name_blocks_neither_cycles_nor_stop(

@@ -120,6 +120,7 @@ async def test_abstract_socket_receives_the_same_messages(
     assert_notify_sequence(await run_and_collect(make_service, abstract_listener, monkeypatch))
 
 
+@pytest.mark.reliability
 @needs_unix_sockets
 @pytest.mark.asyncio
 async def test_ready_waits_for_the_first_report_that_reaches_the_disk(

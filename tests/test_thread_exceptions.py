@@ -38,6 +38,7 @@ def raiser(make: Callable[[], BaseException]) -> Callable[..., None]:
     return raise_it
 
 
+@pytest.mark.reliability
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("make", "output"), RAISED)
 async def test_base_exception_in_a_sync_checks_thread_is_a_fail_and_the_service_goes_on(
@@ -68,6 +69,7 @@ async def test_base_exception_in_a_sync_checks_thread_is_a_fail_and_the_service_
     await service.stop()
 
 
+@pytest.mark.reliability
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("make", "output"), RAISED)
 async def test_base_exception_in_a_sync_on_change_is_a_logged_error(
@@ -101,6 +103,7 @@ async def test_base_exception_in_a_sync_on_change_is_a_logged_error(
     assert all(output.split(":")[0] in message for message in errors)
 
 
+@pytest.mark.reliability
 def test_thread_facade_survives_a_check_that_raises_system_exit(tmp_path: Path) -> None:
     """Facade, a check raising SystemExit: file kept, stop() writes stopped, restart works."""
     health_file = tmp_path / "health.json"
@@ -152,6 +155,7 @@ def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.reliability
 def test_keyboard_interrupt_in_sync_check_and_on_change_threads_never_reaches_asyncio_run(
     tmp_path: Path,
 ) -> None:
@@ -187,6 +191,7 @@ def test_keyboard_interrupt_in_sync_check_and_on_change_threads_never_reaches_as
     assert stopped["status"] == "stopped"
 
 
+@pytest.mark.reliability
 def test_system_exit_raised_by_an_async_check_on_the_loop_ends_asyncio_run(
     tmp_path: Path,
 ) -> None:

@@ -549,6 +549,7 @@ SIGTERM_PROGRAM = textwrap.dedent(
 )
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("style", ["return", "exit"])
 def test_sigterm_handler_calling_stop_during_start_never_hangs_and_leaves_stopped(
     style: str, tmp_path: Path, database: Path
@@ -641,6 +642,7 @@ def slow_fsync(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
     return install
 
 
+@pytest.mark.reliability
 def test_start_after_a_stop_that_timed_out_starts_once_the_old_thread_has_ended(
     make_facade: Facade,
     health_file: Path,

@@ -20,6 +20,7 @@ APP_BLOCKS = 60.0
 PROMPT = 10.0
 
 
+@pytest.mark.reliability
 @pytest.mark.asyncio
 async def test_a_full_default_executor_delays_neither_start_nor_cycles_nor_stop(
     make_service: ServiceFactory, health_file: Path, tmp_path: Path
@@ -101,6 +102,7 @@ def test_calls_run_in_order_in_one_named_daemon_thread_that_ends_after_shutdown(
         worker.submit(record, 99)
 
 
+@pytest.mark.reliability
 def test_a_hung_call_does_not_hold_interpreter_exit(tmp_path: Path) -> None:
     """A call hung in the worker (a dead disk) never holds the interpreter's exit."""
     script = tmp_path / "hang.py"
