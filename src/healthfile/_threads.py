@@ -57,6 +57,7 @@ class WorkerThread(Executor):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._finished = False  # the thread has left its queue for good
+        self._unfinished = 0  # calls submitted and not yet done
         self._waiters: list[Callable[[], None]] = []  # end()'s, woken as it leaves
 
     def __repr__(self) -> str:
@@ -73,6 +74,7 @@ class WorkerThread(Executor):
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             self._queue.put((future, fn, args, kwargs))
+            self._unfinished += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
                 self._thread.start()
@@ -98,9 +100,9 @@ class WorkerThread(Executor):
         """Shut down, and return once the thread has ended (the calls queued before, done).
 
         Waits on the loop while calls remain: the thread wakes it as it leaves its queue.
-        Then it joins the thread, which has only to return from its function: a wait of
-        microseconds, which lets it take the GIL to do so (polling would hold it back).
-        Cancellable: the thread ends all the same.
+        Then (at once when no call remains) it joins the thread, which has only to return
+        from its function: a wait of microseconds, which lets it take the GIL to do so
+        (polling would hold it back). Cancellable: the thread ends all the same.
         """
         self.shutdown(wait=False)
         loop = asyncio.get_running_loop()
@@ -109,7 +111,7 @@ class WorkerThread(Executor):
             thread = self._thread
             if thread is None:
                 return
-            if not self._finished:
+            if self._unfinished and not self._finished:
                 left = loop.create_future()
                 self._waiters.append(functools.partial(_wake, loop, left))
         if left is not None:
@@ -121,6 +123,8 @@ class WorkerThread(Executor):
         while (item := self._queue.get()) is not None:
             _run(item)
             del item  # no reference to the last call's arguments while waiting for the next
+            with self._guard:
+                self._unfinished -= 1
         with self._guard:
             self._finished = True
             waiters, self._waiters = self._waiters, []
