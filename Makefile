@@ -10,11 +10,13 @@ STAMP := $(VENV)/.installed
 HOST_PIP_WORKS := $(PYTHON) -c "import pip, sys; sys.exit(int(pip.__version__.split('.')[0]) < 23)" 2>/dev/null
 PIP_INSTALL = $$(if [ -x $(BIN)/pip ]; then echo $(BIN)/python -m pip; \
 	else echo $(PYTHON) -m pip --python $(BIN)/python; fi) install -qq --disable-pip-version-check
-# pyenv's shims resolve python3.10 ... python3.13 only when PYENV_VERSION names them: the
+# pyenv's shims resolve python3.10 ... python3.15 only when PYENV_VERSION names them: the
 # installed pyenv versions of the Pythons noxfile.py takes from pyproject.toml's classifiers
 # (no list of versions here to drift; evaluated when `make matrix` runs, after the install).
+# Supported Pythons this machine lacks are left out by noxfile.py, which says so when nox runs.
 PYENVS = $(shell pyenv versions --bare 2>/dev/null | $(BIN)/python -c 'import sys, noxfile; \
-	print(":".join(v for v in sys.stdin.read().split() if v.rpartition(".")[0] in noxfile.PYTHONS))')
+	print(":".join(v for v in sys.stdin.read().split() if v.rpartition(".")[0] in noxfile.PYTHONS))' \
+	2>/dev/null)
 
 .PHONY: run test lint typecheck pytest docs matrix bench clean
 
@@ -68,8 +70,9 @@ pytest: $(STAMP)
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/pytest -n 3 --cov --cov-report= --cov-fail-under=0 -q
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report
 
-## matrix: the suite on Python 3.10-3.13, each on asyncio and uvloop, in asyncio debug mode,
-## and as on a foreign platform (nox -s foreign: tests/foreign hides the POSIX-only calls)
+## matrix: the suite on every supported Python installed here (3.10-3.15; CI runs them all),
+## each on asyncio and uvloop, in asyncio debug mode, and as on a foreign platform
+## (nox -s foreign: tests/foreign hides the POSIX-only calls)
 matrix: $(STAMP)
 	PYENV_VERSION=$(PYENVS) $(BIN)/nox
 
