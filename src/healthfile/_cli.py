@@ -367,8 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ImportError:
                 parser.exit(
                     2,
-                    "healthfile run: error: --prometheus-file needs prometheus_client: "
-                    "pip install 'healthfile[prometheus]'\n",
+                    "healthfile run: error: --prometheus-file needs prometheus_client (the "
+                    "extra healthfile[prometheus]): pip install prometheus_client\n",
                 )
         from ._service import refuse_shared_files
 
