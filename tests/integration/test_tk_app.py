@@ -10,8 +10,6 @@ HEALTHFILE_REQUIRE_INTEGRATION=1 (set by .ci/run), when they fail.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 import subprocess
@@ -24,16 +22,9 @@ from typing import Any
 
 import pytest
 
-from helpers import (
-    integration_unavailable,
-    make_database,
-    read_report,
-    require_module,
-    require_program,
-    wait_for_report,
-)
+from helpers import make_database, read_report, require_program, wait_for_report
+from x11 import DEADLINE, find_window, request_close, x_run, xvfb_display
 
-DEADLINE = 30.0  # generous: slow CI machines, coverage
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tk_app.py"
 TITLE = "healthfile demo"
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "tk_app.png"
@@ -41,29 +32,10 @@ DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "tk_app.p
 
 @pytest.fixture(scope="module")
 def x_display() -> Iterator[str]:
-    """A private Xvfb display (the server picks a free number), not listening on TCP."""
-    require_module("tkinter", "the interpreter's Tk support, e.g. python3-tk")
-    xvfb = require_program("Xvfb", package="xvfb")
-    require_program("xdotool", package="xdotool")
+    """A private X display, with ImageMagick's import for the screenshots."""
     require_program("import", package="imagemagick")
-    read_end, write_end = os.pipe()
-    server = subprocess.Popen(
-        [xvfb, "-displayfd", str(write_end), "-nolisten", "tcp", "-screen", "0", "800x600x24"],
-        pass_fds=(write_end,),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        with os.fdopen(read_end) as announced:
-            number = announced.readline().strip()
-        if not number.isdigit():
-            integration_unavailable(f"Xvfb did not start (exit {server.poll()})")
-        yield f":{number}"
-    finally:
-        server.terminate()
-        server.wait(DEADLINE)
+    with xvfb_display() as display:
+        yield display
 
 
 class TracedApp:
@@ -134,19 +106,6 @@ class TracedApp:
         return int(x), int(y)
 
 
-def x_run(display: str, *command: str) -> str:
-    """Run an X client program on ``display``; its stdout."""
-    completed = subprocess.run(
-        command,
-        env={**os.environ, "DISPLAY": display},
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=True,
-    )
-    return completed.stdout
-
-
 def click(display: str, position: tuple[int, int]) -> None:
     """Press and release the left mouse button at a screen position (XTEST, as a user does)."""
     x, y = position
@@ -158,61 +117,6 @@ def screenshot(display: str, window: str, path: Path) -> Path:
     x_run(display, "import", "-window", window, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
-
-
-class _ClientMessage(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_int),
-        ("serial", ctypes.c_ulong),
-        ("send_event", ctypes.c_int),
-        ("display", ctypes.c_void_p),
-        ("window", ctypes.c_ulong),
-        ("message_type", ctypes.c_ulong),
-        ("format", ctypes.c_int),
-        ("data", ctypes.c_long * 5),
-    ]
-
-
-class _XEvent(ctypes.Union):
-    _fields_ = [("xclient", _ClientMessage), ("pad", ctypes.c_long * 24)]
-
-
-def request_close(display: str, window: int) -> None:
-    """Send the window WM_DELETE_WINDOW, as a window manager does for the close button.
-
-    xdotool's windowclose destroys the window instead, and wmctrl needs a window manager.
-    """
-    library = ctypes.util.find_library("X11")
-    if library is None:
-        integration_unavailable("libX11 not found")
-    xlib: Any = ctypes.cdll.LoadLibrary(library)
-    xlib.XOpenDisplay.restype = ctypes.c_void_p
-    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
-    xlib.XInternAtom.restype = ctypes.c_ulong
-    xlib.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-    xlib.XSendEvent.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_ulong,
-        ctypes.c_int,
-        ctypes.c_long,
-        ctypes.POINTER(_XEvent),
-    ]
-    xlib.XFlush.argtypes = [ctypes.c_void_p]
-    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
-    connection = xlib.XOpenDisplay(display.encode())
-    assert connection, f"cannot open display {display}"
-    try:
-        event = _XEvent()
-        event.xclient.type = 33  # ClientMessage
-        event.xclient.window = window
-        event.xclient.message_type = xlib.XInternAtom(connection, b"WM_PROTOCOLS", False)
-        event.xclient.format = 32
-        event.xclient.data[0] = xlib.XInternAtom(connection, b"WM_DELETE_WINDOW", False)
-        event.xclient.data[1] = 0  # CurrentTime
-        assert xlib.XSendEvent(connection, window, False, 0, ctypes.byref(event))
-        xlib.XFlush(connection)
-    finally:
-        xlib.XCloseDisplay(connection)
 
 
 def heartbeat_is(status: str) -> Callable[[dict[str, Any]], bool]:
@@ -256,9 +160,7 @@ def test_tk_window_shows_the_health_and_stops_the_service_when_closed(
         app.label("status", "Status: online")
         app.label("check database", "database: pass")
         app.label("check heartbeat", "heartbeat: pass")
-        [window, *_] = x_run(
-            x_display, "xdotool", "search", "--sync", "--name", f"^{TITLE}$"
-        ).split()
+        window = str(find_window(x_display, "--name", f"^{TITLE}$"))
         online_png = screenshot(x_display, window, tmp_path / "tk_app-online.png")
         if os.environ.get("HEALTHFILE_UPDATE_SCREENSHOT") == "1":
             shutil.copyfile(online_png, DOCS_IMAGE)
