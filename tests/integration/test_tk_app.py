@@ -11,6 +11,7 @@ HEALTHFILE_REQUIRE_INTEGRATION=1 (set by .ci/run), when they fail.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from helpers import make_database, read_report, require_program, wait_for_report
 from x11 import DEADLINE, find_window, request_close, x_run, xvfb_display
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tk_app.py"
-TITLE = "healthfile demo"
+TITLE = "Example app status"
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "tk_app.png"
 
 
@@ -90,13 +91,13 @@ class TracedApp:
         self.wait_line(lambda line: line.startswith(f"button {key}: "), f"the {key} button")
         since = len(self.lines)
         for _ in range(2):
-            self.wait_line(lambda line: line.startswith("label updated: "), "a report", since)
+            self.wait_line(lambda line: line.startswith("report "), "a report", since)
             with self._changed:
                 since = (
                     next(
                         index
                         for index in range(since, len(self.lines))
-                        if self.lines[index].startswith("label updated: ")
+                        if self.lines[index].startswith("report ")
                     )
                     + 1
                 )
@@ -120,20 +121,19 @@ def screenshot(display: str, window: str, path: Path) -> Path:
 
 
 def heartbeat_is(status: str) -> Callable[[dict[str, Any]], bool]:
-    """The report is degraded and its heartbeat check reads ``status``."""
-    return lambda report: (
-        report["status"] == "degraded" and report["checks"]["heartbeat"]["status"] == status
-    )
+    """The report's heartbeat check reads ``status``."""
+    return lambda report: report["checks"]["heartbeat"]["status"] == status
 
 
-def test_tk_window_shows_the_health_and_stops_the_service_when_closed(
+def test_tk_window_is_a_status_panel_in_plain_words_and_stops_the_service_when_closed(
     x_display: str, tmp_path: Path
 ) -> None:
-    """The window shows online, a frozen Tk thread degrades the file, a lost database the window.
-
-    Then closing the window writes ``stopped`` and the process exits 0.
-    """
+    """The window says what works in plain words; after a freeze it shows a fresh check at
+    once, never the reports made while it was frozen; a lost database reads "can't reach it
+    since HH:MM" with the change listed; "Check now" leaves no stale note; closing the
+    window writes ``stopped`` and the process exits 0."""
     database = make_database(tmp_path / "app.db")
+    away = tmp_path / "app.db.away"
     health_file = tmp_path / "out" / "health.json"
     process = subprocess.Popen(
         [
@@ -157,36 +157,60 @@ def test_tk_window_shows_the_health_and_stops_the_service_when_closed(
     )
     app = TracedApp(process)
     try:
-        app.label("status", "Status: online")
-        app.label("check database", "database: pass")
-        app.label("check heartbeat", "heartbeat: pass")
+        app.label("status", "Everything is working")
+        app.label("check database", "Database: connected")
+        app.label("check heartbeat", "This window: responding")
+        app.label("updated", "Last checked at ")
+        app.label("changes", "Started")
         window = str(find_window(x_display, "--name", f"^{TITLE}$"))
-        online_png = screenshot(x_display, window, tmp_path / "tk_app-online.png")
-        if os.environ.get("HEALTHFILE_UPDATE_SCREENSHOT") == "1":
-            shutil.copyfile(online_png, DOCS_IMAGE)
 
-        # "Check now": a cycle run from a worker thread, picked up by the poll.
+        # "Check now": a cycle run from a worker thread, picked up by the poll; its note goes.
+        since = len(app.lines)
         click(x_display, app.button("check-now"))
-        app.label("check-now", "checked now: report")
-        app.label("check-now", ", online")
+        app.label("check-now", "Checking…", since)
+        app.wait_line(lambda line: line == "label check-now: ", "the note cleared", since)
 
         # A frozen Tk thread: healthfile's thread goes on, and the heartbeat tells.
         click(x_display, app.button("freeze"))
         app.wait_line(lambda line: line == "freezing", "the freeze starting")
         wait_for_report(health_file, heartbeat_is("warn"), "the heartbeat warning")
         wait_for_report(health_file, heartbeat_is("fail"), "the heartbeat failing")
-        since = len(app.lines)
-        app.label("check heartbeat", "heartbeat: pass", since)  # the window is back
-        app.label("status", "Status: online", since)
+        thawed = app.lines.index(app.wait_line(lambda line: line == "thawed", "the thaw"))
+        shown = app.wait_line(lambda line: line.startswith("report "), "a fresh check", thawed)
+        assert shown.endswith(" online"), shown
+        between = app.lines[thawed : app.lines.index(shown, thawed)]
+        assert not [line for line in between if line.startswith("label ")], between
 
-        # The database disappears: the window says degraded, and why.
+        # The database goes away: the window says what is wrong, since when, and lists it.
         since = len(app.lines)
-        database.unlink()
-        app.label("status", "Status: degraded", since)
-        app.label("check database", "unable to open database file", since)
-        reason = app.label("check database", "database: fail", since)
-        assert "OperationalError" in reason
-        screenshot(x_display, window, tmp_path / "tk_app-degraded.png")
+        database.rename(away)
+        app.label("status", "Something is not working", since)
+        reason = app.label("check database", "Database: can't reach it since ", since)
+        assert re.fullmatch(
+            r"label check database: Database: can't reach it since \d\d:\d\d", reason
+        )
+        app.label("changes", "Not working: can't reach the database", since)
+        assert [line for line in app.lines if line.startswith("label check-now: ")][-1] == (
+            "label check-now: "
+        )
+        # It comes back: working again, the outage still in the recent changes.
+        since = len(app.lines)
+        away.rename(database)
+        app.label("status", "Everything is working", since)
+        changes = app.label("changes", "Working again", since)
+        newest, *older = changes.removeprefix("label changes: ").split(" | ")
+        assert newest.endswith("  Working again"), changes
+        assert any(line.endswith("  Not working: can't reach the database") for line in older)
+        for jargon in ("OperationalError", "report ", "heartbeat", str(tmp_path)):
+            said = [
+                line
+                for line in app.lines
+                if line.startswith("label ") and jargon in line.partition(": ")[2]
+            ]
+            assert not said, jargon
+        png = screenshot(x_display, window, tmp_path / "tk_app.png")
+        if os.environ.get("HEALTHFILE_UPDATE_SCREENSHOT") == "1":
+            shutil.copyfile(png, DOCS_IMAGE)
 
         # The window's close button.
         request_close(x_display, int(window))
