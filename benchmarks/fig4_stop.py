@@ -144,7 +144,11 @@ async def run(ctx: Context) -> FigureResult:
             key="stop_locked",
         ),
     ]
-    result.facts = {"final_write": median(finals), "inline_write": write_med}
+    result.facts = {
+        "final_write": median(finals),
+        "inline_write": write_med,
+        "stop_idle": idle_med,
+    }
     result.notes = [
         f"Idle: {len(idle)} start/stop pairs, `stop()` median {fmt_time(idle_med)}, p99 "
         f"{fmt_time(percentile(idle, 99))}, max {fmt_time(max(idle))}. It cancels the "
