@@ -150,26 +150,80 @@ def error_records(logs: pytest.LogCaptureFixture, text: str) -> list[logging.Log
         {"interval": float("nan")},
         {"interval": float("inf")},
         {"interval": 1e12},
-        {"interval": True},
-        {"interval": "30"},
         {"check_timeout": 0},
         {"check_timeout": -0.5},
-        {"check_timeout": True},
         {"start_period": -1.0},
-        {"start_period": False},
         {"file_mode": -1},
         {"file_mode": 0o10000},
-        {"file_mode": "644"},
-        {"file_mode": True},
+        {"file_mode": 0o1644},
+        {"file_mode": 0o244},
+        {"file_mode": 0},
         {"app_version": ""},
         {"app_version": "   "},
     ],
     ids=repr,
 )
 def test_bad_option_raises_value_error(tmp_path: Path, options: dict[str, Any]) -> None:
-    """A bad duration, file mode or app_version is refused at construction with ValueError."""
+    """A duration, file mode or app_version out of range is refused with ValueError."""
     with pytest.raises(ValueError, match=next(iter(options))):
         AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"interval": True},
+        {"interval": "30"},
+        {"check_timeout": True},
+        {"start_period": False},
+        {"file_mode": "644"},
+        {"file_mode": True},
+        {"app_version": 1},
+        {"on_change": "print"},
+    ],
+    ids=repr,
+)
+def test_option_of_the_wrong_type_raises_type_error(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    """An option of the wrong type (a string for seconds, a bool) is refused with TypeError."""
+    with pytest.raises(TypeError, match=next(iter(options))):
+        AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", **options)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o644, 0o664, 0o400, 0o777])
+def test_owner_readable_file_modes_up_to_0o777_are_accepted(tmp_path: Path, mode: int) -> None:
+    """Any mode from 0o400 to 0o777 with the owner's read bit is accepted as given."""
+    AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", file_mode=mode)
+
+
+@pytest.mark.parametrize(("mode", "meant"), [(644, "0o644"), (600, "0o600"), (640, "0o640")])
+def test_decimal_file_mode_is_refused_naming_the_octal(
+    tmp_path: Path, mode: int, meant: str
+) -> None:
+    """file_mode=644 (decimal, 0o1204: the owner could not read) is refused, naming 0o644."""
+    with pytest.raises(ValueError, match=rf"file_mode={mode} is .*did you mean {meant}"):
+        AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", file_mode=mode)
+
+
+def test_a_single_check_for_checks_says_to_wrap_it_in_a_list(tmp_path: Path) -> None:
+    """checks=<one check> raises TypeError saying checks is a list, not "not iterable"."""
+    with pytest.raises(
+        TypeError, match=r"checks must be a list of checks.*wrap one check in a list"
+    ):
+        AsyncHealthService(tmp_path / "app.db", checks=ProbeCheck())  # type: ignore[arg-type]
+
+
+def test_a_function_in_checks_points_at_healthfile_check(tmp_path: Path) -> None:
+    """checks=[a_function] raises TypeError naming its place and healthfile.check(name, fn)."""
+
+    def cache_alive() -> bool:
+        return True
+
+    with pytest.raises(
+        TypeError, match=r"checks\[1\] is a function .*healthfile\.check\(name, fn\)"
+    ):
+        AsyncHealthService(tmp_path / "app.db", checks=[ProbeCheck(), cache_alive])  # type: ignore[list-item]
 
 
 def test_zero_start_period_is_accepted(tmp_path: Path) -> None:

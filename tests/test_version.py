@@ -440,12 +440,21 @@ async def test_app_name_without_pyproject_is_the_program(
     assert read_json(health_file)["app_name"] == program_name() != ""
 
 
-@pytest.mark.parametrize("value", ["", "   ", 3, b"app", "a" * 129])
+@pytest.mark.parametrize("value", ["", "   ", "a" * 129])
 def test_bad_app_name_is_refused_at_construction(value: Any) -> None:
     """app_name must be a non-empty string of at most 128 characters or None, like app_version."""
     with pytest.raises(ValueError, match="app_name"):
         AsyncHealthService(app_name=value)
     with pytest.raises(ValueError, match="app_version"):
+        AsyncHealthService(app_version=value)
+
+
+@pytest.mark.parametrize("value", [3, b"app", 1.0])
+def test_app_name_of_the_wrong_type_is_a_type_error(value: Any) -> None:
+    """app_name and app_version that are not strings raise TypeError naming the argument."""
+    with pytest.raises(TypeError, match="app_name must be a string or None"):
+        AsyncHealthService(app_name=value)
+    with pytest.raises(TypeError, match="app_version must be a string or None"):
         AsyncHealthService(app_version=value)
 
 

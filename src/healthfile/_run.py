@@ -27,7 +27,7 @@ def run_service(options: dict[str, Any]) -> int:
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
     try:
         service = AsyncHealthService(options.pop("database"), **options)
-    except ValueError as exc:  # every option is checked already; this is a second line of defence
+    except (TypeError, ValueError) as exc:  # every option is checked already: a second line
         logger.error("%s", exc)
         return 2
     try:

@@ -22,7 +22,7 @@ from typing import Literal
 from ._checks import Check, SQLiteCheck
 from ._cycle import CheckRunner
 from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
-from ._options import Options, absolute, options_of, validate_seconds
+from ._options import Options, absolute, options_of, validate_file_mode, validate_seconds
 from ._publish import OnChange, Publisher
 from ._report import (
     UNKNOWN_APP_NAME,
@@ -92,16 +92,20 @@ class AsyncHealthService:
     :param checks: more checks to run every cycle.
     :param on_change: ``callback(previous, current)``, sync or async, called when the status
         or a check's status changes. Sync callbacks run in a daemon thread.
-    :param file_mode: the health file's permission bits, whatever the umask.
+    :param file_mode: the health file's permission bits, whatever the umask: at most
+        ``0o777``, with the owner's read bit.
     :param prometheus_file: also write every report there in the Prometheus text format, for
         node_exporter's textfile collector (needs the extra ``healthfile[prometheus]``).
     :param notify_systemd: send ``READY=1``, ``WATCHDOG=1`` and ``STOPPING=1`` to
         ``NOTIFY_SOCKET`` when it is set.
     :raises ImportError: for ``prometheus_file`` without prometheus_client installed.
-    :raises ValueError: for a non-positive interval or check_timeout, a negative
-        start_period, duplicate or bad check names (empty, unprintable, over 64
-        characters), two of database / health_file / prometheus_file that are one file, or
-        checks too many to fit in the health file even with their outputs shortened.
+    :raises TypeError: for an argument of the wrong type (``interval="5"``, a check that is
+        a plain function, ``checks=`` one check rather than a list).
+    :raises ValueError: for a value out of range: a non-positive interval or check_timeout,
+        a negative start_period, a ``file_mode`` above ``0o777`` or without the owner's read
+        bit, duplicate or bad check names (empty, unprintable, over 64 characters), two of
+        database / health_file / prometheus_file that are one file, or checks too many to fit
+        in the health file even with their outputs shortened.
 
     Every path is made absolute once, at construction: a later ``os.chdir()`` changes
     nothing.
@@ -127,11 +131,9 @@ class AsyncHealthService:
         self._interval = validate_seconds("interval", interval)
         self._check_timeout = validate_seconds("check_timeout", check_timeout)
         self._start_period = validate_seconds("start_period", start_period, allow_zero=True)
-        if not _is_file_mode(file_mode):
-            raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
+        file_mode = validate_file_mode(file_mode)
         for option, value in (("app_version", app_version), ("app_name", app_name)):
-            if not _is_optional_text(value):
-                raise ValueError(f"{option} must be a non-empty string or None, not {value!r}")
+            _validate_identity(option, value)
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
         # Every path is made absolute once, here: a later os.chdir() changes nothing.
@@ -445,16 +447,17 @@ class AsyncHealthService:
         )
 
 
-def _is_file_mode(value: object) -> bool:
-    """Tell whether ``value`` is permission bits (an int from 0 to 0o7777)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777
-
-
-def _is_optional_text(value: object) -> bool:
-    """Tell whether ``value`` is None or a non-blank string short enough for the file."""
-    return value is None or (
-        isinstance(value, str) and bool(value.strip()) and len(value) <= MAX_IDENTITY_CHARS
-    )
+def _validate_identity(option: str, value: object) -> None:
+    """Refuse an app_name or app_version that is not None or a non-blank, short string."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(
+            f"{option} must be a string or None, not {value!r} ({type(value).__name__})"
+        )
+    if value is not None and (not value.strip() or len(value) > MAX_IDENTITY_CHARS):
+        raise ValueError(
+            f"{option} must be a non-blank string of at most {MAX_IDENTITY_CHARS} characters, "
+            f"not {value!r}"
+        )
 
 
 def _identity(what: str, value: str) -> str:
@@ -480,9 +483,7 @@ def _collect_checks(
     Returns the checks, the database check, and each check's options validated (its name
     redacted); two names that read alike once redacted are refused like duplicates.
     """
-    extra = list(checks)
-    for check in extra:
-        _require_check(check)
+    extra = _check_list(checks)
     if database is None:
         named = [check for check in extra if check.name == "database"]
         if not named:
@@ -493,8 +494,10 @@ def _collect_checks(
         database_check = _require_check(database)
     elif isinstance(database, (str, os.PathLike)):
         database_check = SQLiteCheck(database)
+    elif callable(database):
+        database_check = _require_check(database)  # raises, pointing at healthfile.check()
     else:
-        raise TypeError(f"database must be a path or a Check, not {type(database).__name__}")
+        raise TypeError(f"database must be a path or a Check, not {database!r}")
     ordered = [database_check, *extra]
     options = [options_of(check, default_timeout) for check in ordered]
     names = [option.name for option in options]
@@ -547,11 +550,28 @@ def _same_file(first: Path, second: Path) -> bool:
         return False  # one of them does not exist (yet): the path comparisons decided
 
 
-def _require_check(check: object) -> Check:
+def _check_list(checks: object) -> list[Check]:
+    """The checks of ``checks=``: a list (any iterable) of checks, never one check alone."""
+    if isinstance(checks, Check) or not isinstance(checks, Iterable) or isinstance(checks, str):
+        raise TypeError(
+            f"checks must be a list of checks, not {checks!r}; wrap one check in a list: "
+            "checks=[check]"
+        )
+    return [_require_check(check, f"checks[{index}]") for index, check in enumerate(checks)]
+
+
+def _require_check(check: object, what: str = "database") -> Check:
     """Refuse objects that are not checks, or whose run() is not async."""
-    if not isinstance(check, Check) or not inspect.iscoroutinefunction(check.run):
-        raise TypeError(f"a check needs a name and an async run() method, not {check!r}")
-    return check
+    if isinstance(check, Check) and inspect.iscoroutinefunction(check.run):
+        return check
+    if isinstance(check, type):
+        raise TypeError(f"{what} is the class {check.__name__}, not a check: {check.__name__}(...)")
+    if callable(check):
+        raise TypeError(
+            f"{what} is a function ({check!r}), not a check: wrap it with "
+            "healthfile.check(name, fn)"
+        )
+    raise TypeError(f"{what}: a check needs a name and an async run() method, not {check!r}")
 
 
 def _report_loop_death(task: asyncio.Task[None]) -> None:

@@ -124,8 +124,8 @@ class HealthCheckService:
         say); ``None`` means asyncio's default.
     :param options: the keyword options of :class:`AsyncHealthService` (``database``,
         ``check_timeout``, ``pyproject``, ``app_version``, ``checks``, ``on_change``, ...;
-        see :class:`ServiceOptions`). Bad values raise ``ValueError`` here, in the caller's
-        thread.
+        see :class:`ServiceOptions`). Bad values raise here, in the caller's thread:
+        ``TypeError`` for a wrong type, ``ValueError`` for a value out of range.
     """
 
     def __init__(
