@@ -462,6 +462,53 @@ def test_run_stops_on_sigint_with_exit_0_and_stopped_file(
     assert "KeyboardInterrupt" not in running.stderr
 
 
+def test_run_says_stopped_only_when_the_file_says_so(
+    database: Path, health_file: Path, launch: Launch
+) -> None:
+    """After SIGTERM `healthfile run` logs that the file says stopped, having read it back."""
+    running = launch(console_script(), *service_options(database, health_file))
+    wait_for_report(health_file, is_online, alive=running.assert_alive)
+
+    assert running.signal_and_wait(signal.SIGTERM) == 0
+    assert f"stopped; {health_file} says so" in running.stderr
+
+
+def test_run_that_cannot_write_its_file_exits_1_and_never_claims_it(
+    database: Path, tmp_path: Path, launch: Launch
+) -> None:
+    """An unwritable health file: `healthfile run` logs why, and on SIGTERM exits 1, no claim."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the health file's directory should be")
+    health_file = blocked / "health.json"
+    running = launch(console_script(), *service_options(database, health_file))
+    running.wait_for_stderr(f"cannot write {health_file}")
+
+    status = running.signal_and_wait(signal.SIGTERM)
+
+    assert status == 1, running.stderr
+    assert "the final report is not on disk" in running.stderr
+    assert "says so" not in running.stderr
+    assert "Traceback" not in running.stderr
+
+
+def test_run_standing_by_exits_0_and_names_the_process_that_keeps_the_file(
+    database: Path, health_file: Path, launch: Launch
+) -> None:
+    """A second `healthfile run` on one file stands by; stopped, it names the writer, exits 0."""
+    writer = launch(console_script(), *service_options(database, health_file))
+    wait_for_report(health_file, is_online, alive=writer.assert_alive)
+    standby = launch(console_script(), *service_options(database, health_file))
+    standby.wait_for_stderr("stands by")
+
+    assert standby.signal_and_wait(signal.SIGTERM) == 0, standby.stderr
+    assert f"is kept by another process (pid {writer.process.pid}, status online)" in (
+        standby.stderr
+    )
+    assert "says so" not in standby.stderr
+    writer.assert_alive()
+    assert writer.signal_and_wait(signal.SIGTERM) == 0
+
+
 def test_run_takes_its_options_from_environment_variables(
     database: Path, health_file: Path, launch: Launch
 ) -> None:
@@ -579,7 +626,7 @@ def test_run_stops_promptly_while_its_first_cycle_hangs(
             *service_options(database, health_file, "--check-timeout", f"{check_timeout:g}"),
         )
         # Logged once the signal handlers are in place, just before start().
-        running.wait_for_stderr("writing ")
+        running.wait_for_stderr("checking every ")
         assert not health_file.exists(), "the first cycle finished on a locked database"
 
         signalled = time.monotonic()

@@ -721,6 +721,52 @@ async def test_cycle_that_raises_is_logged_and_loop_goes_on(
 
 
 @pytest.mark.asyncio
+async def test_unwritable_health_file_still_gives_the_report_made_and_says_why(
+    database: Path, tmp_path: Path
+) -> None:
+    """Unwritable file: the README pattern reads last_report; last_write_error says why."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a directory")
+    health_file = blocked / "health.json"
+    async with AsyncHealthService(
+        database, health_file=health_file, pyproject=None, interval=30.0
+    ) as service:
+        assert service.last_report is not None
+        assert service.last_report.status == "online"  # the README's first example
+        assert service.writing  # the file is this service's to write, and it tries
+        error = service.last_write_error
+        assert error is not None
+        assert error.startswith(f"cannot write {health_file}: NotADirectoryError")
+        blocked.unlink()
+        report = await service.check_now()
+        assert service.last_write_error is None
+        assert service.last_report == report
+        assert read_health(health_file)["sequence"] == report.sequence
+    assert service.last_write_error is None
+    assert read_health(health_file)["status"] == "stopped"
+
+
+@pytest.mark.asyncio
+async def test_final_report_that_cannot_be_written_leaves_last_write_error(
+    database: Path, tmp_path: Path
+) -> None:
+    """A stopped report that cannot be written is last_report; last_write_error says why."""
+    directory = tmp_path / "out"
+    health_file = directory / "health.json"
+    service = AsyncHealthService(database, health_file=health_file, pyproject=None)
+    await service.start()
+    assert service.last_write_error is None
+    os.rename(directory, tmp_path / "moved")
+    directory.write_text("now a file")
+    await service.stop()
+    assert service.last_report is not None
+    assert service.last_report.status == "stopped"
+    assert service.last_write_error is not None
+    assert str(health_file) in service.last_write_error
+    assert not service.writing
+
+
+@pytest.mark.asyncio
 async def test_write_failure_is_logged_once_and_recovery_is_logged(
     make_service: ServiceFactory, healthfile_logs: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
@@ -738,9 +784,10 @@ async def test_write_failure_is_logged_once_and_recovery_is_logged(
     assert len(errors) == 1
     assert errors[0].levelno == logging.ERROR
     assert str(health_file) in errors[0].getMessage()
-    assert service.last_report is None
+    assert service.last_write_error is not None
+    assert service.last_write_error.startswith(f"cannot write {health_file}: ")
     blocked.unlink()
-    await wait_until_async(lambda: service.last_report is not None, timeout=20.0)
+    await wait_until_async(lambda: service.last_write_error is None, timeout=20.0)
     assert read_health(health_file)["status"] == "online"
     await probe.wait_runs(len(probe.starts) + 3)
     assert len(error_records(healthfile_logs, "cannot write")) == 1

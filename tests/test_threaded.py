@@ -865,6 +865,23 @@ def test_wait_ready_after_a_failed_first_write_turns_true_when_a_write_succeeds(
     assert status_of(health_file) == "online"
 
 
+def test_facade_tells_the_report_made_and_why_it_is_not_on_disk(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """The facade has the service's last_report, last_write_error and writing, from any thread."""
+    health_file.mkdir(parents=True)  # a directory where the file should be: writes fail
+    facade = make_facade(check_interval=0.1)
+    facade.start()
+    wait_until(lambda: facade.last_write_error is not None, "a write fails")
+    assert facade.last_report is not None  # made, not written
+    assert facade.writing
+    assert facade.last_write_error == facade.service.last_write_error
+    assert f"cannot write {health_file}" in (facade.last_write_error or "")
+    health_file.rmdir()
+    assert facade.wait_ready(DEADLINE) is True
+    assert facade.last_write_error is None
+
+
 def test_wait_ready_is_false_when_stopped_before_the_first_report(
     make_facade: Facade, database: Path
 ) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
+from ._limits import MAX_FILE_BYTES
 from ._service import AsyncHealthService, serve_until
 from ._signals import handle_signals, insists
 
@@ -34,7 +37,46 @@ def run_service(options: dict[str, Any]) -> int:
         asyncio.run(_serve(service))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop is not waited for again
         return 130
+    return _final_status(service)
+
+
+def _final_status(service: AsyncHealthService) -> int:
+    """Say what the health file holds now that the service has stopped; 1 when not ``stopped``.
+
+    The file is read back: only a file that holds this service's final report is said to say
+    ``stopped``; one another process keeps (this one stood by, or took over since) is named.
+    """
+    error = service.last_write_error
+    if error is not None:
+        logger.error(
+            "stopped, but the final report is not on disk (%s does not say stopped): %s",
+            service.health_file,
+            error,
+        )
+        return 1
+    report = service.last_report
+    on_disk = _read_back(service.health_file)
+    if report is not None and on_disk == report.as_dict():
+        logger.info("stopped; %s says so", service.health_file)
+    elif isinstance(on_disk, dict):
+        logger.info(
+            "stopped; %s is kept by another process (pid %s, status %s)",
+            service.health_file,
+            on_disk.get("pid"),
+            on_disk.get("status"),
+        )
+    else:
+        logger.info("stopped; this process did not write %s", service.health_file)
     return 0
+
+
+def _read_back(path: Path) -> object:
+    """The JSON value in ``path``, or None when it cannot be read (at most the probe's limit)."""
+    try:
+        with open(path, "rb") as file:
+            return json.loads(file.read(MAX_FILE_BYTES + 1))
+    except (OSError, ValueError):
+        return None
 
 
 async def _serve(service: AsyncHealthService) -> None:
@@ -55,10 +97,9 @@ async def _serve(service: AsyncHealthService) -> None:
 
     with handle_signals(on_signal):
         logger.info(
-            "writing %s every %g s (database check: %s)",
-            service.health_file,
+            "checking every %g s for %s (database check: %s)",
             service.interval,
+            service.health_file,
             service.checks[0],
         )
         await serve_until(service, stop_requested)
-    logger.info("stopped; %s says so", service.health_file)

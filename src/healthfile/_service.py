@@ -235,16 +235,27 @@ class AsyncHealthService:
 
     @property
     def last_report(self) -> HealthReport | None:
-        """The last report written to the health file, or ``None``.
+        """The last report made, written or not; ``None`` only before the first :meth:`start`.
 
-        On a service standing by (another process holds the file's lock), the last report
-        its own cycle made, which is not on disk.
+        Whether it reached the disk: :attr:`last_write_error` is None and :attr:`writing` is
+        True (a service standing by for another process makes reports it does not write).
         """
         return self._publisher.last_report
 
     @property
+    def last_write_error(self) -> str | None:
+        """Why the last write of the health file failed (``"cannot write …: …"``), or None.
+
+        None once a write succeeds, and while the service stands by for another process.
+        """
+        return self._publisher.write_error
+
+    @property
     def writing(self) -> bool:
-        """True while this service writes the file; False while it stands by for another."""
+        """True while this service holds the file (writes it, or tries to); False otherwise.
+
+        False while it stands by for another process that holds the file, and when stopped.
+        """
         return self._publisher.writing
 
     @property
@@ -267,7 +278,8 @@ class AsyncHealthService:
     async def start(self) -> None:
         """Run the first cycle, then keep running cycles in a background task.
 
-        Returns once the first report is on disk (or its write failed and was logged).
+        Returns once the first report is on disk, or its write failed and was logged
+        (:attr:`last_write_error` then says why; :attr:`last_report` is the report made).
         :raises RuntimeError: if the service is already started.
         """
         if self._state != "stopped":

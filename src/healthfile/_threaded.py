@@ -164,17 +164,33 @@ class HealthCheckService:
 
     @property
     def is_running(self) -> bool:
-        """True while the background thread runs."""
+        """True while the background thread runs: from :meth:`start` until :meth:`stop` ends it."""
         run = self._run
         return run is not None and run.is_alive()
 
     @property
-    def last_report(self) -> HealthReport | None:
-        """The last report written to the health file, or ``None``; safe from any thread.
+    def running(self) -> bool:
+        """The same as :attr:`is_running` (the name :class:`AsyncHealthService` uses)."""
+        return self.is_running
 
-        A GUI polls this from its own loop (Tk's ``after``) to show the status.
+    @property
+    def last_report(self) -> HealthReport | None:
+        """The last report made, written or not, or ``None`` before the first; any thread.
+
+        A GUI polls this from its own loop (Tk's ``after``) to show the status; whether the
+        report reached the disk, :attr:`last_write_error` says.
         """
         return self._service.last_report
+
+    @property
+    def last_write_error(self) -> str | None:
+        """Why the last write of the health file failed, or None once one succeeds; any thread."""
+        return self._service.last_write_error
+
+    @property
+    def writing(self) -> bool:
+        """True while this service holds the health file; False while another process does."""
+        return self._service.writing
 
     def start(self) -> None:
         """Launch the daemon thread ``HealthCheckThread``; return without waiting for a cycle.
@@ -382,10 +398,16 @@ class HealthCheckService:
             await asyncio.wait(helpers)
 
     async def _mark_ready(self, run: _Run, baseline: HealthReport | None) -> None:
-        """Mark the run ready once a report of its own is on disk (polls only while writes fail)."""
+        """Mark the run ready once a report of its own is on disk (polls only while writes fail).
+
+        A service standing by for another process is ready with its first report made: the
+        file on disk is the other's to keep.
+        """
+        service = self._service
         while True:
-            report = self._service.last_report
-            if report is not baseline and report is not None and report.status != "stopped":
+            report = service.last_report
+            new = report is not baseline and report is not None and report.status != "stopped"
+            if new and service.last_write_error is None:
                 break
             await asyncio.sleep(_READY_POLL)
         run.first_report = True
