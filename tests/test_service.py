@@ -514,10 +514,10 @@ async def test_stop_during_start_makes_start_return(
 async def test_cancelled_start_propagates_and_leaves_service_stopped(
     make_service: ServiceFactory, health_file: Path
 ) -> None:
-    """Cancelling the task awaiting start() raises CancelledError; a later start() works."""
+    """Cancelling start() raises CancelledError after writing stopped; a later start() works."""
     database = ProbeCheck("database")
     database.hang = True
-    service = make_service(database, check_timeout=60.0)
+    service = make_service(database, check_timeout=60.0, app_name="app")
     starting = asyncio.ensure_future(service.start())
     await asyncio.wait_for(database.entered.wait(), 10)
     starting.cancel()
@@ -525,6 +525,9 @@ async def test_cancelled_start_propagates_and_leaves_service_stopped(
         await starting
     assert not service.running
     assert healthfile_tasks() == []
+    stopped = read_health(health_file)  # as a stop signal through cancel_on_signals leaves it
+    assert stopped["status"] == "stopped"
+    assert stopped["app_name"] == "app"
     database.hang = False
     await asyncio.wait_for(service.start(), 10)
     assert service.running

@@ -304,6 +304,13 @@ class AsyncHealthService:
             await self._run_cycle()
         except _Stopped:
             return  # stop() was called while starting: it has written the final report
+        except asyncio.CancelledError:
+            # The caller was cancelled while starting (a stop signal through
+            # cancel_on_signals() around the `async with`): stop as stop() does, so that the
+            # file says "stopped", then let the cancellation go on.
+            if self._generation == generation and self._state == "starting":
+                await self._stop_while_starting()
+            raise
         except BaseException:
             if self._generation == generation and self._state == "starting":
                 self._runner.close()
@@ -316,6 +323,15 @@ class AsyncHealthService:
         self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
         self._loop_task.add_done_callback(_report_loop_death)
         logger.debug("health service started: %r", self)
+
+    async def _stop_while_starting(self) -> None:
+        """Stop a start() its caller cancelled: the final report with the app's identity."""
+        assert self._preparing is not None
+        # The lock and the identity are decided there; the final report needs both.
+        await asyncio.wait({self._preparing})
+        if not self._preparing.cancelled() and self._preparing.exception() is None:
+            self._app_name, self._app_version = self._preparing.result()
+        await self.stop()
 
     async def check_now(self) -> HealthReport:
         """Run one extra cycle now and return its report.
