@@ -210,6 +210,47 @@ def test_health_file_variable_naming_a_directory_exits_2(
     assert started_with == []
 
 
+@pytest.mark.parametrize(
+    ("argv", "environment", "expected"),
+    [
+        (
+            ["--health-file", "data/app.db"],
+            {},
+            "--database data/app.db (the default) and --health-file data/app.db are the same",
+        ),
+        (
+            ["--database", "a.db"],
+            {"HEALTHFILE_HEALTH_FILE": "a.db"},
+            "--database a.db and HEALTHFILE_HEALTH_FILE=a.db are the same",
+        ),
+        (
+            ["--prometheus-file", "data/health.json"],
+            {},
+            "--health-file data/health.json (the default) and --prometheus-file "
+            "data/health.json are the same",
+        ),
+    ],
+)
+def test_one_file_twice_is_named_as_the_user_gave_it(
+    argv: list[str],
+    environment: dict[str, str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """Two options naming one file exit 2 naming each as typed: a flag, a variable, a default."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    status, _, err = invoke(["run", *argv], capsys)
+    assert status == 2
+    assert one_line(err).startswith(f"healthfile run: error: {expected} file")
+    assert "health_file" not in err
+    assert started_with == []
+
+
 def test_defaults_are_those_of_the_original_design(
     capsys: pytest.CaptureFixture[str], started_with: list[dict[str, Any]]
 ) -> None:

@@ -135,11 +135,54 @@ def test_default_health_file_is_data_health_json_in_the_working_directory(
 def test_bad_option_raises_value_error_in_the_callers_thread(
     options: dict[str, Any], tmp_path: Path
 ) -> None:
-    """A bad option raises ValueError from the constructor, before any thread starts."""
+    """A bad option raises ValueError naming it as the caller wrote it, before any thread."""
     before = service_threads()
-    with pytest.raises(ValueError):  # noqa: PT011 - the message is the service's to word
+    with pytest.raises(ValueError, match=rf"^{next(iter(options))} must be"):
         HealthCheckService(health_file=tmp_path / "health.json", **options)
     assert service_threads() == before
+
+
+def test_check_interval_of_the_wrong_type_is_a_type_error_naming_it(tmp_path: Path) -> None:
+    """check_interval="5" raises TypeError naming check_interval, not the service's interval."""
+    with pytest.raises(TypeError, match=r"^check_interval must be a number of seconds"):
+        HealthCheckService("5", tmp_path / "health.json")  # type: ignore[arg-type]
+
+
+def test_database_path_as_second_argument_says_which_argument_went_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HealthCheckService(5, "data/app.db") names health_file, the default database, database=."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="same file") as caught:
+        HealthCheckService(5, "data/app.db")
+    message = str(caught.value)
+    assert message.startswith(
+        "database='data/app.db' (the default) and health_file='data/app.db' "
+        "(HealthCheckService's second argument) are the same file"
+    )
+    assert message.endswith("did you mean database='data/app.db'?")
+    assert not (tmp_path / "data").exists()
+
+
+def test_database_given_twice_is_named_without_a_guess(tmp_path: Path) -> None:
+    """With database= given too, the message names both as written and guesses nothing."""
+    database = str(tmp_path / "app.db")
+    with pytest.raises(ValueError, match="same file") as caught:
+        HealthCheckService(5, database, database=database)
+    assert str(caught.value).startswith(
+        f"database={database!r} and health_file={database!r} (HealthCheckService's second"
+    )
+    assert "did you mean" not in str(caught.value)
+
+
+def test_running_is_is_running(make_facade: Facade) -> None:
+    """The facade's running (AsyncHealthService's name) is its is_running, before and after."""
+    facade = make_facade()
+    assert facade.running is facade.is_running is False
+    facade.start()
+    assert facade.running is facade.is_running is True
+    facade.stop(timeout=DEADLINE)
+    assert facade.running is facade.is_running is False
 
 
 def test_start_returns_before_the_first_report(

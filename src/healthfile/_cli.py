@@ -304,6 +304,17 @@ def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> d
     return values
 
 
+def _given_as(args: argparse.Namespace, environ: dict[str, str], key: str, value: object) -> str:
+    """How the user gave a ``run`` option: ``--health-file PATH``, ``HEALTHFILE_…=PATH``, or not."""
+    flag = "--" + key.replace("_", "-")
+    if getattr(args, key) is not None:
+        return f"{flag} {value}"
+    env = _env_name(flag)
+    if env in environ:
+        return f"{env}={value}"
+    return f"{flag} {value} (the default)"
+
+
 def _check_health_file(args: argparse.Namespace, environ: dict[str, str]) -> str:
     """The file to judge: --health-file, else HEALTHFILE_HEALTH_FILE, else data/health.json."""
     if args.health_file is not None:
@@ -372,9 +383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         from ._service import refuse_shared_files
 
+        environ = dict(os.environ)
         try:
             refuse_shared_files(
-                options["database"], options["health_file"], options["prometheus_file"]
+                options["database"],
+                options["health_file"],
+                options["prometheus_file"],
+                labels={
+                    key: _given_as(args, environ, key, options[key])
+                    for key in ("database", "health_file", "prometheus_file")
+                },
             )
         except ValueError as exc:
             parser.exit(2, f"healthfile run: error: {exc}\n")

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -147,7 +147,11 @@ class AsyncHealthService:
         names = [option.name for option in options]
         self._prometheus_file = None if prometheus_file is None else absolute(prometheus_file)
         refuse_shared_files(
-            getattr(database_check, "path", None), self._health_file, self._prometheus_file
+            database
+            if isinstance(database, (str, os.PathLike))
+            else getattr(database_check, "path", None),
+            health_file,
+            prometheus_file,
         )
         self._publisher = Publisher(
             self._health_file,
@@ -539,6 +543,8 @@ def refuse_shared_files(
     database: object,
     health_file: str | os.PathLike[str],
     prometheus_file: str | os.PathLike[str] | None,
+    *,
+    labels: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse any two of database / health file / Prometheus file that are one file.
 
@@ -546,10 +552,14 @@ def refuse_shared_files(
     file (device and inode: a hard link too). Writing the health file over the database
     would destroy the application's data. ``database`` that is not a path is left out.
 
-    :raises ValueError: naming both.
+    :param labels: how the caller gave each (``"database"``, ``"health_file"``,
+        ``"prometheus_file"``), e.g. ``"--health-file data/app.db"``; by default
+        ``health_file='data/app.db'``, the path as passed.
+    :raises ValueError: naming both as the caller gave them, and the file they are.
     """
+    labels = labels or {}
     named = [
-        (what, absolute(path))
+        (labels.get(what) or f"{what}={os.fspath(path)!r}", absolute(path))
         for what, path in (
             ("database", database),
             ("health_file", health_file),
@@ -560,9 +570,12 @@ def refuse_shared_files(
     for index, (first, first_path) in enumerate(named):
         for second, second_path in named[index + 1 :]:
             if _same_file(first_path, second_path):
+                same = repr(str(first_path))
+                if first_path != second_path:
+                    same = f"{same} and {str(second_path)!r}, two names of one file"
                 raise ValueError(
-                    f"{first} and {second} are the same file ({str(first_path)!r} and "
-                    f"{str(second_path)!r}): the service would overwrite it"
+                    f"{first} and {second} are the same file ({same}): the service would "
+                    "overwrite it"
                 )
 
 

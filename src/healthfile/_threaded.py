@@ -14,8 +14,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._checks import Check
+from ._options import validate_seconds
 from ._report import HealthReport
-from ._service import AsyncHealthService, OnChange
+from ._service import AsyncHealthService, OnChange, refuse_shared_files
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -28,6 +29,9 @@ __all__ = ["HealthCheckService", "ServiceOptions"]
 logger = logging.getLogger("healthfile")
 
 THREAD_NAME = "HealthCheckThread"
+
+# AsyncHealthService's default database, which a health_file given alone must not be.
+_DEFAULT_DATABASE = "data/app.db"
 
 # How often a caller blocked in check_now() looks whether the service thread has died under
 # it (a cycle submitted as the loop closed is never run, so its future never resolves).
@@ -140,10 +144,14 @@ class HealthCheckService:
             raise TypeError("HealthCheckService takes check_interval=, not interval=")
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(f"loop_factory must be callable, not {type(loop_factory).__name__}")
+        # Validated here, so that a message names check_interval as the caller wrote it.
+        interval = validate_seconds("check_interval", check_interval)
+        if health_file is not None:
+            _refuse_health_file_as_database(health_file, options)
         # A plain dict: the options are typed at this signature, for the caller.
         passed: dict[str, Any] = dict(options)
         self._service = AsyncHealthService(
-            interval=check_interval,
+            interval=interval,
             health_file="data/health.json" if health_file is None else health_file,
             **passed,
         )
@@ -412,6 +420,35 @@ class HealthCheckService:
             await asyncio.sleep(_READY_POLL)
         run.first_report = True
         run.ready.set()
+
+
+def _refuse_health_file_as_database(
+    health_file: str | os.PathLike[str], options: ServiceOptions
+) -> None:
+    """Refuse a health_file that is the database, saying which argument went where.
+
+    ``HealthCheckService(5, "data/app.db")`` passes the database's path as the second
+    argument, which is the health file's (as in the original design).
+    """
+    given = "database" in options
+    database = options.get("database", _DEFAULT_DATABASE)
+    path = database if isinstance(database, (str, os.PathLike)) else getattr(database, "path", None)
+    try:
+        refuse_shared_files(
+            path,
+            health_file,
+            None,  # the Prometheus file is AsyncHealthService's to compare
+            labels={
+                "database": f"database={os.fspath(path)!r}{'' if given else ' (the default)'}"
+                if isinstance(path, (str, os.PathLike))
+                else "",
+                "health_file": f"health_file={os.fspath(health_file)!r} (HealthCheckService's "
+                "second argument)",
+            },
+        )
+    except ValueError as exc:
+        hint = "" if given else f"; did you mean database={os.fspath(health_file)!r}?"
+        raise ValueError(f"{exc}{hint}") from None
 
 
 def _run_on_new_loop(
