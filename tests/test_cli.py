@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from typing import IO, Any
 import pytest
 
 from healthfile._cli import main
+from healthfile._entry import main as entry_main
 from helpers import child_environment, generous, is_online, one_line, read_report, wait_for_report
 
 # Generous: the suite also runs on slow, busy CI machines and under coverage.
@@ -65,6 +67,85 @@ def test_run_help_names_every_environment_variable(capsys: pytest.CaptureFixture
         "VERBOSE",
     ):
         assert f"HEALTHFILE_{name}" in flat
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`healthfile --version` prints "healthfile <version>" (the installed metadata) and exits 0."""
+    status, out, err = invoke(["--version"], capsys)
+    assert (status, out, err) == (0, f"healthfile {importlib.metadata.version('healthfile')}\n", "")
+    with pytest.raises(SystemExit) as exited:  # the console script's own entry agrees
+        entry_main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == out
+
+
+def test_run_help_uses_the_metavars_of_check_and_names_exit_codes_and_verbosity(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run --help` shows SECONDS/PATH/TEXT as `check --help` does, its exit codes, -v and -vv."""
+    _, out, _ = invoke(["run", "--help"], capsys)
+    for usage in ("--interval SECONDS", "--health-file PATH", "--database PATH", "--app-name TEXT"):
+        assert usage in out
+    assert not re.search(r"--[a-z-]+ [A-Z_]*(INTERVAL|HEALTH_FILE|DATABASE)\b", out)
+    for code in ("0 ", "1 ", "2 ", "130 "):
+        assert re.search(rf"^{code}\s*\S", out, re.MULTILINE), code
+    assert "-vv" in out
+    _, check_help, _ = invoke(["check", "--help"], capsys)
+    assert "--max-age SECONDS" in check_help
+    assert "--health-file PATH" in check_help
+    assert "exit status" in check_help
+
+
+@pytest.mark.parametrize(
+    ("value", "verbose", "notify"),
+    [
+        ("1", 1, True),
+        ("2", 2, True),
+        ("0", 0, False),
+        ("true", 1, True),
+        ("TRUE", 1, True),
+        ("yes", 1, True),
+        ("on", 1, True),
+        ("false", 0, False),
+        ("no", 0, False),
+        ("off", 0, False),
+        ("", 0, False),
+    ],
+)
+def test_verbose_and_notify_systemd_read_switches_alike(
+    value: str,
+    verbose: int,
+    notify: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """HEALTHFILE_VERBOSE and HEALTHFILE_NOTIFY_SYSTEMD take the same words and numbers."""
+    monkeypatch.setenv("HEALTHFILE_VERBOSE", value)
+    monkeypatch.setenv("HEALTHFILE_NOTIFY_SYSTEMD", value)
+    status, _, err = invoke(["run"], capsys)
+    assert status == 0, err
+    [options] = started_with
+    assert options["verbose"] == verbose
+    assert options["notify_systemd"] is notify
+
+
+@pytest.mark.parametrize("variable", ["HEALTHFILE_VERBOSE", "HEALTHFILE_NOTIFY_SYSTEMD"])
+def test_a_switch_that_is_no_word_or_number_is_refused_alike(
+    variable: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """ "maybe" in either switch variable exits 2 with the same line, naming the variable."""
+    monkeypatch.setenv(variable, "maybe")
+    status, _, err = invoke(["run"], capsys)
+    assert status == 2
+    assert one_line(err) == (
+        f"healthfile run: error: {variable}: expected 1, 0, true, false, yes, no, on or off, "
+        "not 'maybe'"
+    )
+    assert started_with == []
 
 
 def test_no_command_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
