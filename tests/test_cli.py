@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -18,9 +19,18 @@ from typing import IO, Any
 
 import pytest
 
+from healthfile import _run
 from healthfile._cli import main
 from healthfile._entry import main as entry_main
-from helpers import child_environment, generous, is_online, one_line, read_report, wait_for_report
+from helpers import (
+    child_environment,
+    generous,
+    is_online,
+    one_line,
+    parse_samples,
+    read_report,
+    wait_for_report,
+)
 
 # Generous: the suite also runs on slow, busy CI machines and under coverage.
 DEADLINE = 30.0
@@ -629,6 +639,124 @@ def test_run_standing_by_exits_0_and_names_the_process_that_keeps_the_file(
     assert "says so" not in standby.stderr
     writer.assert_alive()
     assert writer.signal_and_wait(signal.SIGTERM) == 0
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_sidecars_sharing_a_textfile_directory_get_distinct_app_labels(
+    database: Path, tmp_path: Path, launch: Launch
+) -> None:
+    """Three `healthfile run` into one textfile directory label each app by its file's name."""
+    pytest.importorskip("prometheus_client")
+    textfiles = tmp_path / "textfile"
+    names = ["billing", "search", "mailer"]
+    sidecars = [
+        launch(
+            console_script(),
+            *service_options(database, tmp_path / name / "health.json"),
+            "--prometheus-file",
+            str(textfiles / f"{name}.prom"),
+        )
+        for name in names
+    ]
+    for name, sidecar in zip(names, sidecars, strict=True):
+        report = wait_for_report(
+            tmp_path / name / "health.json", is_online, alive=sidecar.assert_alive
+        )
+        assert (report["app_name"], report["app_version"]) == (name, "unknown")
+    apps = {
+        labels["app"]
+        for path in textfiles.glob("*.prom")
+        for (metric, pairs) in parse_samples(path.read_text(encoding="utf-8"))
+        for labels in [dict(pairs)]
+        if metric == "healthfile_up"
+    }
+    assert apps == set(names)
+    for sidecar in sidecars:
+        assert sidecar.signal_and_wait(signal.SIGTERM) == 0
+
+
+def test_run_reads_no_pyproject_unless_given_and_never_calls_itself_healthfile(
+    database: Path, tmp_path: Path, launch: Launch
+) -> None:
+    """In healthfile's own checkout, `run` names the database it watches, not healthfile."""
+    shutil.copyfile(REPOSITORY / "pyproject.toml", tmp_path / "pyproject.toml")
+    health_file = tmp_path / "data" / "health.json"
+    running = launch(console_script(), *service_options(database, health_file))
+    report = wait_for_report(health_file, is_online, alive=running.assert_alive)
+    assert (report["app_name"], report["app_version"]) == (database.stem, "unknown")
+    assert f"app_name {database.stem}, app_version unknown" in running.stderr
+    assert running.signal_and_wait(signal.SIGTERM) == 0
+
+    running = launch(
+        console_script(),
+        *service_options(database, health_file, "--pyproject", "pyproject.toml"),
+    )
+    report = wait_for_report(health_file, is_online, alive=running.assert_alive)
+    assert report["app_name"] == database.stem  # healthfile's own project is not the app's
+    assert running.signal_and_wait(signal.SIGTERM) == 0
+
+
+def run_identity(tmp_path: Path, **given: str | None) -> tuple[str, str]:
+    """The (app_name, app_version) `healthfile run` reports for these options."""
+    options: dict[str, Any] = {
+        "database": str(tmp_path / "orders.db"),
+        "prometheus_file": None,
+        "pyproject": None,
+        "app_name": None,
+        "app_version": None,
+        **given,
+    }
+    return _run._identity(options)
+
+
+def test_run_identity_defaults_in_their_order(tmp_path: Path) -> None:
+    """--app-name, else the pyproject's name, else the Prometheus file's, else the database's."""
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "shop"\nversion = "3.1"\n', encoding="utf-8")
+    prometheus = str(tmp_path / "textfile" / "billing.prom")
+
+    assert run_identity(tmp_path) == ("orders", "unknown")
+    assert run_identity(tmp_path, prometheus_file=prometheus) == ("billing", "unknown")
+    assert run_identity(tmp_path, pyproject=str(pyproject)) == ("shop", "3.1")
+    assert run_identity(tmp_path, pyproject=str(pyproject), app_name="api", app_version="4") == (
+        "api",
+        "4",
+    )
+    assert run_identity(tmp_path, app_name="api") == ("api", "unknown")
+
+
+def make_run_command() -> list[str]:
+    """The `healthfile run` command line of the Makefile's run target, with this venv's bin."""
+    recipe = (REPOSITORY / "Makefile").read_text(encoding="utf-8").split("\nrun:", 1)[1]
+    recipe = recipe.split("\n\n", 1)[0].replace("\\\n", " ")
+    [line] = [line for line in recipe.splitlines() if "healthfile run" in line]
+    line = line.strip().lstrip("@").replace("$(BIN)", os.path.dirname(sys.executable))
+    return shlex.split(line)
+
+
+def test_make_run_reports_the_demo_identity_not_healthfiles(tmp_path: Path) -> None:
+    """`make run`'s command, in a checkout with healthfile's pyproject, reports the demo."""
+    shutil.copyfile(REPOSITORY / "pyproject.toml", tmp_path / "pyproject.toml")
+    subprocess.run(
+        [sys.executable, str(REPOSITORY / "examples" / "demo_db.py"), "data/app.db"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    command = make_run_command()
+    assert command[1:3] == ["run", "--database"]
+    running = RunningCli(command, cwd=tmp_path, env=child_environment())
+    try:
+        report = wait_for_report(
+            tmp_path / "data" / "health.json", is_online, alive=running.assert_alive
+        )
+        assert (report["app_name"], report["app_version"]) == ("demo", "1.0.0")
+        assert running.signal_and_wait(signal.SIGTERM) == 0
+    finally:
+        running.close()
 
 
 def test_run_takes_its_options_from_environment_variables(

@@ -113,13 +113,18 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--health-file", _output_path, "health file to keep (default: data/health.json)"),
     ("--interval", _seconds(allow_zero=False), "seconds between cycles (default: 30)"),
     ("--check-timeout", _seconds(allow_zero=False), "seconds a check may take (default: 3)"),
-    ("--pyproject", _text, "pyproject.toml to read app_version from (default: pyproject.toml)"),
-    ("--app-version", _text, "app_version to report; wins over --pyproject"),
+    (
+        "--pyproject",
+        _text,
+        "pyproject.toml to read app_name and app_version from (default: none is read)",
+    ),
+    ("--app-version", _text, "app_version to report (default: from --pyproject, else unknown)"),
     (
         "--app-name",
         _text,
         "app_name to report and the Prometheus label app (default: [project].name of "
-        "--pyproject, else the installed distribution or script that runs)",
+        "--pyproject, else the name of --prometheus-file without its suffix, else that of "
+        "--database)",
     ),
     (
         "--start-period",
@@ -139,7 +144,7 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "health_file": "data/health.json",
     "interval": 30.0,
     "check_timeout": 3.0,
-    "pyproject": "pyproject.toml",
+    "pyproject": None,
     "app_version": None,
     "app_name": None,
     "start_period": 0.0,

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._limits import MAX_FILE_BYTES
+from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
 from ._service import AsyncHealthService, serve_until
 from ._signals import handle_signals, insists
+from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
 
 __all__ = ["run_service"]
 
@@ -28,6 +29,9 @@ def run_service(options: dict[str, Any]) -> int:
     )
     if verbose < 2:
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    options["app_name"], options["app_version"] = _identity(options)
+    options["pyproject"] = None  # read already, once
+    logger.info("app_name %s, app_version %s", options["app_name"], options["app_version"])
     try:
         service = AsyncHealthService(options.pop("database"), **options)
     except (TypeError, ValueError) as exc:  # every option is checked already: a second line
@@ -38,6 +42,33 @@ def run_service(options: dict[str, Any]) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop is not waited for again
         return 130
     return _final_status(service)
+
+
+def _identity(options: dict[str, Any]) -> AppIdentity:
+    """Who `healthfile run` says writes the file: what it was told, else what it watches.
+
+    ``--app-name``, else ``[project].name`` of ``--pyproject``, else the stem of
+    ``--prometheus-file`` (unique in node_exporter's textfile directory, the one place the
+    label must be unique), else the stem of ``--database``. Never ``healthfile``: that is
+    the watcher, not the program watched. The version: ``--app-version``, else the
+    pyproject's, else ``unknown``.
+    """
+    name, version = options["app_name"], options["app_version"]
+    if name is None or version is None:
+        read = read_app_identity(options["pyproject"], fallback_name=lambda: _watched(options))
+        name = read.name[:MAX_IDENTITY_CHARS] if name is None else name
+        if version is None:
+            version = read.version if len(read.version) <= MAX_IDENTITY_CHARS else UNKNOWN_VERSION
+    return AppIdentity(name, version)
+
+
+def _watched(options: dict[str, Any]) -> str:
+    """The name of what `healthfile run` watches: its Prometheus file's, else its database's."""
+    for path in (options["prometheus_file"], options["database"]):
+        stem = "" if path is None else Path(path).stem.strip()
+        if stem:
+            return stem
+    return "healthfile-run"  # pragma: no cover - the options refuse an empty path
 
 
 def _final_status(service: AsyncHealthService) -> int:
