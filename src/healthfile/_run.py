@@ -49,9 +49,9 @@ def _identity(options: dict[str, Any]) -> AppIdentity:
 
     ``--app-name``, else ``[project].name`` of ``--pyproject``, else the stem of
     ``--prometheus-file`` (unique in node_exporter's textfile directory, the one place the
-    label must be unique), else the stem of ``--database``. Never ``healthfile``: that is
-    the watcher, not the program watched. The version: ``--app-version``, else the
-    pyproject's, else ``unknown``.
+    label must be unique), else the stem of ``--database``; not the name of the running
+    program, which is healthfile, the watcher, not the program watched. The version:
+    ``--app-version``, else the pyproject's, else ``unknown``.
     """
     name, version = options["app_name"], options["app_version"]
     if name is None or version is None:
