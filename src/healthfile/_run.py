@@ -87,7 +87,7 @@ def _final_status(service: AsyncHealthService) -> int:
         return 1
     report = service.last_report
     on_disk = _read_back(service.health_file)
-    if report is not None and on_disk == report.as_dict():
+    if report is not None and isinstance(on_disk, dict) and _is_this(report.as_dict(), on_disk):
         logger.info("stopped; %s says so", service.health_file)
     elif isinstance(on_disk, dict):
         logger.info(
@@ -99,6 +99,12 @@ def _final_status(service: AsyncHealthService) -> int:
     else:
         logger.info("stopped; this process did not write %s", service.health_file)
     return 0
+
+
+def _is_this(report: dict[str, Any], on_disk: dict[str, Any]) -> bool:
+    """Whether the file holds ``report``: the same writer, start, number, time and status."""
+    keys = ("pid", "started_at", "sequence", "timestamp", "status")
+    return all(on_disk.get(key) == report[key] for key in keys)
 
 
 def _read_back(path: Path) -> object:
