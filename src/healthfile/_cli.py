@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "healthfile run: error: --prometheus-file needs prometheus_client: "
                     "pip install 'healthfile[prometheus]'\n",
                 )
-        from ._service import refuse_shared_files
+        from ._settings import refuse_shared_files
 
         try:
             refuse_shared_files(
