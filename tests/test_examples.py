@@ -560,7 +560,7 @@ async def test_alert_rules_fire_on_staleness_and_down_not_on_a_live_service(
         samples = parse_samples(textfile.read_text())
         assert firing(rules["HealthfileDown"]["expr"], samples, now) != []
         assert firing(rules["HealthfileCheckFailing"]["expr"], samples, now) == [
-            {"app": "myapp", "check": "database"}
+            {"app": "myapp", "check": "database", "critical": "true"}
         ]
         assert firing(rules["HealthfileStale"]["expr"], samples, now) == []
         assert firing(rules["HealthfileStale"]["expr"], samples, now + 600) != []
