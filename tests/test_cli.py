@@ -110,7 +110,6 @@ def test_run_help_uses_the_metavars_of_check_and_names_exit_codes_and_verbosity(
     ("value", "verbose", "notify"),
     [
         ("1", 1, True),
-        ("2", 2, True),
         ("0", 0, False),
         ("true", 1, True),
         ("TRUE", 1, True),
@@ -140,20 +139,39 @@ def test_verbose_and_notify_systemd_read_switches_alike(
     assert options["notify_systemd"] is notify
 
 
-@pytest.mark.parametrize("variable", ["HEALTHFILE_VERBOSE", "HEALTHFILE_NOTIFY_SYSTEMD"])
-def test_a_switch_that_is_no_word_or_number_is_refused_alike(
-    variable: str,
+def test_verbose_from_the_environment_is_a_count_like_vv(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     started_with: list[dict[str, Any]],
 ) -> None:
-    """ "maybe" in either switch variable exits 2 with the same line, naming the variable."""
+    """HEALTHFILE_VERBOSE=2 is -vv; HEALTHFILE_NOTIFY_SYSTEMD, a switch, takes no 2."""
+    monkeypatch.setenv("HEALTHFILE_VERBOSE", "2")
+    assert invoke(["run"], capsys)[0] == 0
+    assert started_with[-1]["verbose"] == 2
+    monkeypatch.setenv("HEALTHFILE_NOTIFY_SYSTEMD", "2")
+    status, _, err = invoke(["run"], capsys)
+    assert status == 2
+    assert "HEALTHFILE_NOTIFY_SYSTEMD: expected 1, 0, true" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("variable", "numbers"),
+    [("HEALTHFILE_VERBOSE", "0, 1, 2"), ("HEALTHFILE_NOTIFY_SYSTEMD", "1, 0")],
+)
+def test_a_switch_that_is_no_word_or_number_is_refused_alike(
+    variable: str,
+    numbers: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """A word like maybe in either switch variable exits 2 with one line of one form."""
     monkeypatch.setenv(variable, "maybe")
     status, _, err = invoke(["run"], capsys)
     assert status == 2
     assert one_line(err) == (
-        f"healthfile run: error: {variable}: expected 1, 0, true, false, yes, no, on or off, "
-        "not 'maybe'"
+        f"healthfile run: error: {variable}: expected {numbers}, true, false, yes, no, on or "
+        "off, not 'maybe'"
     )
     assert started_with == []
 

@@ -206,6 +206,26 @@ def test_decimal_file_mode_is_refused_naming_the_octal(
         AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", file_mode=mode)
 
 
+def test_one_file_twice_is_named_as_the_caller_gave_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same-file refusal names an argument, a variable, or a default, as each was given."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HEALTHFILE_DATABASE", raising=False)
+    monkeypatch.delenv("HEALTHFILE_HEALTH_FILE", raising=False)
+    with pytest.raises(ValueError, match="same file") as caught:
+        AsyncHealthService("data/health.json")
+    assert str(caught.value).startswith(
+        "database='data/health.json' and health_file='data/health.json' (the default) are "
+    )
+    monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", "app.db")
+    with pytest.raises(ValueError, match="same file") as caught:
+        AsyncHealthService(tmp_path / "app.db")
+    assert str(caught.value).startswith(
+        f"database={str(tmp_path / 'app.db')!r} and HEALTHFILE_HEALTH_FILE='app.db' are "
+    )
+
+
 def test_a_single_check_for_checks_says_to_wrap_it_in_a_list(tmp_path: Path) -> None:
     """checks=<one check> raises TypeError saying checks is a list, not "not iterable"."""
     with pytest.raises(

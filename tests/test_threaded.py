@@ -170,7 +170,7 @@ def test_database_given_twice_is_named_without_a_guess(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="same file") as caught:
         HealthCheckService(5, database, database=database)
     assert str(caught.value).startswith(
-        f"database={database!r} and health_file={database!r} (HealthCheckService's second"
+        f"database={database!r} and health_file={database!r} are the same file"
     )
     assert "did you mean" not in str(caught.value)
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from ._checks import Check
 from ._options import validate_seconds
 from ._report import HealthReport
-from ._service import AsyncHealthService, OnChange, refuse_shared_files
+from ._service import AsyncHealthService, OnChange
+from ._settings import ENVIRONMENT, refuse_shared_files
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -49,7 +50,7 @@ class ServiceOptions(TypedDict, total=False):
     """
 
     database: str | os.PathLike[str] | Check | None
-    check_timeout: float
+    check_timeout: float | None
     pyproject: str | os.PathLike[str] | None
     app_version: str | None
     app_name: str | None
@@ -122,8 +123,10 @@ class HealthCheckService:
     ``last_report``, :meth:`check_now` and :meth:`wait_ready` are safe to call from any
     thread but the service's own; :meth:`stop` also from a signal handler, at any moment.
 
-    :param check_interval: seconds between the starts of two cycles.
-    :param health_file: the JSON file to keep; ``None`` means ``data/health.json``.
+    :param check_interval: seconds between the starts of two cycles; ``None``:
+        ``HEALTHFILE_INTERVAL``, else 30.
+    :param health_file: the JSON file to keep; ``None``: ``HEALTHFILE_HEALTH_FILE``, else
+        ``data/health.json``.
     :param loop_factory: makes the event loop the service runs on (``uvloop.new_event_loop``,
         say); ``None`` means asyncio's default.
     :param options: the keyword options of :class:`AsyncHealthService` (``database``,
@@ -134,7 +137,7 @@ class HealthCheckService:
 
     def __init__(
         self,
-        check_interval: float = 30,
+        check_interval: float | None = None,
         health_file: str | os.PathLike[str] | None = None,
         *,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
@@ -145,16 +148,14 @@ class HealthCheckService:
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(f"loop_factory must be callable, not {type(loop_factory).__name__}")
         # Validated here, so that a message names check_interval as the caller wrote it.
-        interval = validate_seconds("check_interval", check_interval)
+        interval = None
+        if check_interval is not None:
+            interval = validate_seconds("check_interval", check_interval)
         if health_file is not None:
             _refuse_health_file_as_database(health_file, options)
         # A plain dict: the options are typed at this signature, for the caller.
         passed: dict[str, Any] = dict(options)
-        self._service = AsyncHealthService(
-            interval=interval,
-            health_file="data/health.json" if health_file is None else health_file,
-            **passed,
-        )
+        self._service = AsyncHealthService(interval=interval, health_file=health_file, **passed)
         self._loop_factory = loop_factory
         self._start_lock = threading.Lock()
         self._run: _Run | None = None
@@ -425,30 +426,27 @@ class HealthCheckService:
 def _refuse_health_file_as_database(
     health_file: str | os.PathLike[str], options: ServiceOptions
 ) -> None:
-    """Refuse a health_file that is the database, saying which argument went where.
+    """Refuse a health_file that is the default database, saying which argument went where.
 
     ``HealthCheckService(5, "data/app.db")`` passes the database's path as the second
-    argument, which is the health file's (as in the original design).
+    argument, which is the health file's (as in the original design). A database given
+    (as ``database=`` or ``HEALTHFILE_DATABASE``) is AsyncHealthService's to compare.
     """
-    given = "database" in options
-    database = options.get("database", _DEFAULT_DATABASE)
-    path = database if isinstance(database, (str, os.PathLike)) else getattr(database, "path", None)
+    if "database" in options or ENVIRONMENT["database"] in os.environ:
+        return
     try:
         refuse_shared_files(
-            path,
+            _DEFAULT_DATABASE,
             health_file,
-            None,  # the Prometheus file is AsyncHealthService's to compare
+            None,
             labels={
-                "database": f"database={os.fspath(path)!r}{'' if given else ' (the default)'}"
-                if isinstance(path, (str, os.PathLike))
-                else "",
+                "database": f"database={_DEFAULT_DATABASE!r} (the default)",
                 "health_file": f"health_file={os.fspath(health_file)!r} (HealthCheckService's "
                 "second argument)",
             },
         )
     except ValueError as exc:
-        hint = "" if given else f"; did you mean database={os.fspath(health_file)!r}?"
-        raise ValueError(f"{exc}{hint}") from None
+        raise ValueError(f"{exc}; did you mean database={os.fspath(health_file)!r}?") from None
 
 
 def _run_on_new_loop(

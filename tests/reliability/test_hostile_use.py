@@ -424,12 +424,12 @@ def test_a_link_to_the_database_is_refused_as_the_health_file(
         os.link(database, alias)
 
     same = re.escape(
-        f"database='{database}' and health_file='{alias}' are the same file "
+        f" and health_file='{alias}' are the same file "
         f"('{database}' and '{alias}', two names of one file)"
     )
-    with pytest.raises(ValueError, match=same):
+    with pytest.raises(ValueError, match=f"^database='{re.escape(str(database))}'{same}"):
         healthfile.AsyncHealthService(database, health_file=alias)
-    with pytest.raises(ValueError, match=same):
+    with pytest.raises(ValueError, match=f"^database=<SQLiteCheck .*>{same}"):
         healthfile.AsyncHealthService(healthfile.SQLiteCheck(database), health_file=alias)
 
 
