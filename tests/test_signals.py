@@ -262,6 +262,37 @@ def test_readme_example_signalled_during_start_writes_stopped_and_exits_0(
     assert "Traceback" not in running.stderr
 
 
+# The order the README warns against: the block inside the `async with`, entered only once
+# start() has returned.
+BLOCK_INSIDE = """
+import asyncio
+import healthfile
+
+
+async def main() -> None:
+    async with healthfile.AsyncHealthService("data/app.db") as service:
+        with healthfile.cancel_on_signals():
+            await run_my_app()
+
+
+asyncio.run(main())
+"""
+
+
+@posix_signals
+def test_block_inside_the_async_with_leaves_a_signal_during_start_to_the_default(
+    start: Callable[..., RunningCli], tmp_path: Path, workdir: Path
+) -> None:
+    """With cancel_on_signals inside the `async with`, SIGTERM during start() kills: 143-style."""
+    example = tmp_path / "inside.py"
+    example.write_text(BLOCK_INSIDE, encoding="utf-8")
+    running = start("asyncio", "add_signal_handler", "readme-slow", str(example))
+    running.wait_for_stderr("first check running")
+
+    assert running.signal_and_wait(signal.SIGTERM) == -signal.SIGTERM
+    assert read_report(workdir / "data" / "health.json") is None
+
+
 @posix_signals
 @pytest.mark.parametrize("path", PATHS)
 def test_signal_outside_the_block_keeps_the_default_behaviour(
