@@ -30,6 +30,7 @@ from helpers import (
     parse_samples,
     read_report,
     wait_for_report,
+    wait_until,
 )
 
 # Generous: the suite also runs on slow, busy CI machines and under coverage.
@@ -673,6 +674,8 @@ def test_sidecars_sharing_a_textfile_directory_get_distinct_app_labels(
             tmp_path / name / "health.json", is_online, alive=sidecar.assert_alive
         )
         assert (report["app_name"], report["app_version"]) == (name, "unknown")
+    # Each textfile is written just after its health file.
+    wait_until(lambda: len(list(textfiles.glob("*.prom"))) == len(names), "three textfiles")
     apps = {
         labels["app"]
         for path in textfiles.glob("*.prom")
