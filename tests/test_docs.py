@@ -4,6 +4,7 @@ example of README.md and docs/ runs as written."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import re
@@ -12,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,22 +292,43 @@ def written(parameter: inspect.Parameter) -> str:
     return f"{parameter.name}={parameter.default!r}".replace("'", '"')
 
 
+# A check of each kind, made with its required arguments: what its options default to.
+MADE: dict[str, Callable[[], object]] = {
+    "check": lambda: healthfile.check("queue", bool),
+    "SQLiteCheck": lambda: healthfile.SQLiteCheck("app.db"),
+    "DiskSpaceCheck": lambda: healthfile.DiskSpaceCheck("."),
+    "LoopLagCheck": lambda: healthfile.LoopLagCheck(),
+    "HeartbeatCheck": lambda: healthfile.HeartbeatCheck(),
+}
+
+
 @pytest.mark.parametrize("name", CHECKS)
 def test_docs_give_each_built_in_check_its_real_signature(name: str) -> None:
     """docs/checks.md writes the parameters of each built-in check and of healthfile.check()
-    as the code has them (names, order, defaults, the `*`); a trailing `...` stands for the
-    options every check shares, left at the defaults CheckOptions gives them."""
-    real = list(inspect.signature(getattr(healthfile, name)).parameters.values())
-    keyword = [parameter.kind is inspect.Parameter.KEYWORD_ONLY for parameter in real]
-    code = [written(parameter) for parameter in real]
-    code.insert(keyword.index(True), "*")
+    as the code has them (names, order, defaults, the `*`); the options every check shares
+    (`**options`) follow, each written with the default a check of that kind really has, and
+    a trailing `...` stands for the rest of them at CheckOptions' defaults."""
+    real = inspect.signature(getattr(healthfile, name)).parameters.values()
+    explicit = [written(p) for p in real if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    keyword = [p.kind is inspect.Parameter.KEYWORD_ONLY for p in real]
+    explicit.insert(keyword.index(True) if True in keyword else len(explicit), "*")
+    common = {
+        p.name: p.default
+        for p in inspect.signature(CheckOptions).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
     documented = documented_signature(name)
-    if documented[-1] == "...":
-        shared = {
-            written(parameter)
-            for parameter in inspect.signature(CheckOptions).parameters.values()
-            if parameter.default is not inspect.Parameter.empty
-        }
-        code = [item for item in code if item not in shared or item in documented]
-        documented = documented[:-1]
-    assert documented == code
+
+    assert documented[: len(explicit)] == explicit
+    shared = documented[len(explicit) :]
+    rest = shared[-1:] == ["..."]
+    made = MADE[name]()
+    for item in shared[:-1] if rest else shared:
+        option, _, default = item.partition("=")
+        assert option in common, item
+        assert getattr(made, option) == ast.literal_eval(default), item
+    named = {item.partition("=")[0] for item in shared}
+    for option, default in common.items():  # what "..." stands for: the shared defaults
+        if option not in named:
+            assert rest, f"{name}: {option} is neither written nor left to '...'"
+            assert getattr(made, option) == (tuple(default) if option == "groups" else default)
