@@ -107,8 +107,15 @@ def _output_path(text: str) -> str:
     return text
 
 
-# (option, parser of its value, help); each is also read from HEALTHFILE_<NAME>.
+# (option, parser of its value, help); each is also read from HEALTHFILE_<NAME>, and every
+# one but --config from the config file.
 _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
+    (
+        "--config",
+        _text,
+        "TOML file of these options and [[check]] tables, or a pyproject.toml with "
+        "[tool.healthfile] (the command line and the environment win over it)",
+    ),
     ("--database", _text, "SQLite database to probe, read-only (default: data/app.db)"),
     ("--health-file", _output_path, "health file to keep (default: data/health.json)"),
     ("--interval", _seconds(allow_zero=False), "seconds between cycles (default: 30)"),
@@ -135,6 +142,7 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
 ]
 
 _RUN_DEFAULTS: dict[str, Any] = {
+    "config": None,
     "database": "data/app.db",
     "health_file": "data/health.json",
     "interval": 30.0,
@@ -272,8 +280,12 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     return parser
 
 
-def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
-    """Fill options not given on the command line from HEALTHFILE_* variables, then defaults."""
+def _resolve_run_options(
+    args: argparse.Namespace, environ: dict[str, str], config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fill options not given on the command line from HEALTHFILE_* variables, then from the
+    ``config`` file's options, then defaults."""
+    config = config or {}
     values: dict[str, Any] = {}
     for option, parse, _ in _RUN_OPTIONS:
         key = option.lstrip("-").replace("-", "_")
@@ -284,24 +296,46 @@ def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> d
                 value = parse(environ[env])
             except argparse.ArgumentTypeError as exc:
                 raise _OptionError(f"{env}: {exc}") from None
+        if value is None:
+            value = config.get(key)
         values[key] = _RUN_DEFAULTS[key] if value is None else value
     verbose = args.verbose
-    if verbose is None:
-        raw = environ.get("HEALTHFILE_VERBOSE", "0")
+    if verbose is None and "HEALTHFILE_VERBOSE" in environ:
+        raw = environ["HEALTHFILE_VERBOSE"]
         if not raw.isdigit():
             raise _OptionError(f"HEALTHFILE_VERBOSE: expected 0, 1 or 2, not {raw!r}")
         verbose = int(raw)
-    values["verbose"] = verbose
+    values["verbose"] = config.get("verbose", 0) if verbose is None else verbose
     notify = args.notify_systemd
-    if notify is None:
-        raw = environ.get("HEALTHFILE_NOTIFY_SYSTEMD", "0").strip().lower()
+    if notify is None and "HEALTHFILE_NOTIFY_SYSTEMD" in environ:
+        raw = environ["HEALTHFILE_NOTIFY_SYSTEMD"].strip().lower()
         if raw not in _TRUE + _FALSE:
             raise _OptionError(
                 f"HEALTHFILE_NOTIFY_SYSTEMD: expected 1, 0, true or false, not {raw!r}"
             )
         notify = raw in _TRUE
-    values["notify_systemd"] = notify
+    values["notify_systemd"] = config.get("notify_systemd", False) if notify is None else notify
     return values
+
+
+def _run_option_parsers() -> dict[str, Callable[[str], Any]]:
+    """Each ``run`` option's parser by its key (``health_file``): what a config may set."""
+    return {option.lstrip("-").replace("-", "_"): parse for option, parse, _ in _RUN_OPTIONS}
+
+
+def _with_config(
+    args: argparse.Namespace, environ: dict[str, str], options: dict[str, Any]
+) -> dict[str, Any]:
+    """The run options with those of the config file and its checks (``--config``)."""
+    from ._config import load_config, with_config_checks
+
+    config = load_config(options.pop("config"), _run_option_parsers())
+    options = _resolve_run_options(args, environ, config.options)
+    del options["config"]
+    given_by = "--database" if args.database is not None else None
+    if given_by is None and "HEALTHFILE_DATABASE" in environ:
+        given_by = "HEALTHFILE_DATABASE"
+    return with_config_checks(config, options, database_given_by=given_by)
 
 
 def _check_health_file(args: argparse.Namespace, environ: dict[str, str]) -> str:
@@ -355,9 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ignore=ignore,
         )
     if args.command == "run":
+        environ = dict(os.environ)
         try:
-            options = _resolve_run_options(args, dict(os.environ))
-        except _OptionError as exc:
+            options = _resolve_run_options(args, environ)
+            if options["config"] is None:
+                del options["config"]
+            else:
+                options = _with_config(args, environ, options)
+        except (_OptionError, ValueError) as exc:  # ValueError: _config.ConfigError
             parser.exit(2, f"healthfile run: error: {exc}\n")
         if options["prometheus_file"] is not None:
             from ._prometheus import require_prometheus_client
@@ -374,7 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             refuse_shared_files(
-                options["database"], options["health_file"], options["prometheus_file"]
+                getattr(options["database"], "path", options["database"]),  # a config's check
+                options["health_file"],
+                options["prometheus_file"],
             )
         except ValueError as exc:
             parser.exit(2, f"healthfile run: error: {exc}\n")

@@ -1,0 +1,96 @@
+"""FileAgeCheck: a file modified within ``max_age`` seconds, a heartbeat any program can touch."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+
+from ._checks import display_path
+from ._limits import CLOCK_TOLERANCE_SECONDS
+from ._options import CheckOptions, absolute, validate_seconds
+from ._report import CheckResult
+from ._threads import DaemonThreadRunner
+
+__all__ = ["FileAgeCheck"]
+
+
+def _seconds_text(seconds: float) -> str:
+    """A duration as a person reads it: ``4.2 s``, ``75 s``, ``12 min``, ``5.0 h``, ``3.2 d``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+class FileAgeCheck(CheckOptions):
+    """Pass while ``path`` was modified within the last ``max_age`` seconds.
+
+    A heartbeat for any program: a worker, a cron job or a shell loop touches the file
+    (``touch /run/app/heartbeat``), and the check fails once it has not for ``max_age``
+    seconds. A missing file fails, ``no such file: PATH``. The file's modification time
+    (symlinks followed) is read in a daemon thread, since ``stat`` can hang on a network
+    file system; while one hangs the check reads fail, "still running since …".
+
+    A modification time in the future by up to 60 seconds (clocks of two machines sharing
+    a file system differ a little) counts as just now; further ahead, the check warns: a
+    clock is wrong, and the file's age cannot be told.
+
+    :param path: the file (or directory) to watch.
+    :param max_age: seconds since its last modification after which the check fails.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_age: float,
+        name: str = "file_age",
+        timeout: float | None = None,
+        critical: bool = True,
+        groups: Iterable[str] = (),
+        failure_threshold: int = 1,
+        success_threshold: int = 1,
+    ) -> None:
+        self.max_age = validate_seconds("max_age", max_age)
+        super().__init__(
+            name=name,
+            timeout=timeout,
+            critical=critical,
+            groups=groups,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+        )
+        self.path = absolute(path)  # once: a later os.chdir() changes nothing
+        self._runner = DaemonThreadRunner(self.name)
+
+    def __repr__(self) -> str:
+        return f"<FileAgeCheck {self.name!r} path={str(self.path)!r} max_age={self.max_age}>"
+
+    async def run(self) -> CheckResult:
+        """Read the file's modification time (in a daemon thread) and judge its age."""
+        shown = display_path(self.path)
+        try:
+            modified = await self._runner.call(lambda: os.stat(self.path).st_mtime)
+        except FileNotFoundError:
+            return CheckResult("fail", f"no such file: {shown}")
+        except OSError as exc:
+            return CheckResult("fail", f"cannot read {shown}: {exc.strerror or exc}")
+        age = time.time() - modified
+        if age < -CLOCK_TOLERANCE_SECONDS:
+            return CheckResult(
+                "warn", f"{shown} modified {_seconds_text(-age)} in the future: a clock is wrong"
+            )
+        age = max(age, 0.0)
+        if age > self.max_age:
+            return CheckResult(
+                "fail",
+                f"{shown} modified {_seconds_text(age)} ago, more than max_age "
+                f"{_seconds_text(self.max_age)}",
+            )
+        return CheckResult("pass", f"{shown} modified {_seconds_text(age)} ago")
