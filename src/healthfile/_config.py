@@ -35,6 +35,7 @@ __all__ = [
     "json_schema",
     "load_config",
     "with_config_checks",
+    "write_schema",
 ]
 
 SCHEMA_FILE = Path(__file__).with_name("config.schema.json")
@@ -97,7 +98,6 @@ def _seconds(*, allow_zero: bool) -> Kind:
             and (MIN_SECONDS <= value <= MAX_SECONDS or (allow_zero and value == 0))
         ),
         {"type": "number", "minimum": 0 if allow_zero else MIN_SECONDS, "maximum": MAX_SECONDS},
-        float,
     )
 
 
@@ -277,8 +277,9 @@ class _Reader:
         shown = "" if kind.secret else f", not {_show(value)}"
         raise self.fail(key, f"expected {kind.expected}{shown}")
 
-    def unknown(self, key: str, known: list[str], what: str) -> ConfigError:
-        return self.fail(key, f"unknown key{_nearest(key, known)}; {what} takes {', '.join(known)}")
+    def unknown(self, where: str, key: str, known: list[str], what: str) -> ConfigError:
+        near = _nearest(key, known)
+        return self.fail(f"{where}{key}", f"unknown key{near}; {what} takes {', '.join(known)}")
 
     def options(self, table: Mapping[str, Any]) -> dict[str, Any]:
         kinds = _run_kinds(self.parsers)
@@ -287,7 +288,7 @@ class _Reader:
             if key == "check":
                 continue
             if key not in kinds:
-                raise self.unknown(key, [*kinds, "check"], "the top level")
+                raise self.unknown("", key, [*kinds, "check"], "the top level")
             options[key] = self.value(key, kinds[key], value)
             parse = self.parsers.get(key)
             if parse is not None and kinds[key] is TEXT:
@@ -314,7 +315,7 @@ class _Reader:
             if name == "type":
                 continue
             if name not in kinds:
-                raise self.unknown(f"{key}.{name}", ["type", *kinds], f"a {type_name} check")
+                raise self.unknown(f"{key}.", name, ["type", *kinds], f"a {type_name} check")
             arguments[name] = self.value(f"{key}.{name}", kinds[name], value)
         missing = [name for name in declared.required if name not in table]
         if missing:
@@ -446,3 +447,11 @@ def json_schema(parsers: OptionParsers) -> dict[str, Any]:
         "properties": properties,
         "additionalProperties": False,
     }
+
+
+def write_schema() -> None:
+    """Write ``config.schema.json`` next to this module (after a change of the declarations)."""
+    from ._cli import _run_option_parsers
+
+    text = json.dumps(json_schema(_run_option_parsers()), indent=2) + "\n"
+    SCHEMA_FILE.write_text(text, encoding="utf-8")
