@@ -339,12 +339,18 @@ BAD_CONFIGS = [
     (
         "unknown-check-key",
         f"{DATABASE}{TCP}port = 80\nprot = 81",
-        'check[2].prot: unknown key (did you mean "port"?); a tcp check takes type, name, timeout, critical, groups, failure_threshold, success_threshold, host, port',
+        (
+            'check[2].prot: unknown key (did you mean "port"?); a tcp check takes type, name, '
+            "timeout, critical, groups, failure_threshold, success_threshold, host, port"
+        ),
     ),
     (
         "unknown-type",
         f'{DATABASE}[[check]]\ntype = "tpc"',
-        'check[2].type: unknown type "tpc" (did you mean "tcp"?); one of "sqlite", "disk", "tcp", "http", "command", "file-age", "loop-lag"',
+        (
+            'check[2].type: unknown type "tpc" (did you mean "tcp"?); one of "sqlite", "disk", '
+            '"tcp", "http", "command", "file-age", "loop-lag"'
+        ),
     ),
     (
         "heartbeat-type",
@@ -364,7 +370,10 @@ BAD_CONFIGS = [
     (
         "no-database",
         '[[check]]\ntype = "tcp"\nname = "api"\nhost = "a"\nport = 1',
-        'no database: add a [[check]] named "database" (of any type), or database = "PATH" of an SQLite file',
+        (
+            'no database: add a [[check]] named "database" (of any type), or database = "PATH" of '
+            "an SQLite file"
+        ),
     ),
     ("empty-file", "", 'no database: add a [[check]] named "database"'),
     (
@@ -380,7 +389,10 @@ BAD_CONFIGS = [
     (
         "database-twice",
         f'database = "a.db"\n{DATABASE}',
-        'database: the database is given twice: by this key and by check[1], the check named "database"',
+        (
+            "database: the database is given twice: by this key and by check[1], the check named "
+            '"database"'
+        ),
     ),
     (
         "interval-zero",
@@ -451,17 +463,26 @@ BAD_CONFIGS = [
     (
         "name-empty",
         f'{DATABASE}[[check]]\ntype = "disk"\npath = "."\nname = ""',
-        'check[2].name: expected a name: printable, at most 64 characters, no comma, no blank at either end, not ""',
+        (
+            "check[2].name: expected a name: printable, at most 64 characters, no comma, no blank "
+            'at either end, not ""'
+        ),
     ),
     (
         "argv-string",
         f'{DATABASE}[[check]]\ntype = "command"\nargv = "check_tcp -p 80"',
-        'check[2].argv: expected a non-empty list of strings: the program and its arguments (no shell), not "check_tcp -p 80"',
+        (
+            "check[2].argv: expected a non-empty list of strings: the program and its arguments "
+            '(no shell), not "check_tcp -p 80"'
+        ),
     ),
     (
         "argv-empty",
         f'{DATABASE}[[check]]\ntype = "command"\nargv = []',
-        "check[2].argv: expected a non-empty list of strings: the program and its arguments (no shell), not []",
+        (
+            "check[2].argv: expected a non-empty list of strings: the program and its arguments "
+            "(no shell), not []"
+        ),
     ),
     (
         "argv-missing",
@@ -476,7 +497,10 @@ BAD_CONFIGS = [
     (
         "status-high",
         f'{DATABASE}[[check]]\ntype = "http"\nurl = "http://a/"\nexpect_status = 600',
-        "check[2].expect_status: expected an HTTP status from 100 to 599, or a non-empty list of them, not 600",
+        (
+            "check[2].expect_status: expected an HTTP status from 100 to 599, or a non-empty list "
+            "of them, not 600"
+        ),
     ),
     (
         "headers-not-strings",
