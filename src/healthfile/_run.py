@@ -54,11 +54,13 @@ async def _serve(service: AsyncHealthService) -> None:
         stop_requested.set()
 
     with handle_signals(on_signal):
+        more = len(service.checks) - 1
         logger.info(
-            "writing %s every %g s (database check: %s)",
+            "writing %s every %g s (database check: %s%s)",
             service.health_file,
             service.interval,
             service.checks[0],
+            f"; {more} more check{'s' if more > 1 else ''}" if more else "",
         )
         await serve_until(service, stop_requested)
     logger.info("stopped; %s says so", service.health_file)
