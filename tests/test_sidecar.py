@@ -175,8 +175,7 @@ def test_sigterm_while_a_command_check_hangs_stops_at_once_and_kills_it(
     assert running.signal_and_wait(signal.SIGTERM) == 0
     assert time.monotonic() - started < generous(5)
 
-    for pid in pids:
-        wait_until(lambda pid=pid: not _running(pid), f"process {pid} to be killed")
+    wait_until(lambda: not any(map(_running, pids)), f"processes {pids} to be killed")
     report = read_report(tmp_path / "health.json")
     assert report is not None
     assert report["status"] == "stopped"
