@@ -13,11 +13,18 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterable, Sequence
-from typing import Any
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from ._options import CheckOptions
+from ._options import CheckOptions, CommonOptions
 from ._report import CheckResult, describe_exception, first_line
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = ["MAX_OUTPUT_BYTES", "CommandCheck"]
 
@@ -102,11 +109,7 @@ class CommandCheck(CheckOptions):
         argv: Sequence[str | os.PathLike[str]],
         *,
         name: str = "command",
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
             raise ValueError(
@@ -118,14 +121,7 @@ class CommandCheck(CheckOptions):
         args = [os.fspath(arg) for arg in argv]
         if not args[0] or any("\0" in arg for arg in args):
             raise ValueError(f"argv must name a program, and hold no NUL character: {argv!r}")
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        super().__init__(name=name, **options)
         self.argv = tuple(args)
 
     def __repr__(self) -> str:

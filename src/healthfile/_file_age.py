@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ._checks import display_path
 from ._limits import CLOCK_TOLERANCE_SECONDS
-from ._options import CheckOptions, absolute, validate_seconds
+from ._options import CheckOptions, CommonOptions, absolute, validate_seconds
 from ._report import CheckResult
 from ._threads import DaemonThreadRunner
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = ["FileAgeCheck"]
 
@@ -51,21 +58,10 @@ class FileAgeCheck(CheckOptions):
         *,
         max_age: float,
         name: str = "file_age",
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         self.max_age = validate_seconds("max_age", max_age)
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        super().__init__(name=name, **options)
         self.path = absolute(path)  # once: a later os.chdir() changes nothing
         self._runner = DaemonThreadRunner(self.name)
 

@@ -13,15 +13,22 @@ import contextlib
 import os
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from types import ModuleType
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
-from ._options import CheckOptions, absolute
+from ._options import CheckOptions, CommonOptions, absolute
 from ._redact import hide_values
 from ._report import CheckResult, describe_exception, first_line
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = [
     "HTTP_EXTRA",
@@ -101,24 +108,13 @@ class TCPCheck(CheckOptions):
         port: int,
         *,
         name: str = "tcp",
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         if not _is_text(host):
             raise ValueError(f"host must be a host name or an IP address, not {host!r}")
         if not _is_port(port):
             raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        super().__init__(name=name, **options)
         self.host = host.strip()
         self.port = port
 
@@ -237,24 +233,13 @@ class HTTPCheck(CheckOptions):
         headers: Mapping[str, str] | None = None,
         ca_file: str | os.PathLike[str] | None = None,
         name: str = "http",
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         _check_url(url)
         if method not in _METHODS:
             raise ValueError(f"method must be 'GET' or 'HEAD', not {method!r}")
         self._aiohttp = import_aiohttp()
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        super().__init__(name=name, **options)
         self.url = url
         self.method = method
         self.expect_status = _statuses(expect_status)
