@@ -22,10 +22,11 @@ from healthfile import (
     SQLiteCheck,
     TCPCheck,
 )
-from healthfile._cli import _run_option_parsers, main
+from healthfile._cli import _run_option_parsers
 from healthfile._config import SCHEMA_FILE, json_schema
 from healthfile._toml import read_toml
 from helpers import child_environment, needs_fifos, one_line
+from test_cli import invoke
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -87,17 +88,6 @@ type = "loop-lag"
 warn_after = 0.2
 fail_after = 2
 """
-
-
-def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Call main(argv) in-process; return its exit status, stdout and stderr."""
-    try:
-        status: object = main(argv)
-    except SystemExit as exc:
-        status = 0 if exc.code is None else exc.code
-    out, err = capsys.readouterr()
-    assert isinstance(status, int), f"exit status {status!r} is not an int"
-    return status, out, err
 
 
 def write(directory: Path, text: str, name: str = "healthfile.toml") -> Path:

@@ -20,6 +20,7 @@ import yaml
 from helpers import (
     child_environment,
     generous,
+    process_ended,
     read_report,
     require_program,
     wait_for_report,
@@ -175,19 +176,10 @@ def test_sigterm_while_a_command_check_hangs_stops_at_once_and_kills_it(
     assert running.signal_and_wait(signal.SIGTERM) == 0
     assert time.monotonic() - started < generous(5)
 
-    wait_until(lambda: not any(map(_running, pids)), f"processes {pids} to be killed")
+    wait_until(lambda: all(map(process_ended, pids)), f"processes {pids} to be killed")
     report = read_report(tmp_path / "health.json")
     assert report is not None
     assert report["status"] == "stopped"
-
-
-def _running(pid: int) -> bool:
-    """Process ``pid`` exists and is not a zombie (a zombie has ended: init reaps it)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return text.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_the_compose_example_runs_the_sidecar_with_the_example_config() -> None:
