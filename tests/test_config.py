@@ -290,6 +290,64 @@ def test_any_file_with_a_tool_healthfile_table_is_read_from_it(
     assert (options["database"], options["pyproject"]) == ("a.db", "p.toml")
 
 
+@pytest.mark.parametrize(
+    ("table", "name", "groups"),
+    [
+        ('type = "sqlite"\npath = "a.db"', "database", ()),
+        ('type = "disk"\npath = "."', "disk", ()),
+        ('type = "tcp"\nhost = "a"\nport = 1', "tcp", ()),
+        ('type = "http"\nurl = "http://a/"', "http", ()),
+        ('type = "command"\nargv = ["true"]', "command", ()),
+        ('type = "file-age"\npath = "hb"\nmax_age = 1', "file_age", ()),
+        ('type = "loop-lag"', "event_loop", ("live",)),
+    ],
+)
+def test_a_check_without_a_name_takes_its_types_name(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+    table: str,
+    name: str,
+    groups: tuple[str, ...],
+) -> None:
+    """A check without `name` takes its type's default name (and groups)."""
+    config = write(tmp_path, f'database = "x.db"\n[[check]]\n{table}\n')
+    if name == "database":
+        config = write(tmp_path, f"[[check]]\n{table}\n")
+
+    options = run_config(config, capsys, started_with)
+
+    made = options["database"] if name == "database" else options["checks"][0]
+    assert (made.name, made.groups) == (name, groups)
+
+
+def test_verbose_may_be_true_or_false(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], started_with: list[dict[str, Any]]
+) -> None:
+    """`verbose = true` is -v."""
+    options = run_config(write(tmp_path, f"verbose = true\n{DATABASE}"), capsys, started_with)
+
+    assert options["verbose"] == 1
+
+
+def test_relative_paths_are_relative_to_the_working_directory(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relative path in a config in another directory is taken from the working directory."""
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    config = write(elsewhere, f'{DATABASE}[[check]]\ntype = "file-age"\npath = "hb"\nmax_age = 1\n')
+    monkeypatch.chdir(tmp_path)
+
+    options = run_config(config, capsys, started_with)
+
+    assert options["database"].path == tmp_path / "app.db"
+    assert options["checks"][0].path == tmp_path / "hb"
+
+
 # --- a bad config: one line naming the file and the key ------------------------------------------
 
 TCP = '[[check]]\ntype = "tcp"\nhost = "db"\n'

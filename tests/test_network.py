@@ -19,6 +19,7 @@ from aiohttp import web
 
 import healthfile
 from healthfile import CheckResult, HTTPCheck, TCPCheck
+from healthfile._redact import hide_values
 from helpers import ServiceFactory, generous, require_program, run_once
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
@@ -226,6 +227,7 @@ class Server:
 
     url: str
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    peers: list[object] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -235,6 +237,8 @@ def make_app(server: Server) -> web.Application:
     @web.middleware
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         server.requests.append((request.method, request.path, dict(request.headers)))
+        transport = request.transport
+        server.peers.append(None if transport is None else transport.get_extra_info("peername"))
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -312,6 +316,26 @@ async def test_http_check_passes_on_200_with_the_status_and_time(http_server: Se
     assert result.output is not None
     assert result.output.startswith("HTTP 200 in ")
     assert result.output.endswith(" ms")
+
+
+@pytest.mark.asyncio
+async def test_every_run_opens_a_fresh_connection(http_server: Server) -> None:
+    """No connection is kept between runs: each run is a new client to the server."""
+    check = HTTPCheck(f"{http_server.url}/ok")
+
+    for _ in range(3):
+        assert (await run(check)).status == "pass"
+
+    assert len(set(map(str, http_server.peers))) == 3
+
+
+def test_header_values_are_hidden_whole_and_word_by_word() -> None:
+    """A header value is hidden whole, and so is each word of 4 characters or more of it."""
+    text = "got Bearer abc123xyz, then abc123xyz alone, then Bearer, and 200 in 3 ms"
+
+    hidden = hide_values(text, ["Bearer abc123xyz", "ok"])
+
+    assert hidden == "got ***, then *** alone, then ***, and 200 in 3 ms"
 
 
 @pytest.mark.asyncio

@@ -224,3 +224,41 @@ def test_the_shell_worker_touches_its_heartbeat_again_and_again(
     os.utime(heartbeat, (0, 0))
 
     wait_until(lambda: heartbeat.stat().st_mtime_ns >= first, "the next heartbeat", timeout=15)
+
+
+def _blocks(page: str, language: str) -> list[str]:
+    """The fenced blocks of ``language`` in docs/``page``."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split(f"```{language}\n")[1:]]
+
+
+def test_the_recipes_config_is_the_example_file(tmp_path: Path) -> None:
+    """The config shown in the sidecar recipe and in docs/cli.md is examples/sidecar.toml's
+    (its checks, and the options it shows)."""
+    from healthfile._toml import read_toml
+
+    example = read_toml(EXAMPLES / "sidecar.toml")
+    for page in ("recipes.md", "cli.md"):
+        [block] = [b for b in _blocks(page, "toml") if "[[check]]" in b]
+        shown = tmp_path / f"{page}.toml"
+        shown.write_text(block, encoding="utf-8")
+        document = read_toml(shown)
+        assert document.pop("check") == example["check"], page
+        assert document.items() <= example.items(), page
+
+
+def test_the_recipes_compose_file_is_the_example_file() -> None:
+    """The Compose file shown in the recipe says what examples/compose.yaml says."""
+    [block] = [b for b in _blocks("recipes.md", "yaml") if "services:" in b]
+    shown = yaml.safe_load(block)["services"]["health"]
+    example = yaml.safe_load((EXAMPLES / "compose.yaml").read_text())["services"]["health"]
+
+    for key in ("command", "init", "network_mode", "working_dir", "volumes"):
+        assert shown[key] == example[key], key
+    assert shown["healthcheck"]["test"] == example["healthcheck"]["test"]
+
+
+def test_the_recipes_shell_loop_is_the_example_script() -> None:
+    """The shell loop shown in the recipe is examples/worker.sh's."""
+    [block] = [b for b in _blocks("recipes.md", "sh") if "heartbeat" in b]
+    assert block.strip() in (EXAMPLES / "worker.sh").read_text()
