@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from healthfile import CheckResult, FileAgeCheck
-from helpers import ServiceFactory, generous, run_once
+from helpers import ServiceFactory, generous, run_once, wait_until_async
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -147,8 +148,8 @@ async def test_a_symlink_is_followed(tmp_path: Path) -> None:
 async def test_a_hung_stat_times_out_and_is_not_started_twice(
     make_service: ServiceFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """stat() runs in a daemon thread: a hung one times out, and the next cycle does not
-    start a second one but reads "still running"."""
+    """stat() runs in a daemon thread: a hung one times out, the next cycle does not start
+    a second one but reads "still running", and once it returns the check reads again."""
     path = touched(tmp_path)
     release = threading.Event()
     real_stat = os.stat
@@ -170,6 +171,30 @@ async def test_a_hung_stat_times_out_and_is_not_started_twice(
     assert first is not None
     assert first.checks["file_age"].output == "timed out after 0.1 s"
     assert (second.checks["file_age"].output or "").startswith("still running since ")
+    deadline = time.monotonic() + generous(30)
+    while (await service.check_now()).checks["file_age"].status != "pass":  # once it returns
+        assert time.monotonic() < deadline, "the check never read the file again"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_one_kept_thread_reads_the_file_and_ends_with_the_service(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """The check reads in one thread of its own across cycles, which ends on stop()."""
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "healthfile-check-beat"]
+
+    service = make_service(checks=[FileAgeCheck(touched(tmp_path), max_age=60, name="beat")])
+    await service.start()
+    [first] = readers()
+    await service.check_now()
+    await service.check_now()
+
+    assert readers() == [first]
+    await service.stop()
+    await wait_until_async(lambda: not first.is_alive(), "the reading thread to end")
 
 
 @pytest.mark.parametrize("max_age", [0, -1, "60", True, None, float("inf")])

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
+from concurrent.futures import Future
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ._checks import display_path
 from ._limits import CLOCK_TOLERANCE_SECONDS
 from ._options import CheckOptions, CommonOptions, absolute, validate_seconds
 from ._report import CheckResult
-from ._threads import DaemonThreadRunner
+from ._threads import CheckStillRunning, WorkerThread
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -20,6 +23,10 @@ if TYPE_CHECKING:
         from typing_extensions import Unpack
 
 __all__ = ["FileAgeCheck"]
+
+
+def _modified(path: str | os.PathLike[str]) -> float:
+    return os.stat(path).st_mtime
 
 
 def _seconds_text(seconds: float) -> str:
@@ -41,8 +48,9 @@ class FileAgeCheck(CheckOptions):
     A heartbeat for any program: a worker, a cron job or a shell loop touches the file
     (``touch /run/app/heartbeat``), and the check fails once it has not for ``max_age``
     seconds. A missing file fails, ``no such file: PATH``. The file's modification time
-    (symlinks followed) is read in a daemon thread, since ``stat`` can hang on a network
-    file system; while one hangs the check reads fail, "still running since …".
+    (symlinks followed) is read in a daemon thread the check keeps while the service runs
+    (one per check: ``stat`` can hang on a network file system, and a hung one must hold up
+    no other check); while one hangs the check reads fail, "still running since …".
 
     A modification time in the future by up to 60 seconds (clocks of two machines sharing
     a file system differ a little) counts as just now; further ahead, the check warns: a
@@ -63,16 +71,37 @@ class FileAgeCheck(CheckOptions):
         self.max_age = validate_seconds("max_age", max_age)
         super().__init__(name=name, **options)
         self.path = absolute(path)  # once: a later os.chdir() changes nothing
-        self._runner = DaemonThreadRunner(self.name)
+        # A kept thread, not a fresh one per run: starting a thread blocks the loop until it
+        # runs, which costs more than the stat (benchmarks, figure 8).
+        self._thread: WorkerThread | None = None
+        self._reading: Future[float] | None = None
+        self._reading_since = datetime.now(timezone.utc)
 
     def __repr__(self) -> str:
         return f"<FileAgeCheck {self.name!r} path={str(self.path)!r} max_age={self.max_age}>"
+
+    def on_stop(self) -> None:
+        """Let the reading thread end (at once, or when a hung stat returns)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+    async def _modified(self) -> float:
+        """The file's modification time, read in the check's thread."""
+        if self._reading is not None and not self._reading.done():
+            raise CheckStillRunning(self._reading_since)
+        if self._thread is None:
+            self._thread = WorkerThread(f"healthfile-check-{self.name}")
+        self._reading = self._thread.submit(_modified, self.path)
+        self._reading_since = datetime.now(timezone.utc)
+        # A cancelled wait leaves a stat that has started to finish in the thread.
+        return await asyncio.wrap_future(self._reading)
 
     async def run(self) -> CheckResult:
         """Read the file's modification time (in a daemon thread) and judge its age."""
         shown = display_path(self.path)
         try:
-            modified = await self._runner.call(lambda: os.stat(self.path).st_mtime)
+            modified = await self._modified()
         except FileNotFoundError:
             return CheckResult("fail", f"no such file: {shown}")
         except OSError as exc:
