@@ -25,7 +25,7 @@ from healthfile import (
 from healthfile._cli import _run_option_parsers
 from healthfile._config import SCHEMA_FILE, json_schema
 from healthfile._toml import read_toml
-from helpers import child_environment, needs_fifos, one_line
+from helpers import child_environment, needs_nonblocking_fifos, one_line
 from test_cli import invoke
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
@@ -710,7 +710,7 @@ def test_an_oversized_config_is_refused_unread(
     )
 
 
-@needs_fifos
+@needs_nonblocking_fifos
 def test_a_fifo_as_config_is_refused_without_blocking(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], started_with: list[dict[str, Any]]
 ) -> None:
