@@ -339,6 +339,20 @@ def test_header_values_are_hidden_whole_and_word_by_word() -> None:
 
 
 @pytest.mark.asyncio
+async def test_proxy_variables_are_not_used(
+    http_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY and HTTPS_PROXY pointing nowhere change nothing: the check goes direct."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, nowhere)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    assert (await run(HTTPCheck(f"{http_server.url}/ok"))).status == "pass"
+
+
+@pytest.mark.asyncio
 async def test_http_check_fails_on_500_with_the_first_line_of_the_body(http_server: Server) -> None:
     """A 500 fails, giving the status, what was expected, and the body's first line."""
     result = await run(HTTPCheck(f"{http_server.url}/status/500"))

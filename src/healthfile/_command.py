@@ -56,15 +56,18 @@ class _Collector(asyncio.SubprocessProtocol):
         self.ended: asyncio.Future[None] = loop.create_future()  # exited and its output closed
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        """Keep what fits in the bound; drop the rest."""
         room = MAX_OUTPUT_BYTES - len(self.kept)
         if room > 0:
             self.kept += data[:room] if isinstance(data, bytes) else data[:room].encode()
 
     def process_exited(self) -> None:
+        """Tell that the program has exited (and been reaped)."""
         if not self.exited.done():
             self.exited.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Tell that the program has exited and its output is closed."""
         self.process_exited()
         if not self.ended.done():
             self.ended.set_result(None)

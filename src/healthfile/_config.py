@@ -63,7 +63,7 @@ def _is_name(value: object) -> bool:
     return True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Kind:
     """What a key takes: a test of the TOML value, what it becomes, and its JSON Schema.
 
@@ -170,7 +170,7 @@ VERBOSITY = Kind(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckType:
     """One ``type`` of ``[[check]]``: its own keys, those required, the class that builds it."""
 
@@ -229,7 +229,7 @@ def _run_kinds(parsers: OptionParsers) -> dict[str, Kind]:
     return {key: _RUN_KINDS.get(key, TEXT) for key in keys}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Config:
     """A config file, validated: the run options it gives, and its checks.
 
@@ -269,19 +269,23 @@ class _Reader:
         self.parsers = parsers
 
     def fail(self, key: str, message: str) -> ConfigError:
+        """The error for ``key``: one line, the file and the key's whole path first."""
         return ConfigError(f"{self.path}: {self.prefix}{key}: {message}")
 
     def value(self, key: str, kind: Kind, value: object) -> Any:
+        """Convert ``value`` of ``key`` by its kind, or refuse it saying what was expected."""
         if kind.accepts(value):
             return kind.convert(value)
         shown = "" if kind.secret else f", not {_show(value)}"
         raise self.fail(key, f"expected {kind.expected}{shown}")
 
     def unknown(self, where: str, key: str, known: list[str], what: str) -> ConfigError:
+        """The error for a key no declaration has, with the nearest known one."""
         near = _nearest(key, known)
         return self.fail(f"{where}{key}", f"unknown key{near}; {what} takes {', '.join(known)}")
 
     def options(self, table: Mapping[str, Any]) -> dict[str, Any]:
+        """Read the top-level keys: ``healthfile run``'s options."""
         kinds = _run_kinds(self.parsers)
         options = {}
         for key, value in table.items():
@@ -299,6 +303,7 @@ class _Reader:
         return options
 
     def check(self, key: str, table: object) -> Check:
+        """Build the check a ``[[check]]`` table declares."""
         if not isinstance(table, dict):
             raise self.fail(key, f"expected a [[check]] table, not {_show(table)}")
         type_name = table.get("type")
@@ -327,6 +332,7 @@ class _Reader:
             raise self.fail(key, str(exc)) from None
 
     def checks(self, tables: object) -> list[tuple[str, Check]]:
+        """Build every ``[[check]]``, in order, with its key's path; refuse a repeated name."""
         if tables is None:
             return []
         if not isinstance(tables, list):

@@ -67,18 +67,22 @@ def elapsed_text(started: float) -> str:
 
 
 def _is_text(value: object) -> bool:
+    """Tell a non-empty printable string."""
     return isinstance(value, str) and bool(value.strip()) and value.isprintable()
 
 
 def _is_port(value: object) -> bool:
+    """Tell a TCP port number (an int, not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
 def _is_status(value: object) -> TypeGuard[int]:
+    """Tell an HTTP status code (an int, not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
 
 def _address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -209,7 +213,8 @@ class HTTPCheck(CheckOptions):
     Needs aiohttp (``pip install 'healthfile[http-check]'``). Every run opens a fresh
     connection (none is kept between runs), verifies TLS with the default context (or
     ``ca_file``), follows at most 5 redirects and reads at most 64 KiB of the body: on an
-    unexpected status its first line goes into the output. Header values are hidden
+    unexpected status its first line goes into the output. Proxy variables (``HTTP_PROXY``)
+    are not used: a probe talks to the service itself. Header values are hidden
     (``***``) wherever they would appear in an output, and so are the URL's user, password
     and query.
 
@@ -258,9 +263,11 @@ class HTTPCheck(CheckOptions):
         return f"<HTTPCheck {self.name!r} {self.method} {display_url(self.url)}>"
 
     def _expected(self, status: int) -> bool:
+        """Tell whether ``status`` passes."""
         return status in self.expect_status if self.expect_status else status < 400
 
     def _expectation(self) -> str:
+        """What passes, as the output says it."""
         if not self.expect_status:
             return "below 400"
         return ", ".join(str(status) for status in self.expect_status)
@@ -273,6 +280,7 @@ class HTTPCheck(CheckOptions):
         return CheckResult(result.status, output)
 
     async def _request(self) -> CheckResult:
+        """Send the request in a session of its own; judge the status, or say what failed."""
         aiohttp = self._aiohttp
         started = time.perf_counter()
         where = display_url(self.url)
