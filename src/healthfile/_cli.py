@@ -120,13 +120,18 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--health-file", _output_path, "health file to keep (default: data/health.json)"),
     ("--interval", _seconds(allow_zero=False), "seconds between cycles (default: 30)"),
     ("--check-timeout", _seconds(allow_zero=False), "seconds a check may take (default: 3)"),
-    ("--pyproject", _text, "pyproject.toml to read app_version from (default: pyproject.toml)"),
-    ("--app-version", _text, "app_version to report; wins over --pyproject"),
+    (
+        "--pyproject",
+        _text,
+        "pyproject.toml to read app_name and app_version from (default: none is read)",
+    ),
+    ("--app-version", _text, "app_version to report (default: from --pyproject, else unknown)"),
     (
         "--app-name",
         _text,
         "app_name to report and the Prometheus label app (default: [project].name of "
-        "--pyproject, else the installed distribution or script that runs)",
+        "--pyproject, else the name of --prometheus-file without its suffix, else that of "
+        "--database)",
     ),
     (
         "--start-period",
@@ -147,15 +152,31 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "health_file": "data/health.json",
     "interval": 30.0,
     "check_timeout": 3.0,
-    "pyproject": "pyproject.toml",
+    "pyproject": None,
     "app_version": None,
     "app_name": None,
     "start_period": 0.0,
     "prometheus_file": None,
 }
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off", "")
+
+_RUN_DESCRIPTION = """\
+Run the health service in the foreground until SIGINT or SIGTERM, then write the final
+'stopped' report. Every option can also be given as an environment variable
+HEALTHFILE_<NAME> (e.g. HEALTHFILE_INTERVAL=5); the command line wins.
+
+It logs one line per change of status. -v logs every cycle too, -vv also the database
+driver's (aiosqlite's) debug lines; HEALTHFILE_VERBOSE=1 or 2 does the same. Switches in
+the environment take 1/0, true/false, yes/no or on/off.
+
+exit status
+0    stopped by a signal, and the health file says stopped (or another process keeps it)
+1    the final 'stopped' report could not be written (the log says why)
+2    a bad option or environment variable (one line on stderr)
+130  a stop signal again, a second or more after the first: the stop was not waited for
+"""
 
 _CHECK_DESCRIPTION = """\
 Judge a health file and exit with the verdict, for Docker HEALTHCHECK, Kubernetes exec probes
@@ -194,27 +215,62 @@ def _env_name(option: str) -> str:
     return ENV_PREFIX + option.lstrip("-").replace("-", "_").upper()
 
 
+def _env_count(name: str, environ: dict[str, str], *, count: bool = False) -> int:
+    """A switch (or, with ``count``, a count) from the environment: 1/0, true/false,
+    yes/no, on/off (a count also 2, 3, ...); true is 1."""
+    raw = environ.get(name, "0").strip().lower()
+    if raw.isdigit() and (count or int(raw) <= 1):
+        return int(raw)
+    if raw in _TRUE + _FALSE:
+        return int(raw in _TRUE)
+    numbers = "0, 1, 2" if count else "1, 0"
+    raise _OptionError(f"{name}: expected {numbers}, true, false, yes, no, on or off, not {raw!r}")
+
+
+def _metavar(option: str, parse: Callable[[str], Any]) -> str:
+    """What an option's value is, in help and usage: SECONDS, PATH or TEXT (as `check` says)."""
+    if getattr(parse, "__name__", "") == "seconds":
+        return "SECONDS"
+    if option.endswith("-file") or option in ("--database", "--pyproject", "--config"):
+        return "PATH"
+    return "TEXT"
+
+
+class _Version(argparse.Action):
+    """``--version``: read the installed version only when asked (the probe never pays)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print healthfile's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"healthfile {version('healthfile')}\n")  # as argparse's own: stdout
+        parser.exit(0)
+
+
 def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     parser = _Parser(
         nagios_usage=nagios_usage,
         prog="healthfile",
         description="Keep a JSON health file for monitors, or judge one.",
     )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     run = commands.add_parser(
         "run",
         help="run the health service in the foreground until SIGINT or SIGTERM",
-        description=(
-            "Run the health service in the foreground until SIGINT or SIGTERM, then write "
-            "the final 'stopped' report and exit 0. Every option can also be given as an "
-            "environment variable HEALTHFILE_<NAME> (e.g. HEALTHFILE_INTERVAL=5); the "
-            "command line wins."
-        ),
+        description=_RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for option, parse, text in _RUN_OPTIONS:
         run.add_argument(
-            option, type=parse, default=None, help=f"{text} [env: {_env_name(option)}]"
+            option,
+            type=parse,
+            default=None,
+            metavar=_metavar(option, parse),
+            help=f"{text} [env: {_env_name(option)}]",
         )
     run.add_argument(
         "--notify-systemd",
@@ -230,7 +286,8 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         "--verbose",
         action="count",
         default=None,
-        help="log every cycle, not only status changes [env: HEALTHFILE_VERBOSE=1]",
+        help="log every cycle, not only status changes; -vv also aiosqlite's debug lines "
+        "[env: HEALTHFILE_VERBOSE=1 or 2]",
     )
     check = commands.add_parser(
         "check",
@@ -316,19 +373,11 @@ def _resolve_run_options(
         values[key] = _RUN_DEFAULTS[key] if value is None else value
     verbose = args.verbose
     if verbose is None and "HEALTHFILE_VERBOSE" in environ:
-        raw = environ["HEALTHFILE_VERBOSE"]
-        if not raw.isdigit():
-            raise _OptionError(f"HEALTHFILE_VERBOSE: expected 0, 1 or 2, not {raw!r}")
-        verbose = int(raw)
+        verbose = _env_count("HEALTHFILE_VERBOSE", environ, count=True)
     values["verbose"] = config.get("verbose", 0) if verbose is None else verbose
     notify = args.notify_systemd
     if notify is None and "HEALTHFILE_NOTIFY_SYSTEMD" in environ:
-        raw = environ["HEALTHFILE_NOTIFY_SYSTEMD"].strip().lower()
-        if raw not in _TRUE + _FALSE:
-            raise _OptionError(
-                f"HEALTHFILE_NOTIFY_SYSTEMD: expected 1, 0, true or false, not {raw!r}"
-            )
-        notify = raw in _TRUE
+        notify = _env_count("HEALTHFILE_NOTIFY_SYSTEMD", environ) > 0
     values["notify_systemd"] = config.get("notify_systemd", False) if notify is None else notify
     return values
 
@@ -340,17 +389,42 @@ def _run_option_parsers() -> dict[str, Callable[[str], Any]]:
 
 def _with_config(
     args: argparse.Namespace, environ: dict[str, str], options: dict[str, Any]
-) -> dict[str, Any]:
-    """The run options with those of the config file and its checks (``--config``)."""
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run options with those of the config file and its checks (``--config``), and how
+    the config gave the options it gave (``health_file in sidecar.toml``)."""
     from ._config import load_config, with_config_checks
 
-    config = load_config(options.pop("config"), _run_option_parsers())
+    path = options.pop("config")
+    config = load_config(path, _run_option_parsers())
     options = _resolve_run_options(args, environ, config.options)
     del options["config"]
     given_by = "--database" if args.database is not None else None
     if given_by is None and "HEALTHFILE_DATABASE" in environ:
         given_by = "HEALTHFILE_DATABASE"
-    return with_config_checks(config, options, database_given_by=given_by)
+    given = {key: f"{key} = {value!r} in {path}" for key, value in config.options.items()}
+    if config.database is not None:
+        given["database"] = f"{config.database_key} in {path}"
+    return with_config_checks(config, options, database_given_by=given_by), given
+
+
+def _given_as(
+    args: argparse.Namespace,
+    environ: dict[str, str],
+    key: str,
+    value: object,
+    config: dict[str, str] | None = None,
+) -> str:
+    """How the user gave a ``run`` option: ``--health-file PATH``, ``HEALTHFILE_…=PATH``, in
+    the ``config`` file, or not."""
+    flag = "--" + key.replace("_", "-")
+    if getattr(args, key) is not None:
+        return f"{flag} {value}"
+    env = _env_name(flag)
+    if env in environ:
+        return f"{env}={value}"
+    if config and key in config:
+        return config[key]
+    return f"{flag} {value} (the default)"
 
 
 def _check_health_file(args: argparse.Namespace, environ: dict[str, str]) -> str:
@@ -408,12 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "run":
         environ = dict(os.environ)
+        config_given: dict[str, str] = {}
         try:
             options = _resolve_run_options(args, environ)
             if options["config"] is None:
                 del options["config"]
             else:
-                options = _with_config(args, environ, options)
+                options, config_given = _with_config(args, environ, options)
         except (_OptionError, ValueError) as exc:  # ValueError: _config.ConfigError
             parser.exit(2, f"healthfile run: error: {exc}\n")
         if options["prometheus_file"] is not None:
@@ -434,6 +509,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 getattr(options["database"], "path", options["database"]),  # a config's check
                 options["health_file"],
                 options["prometheus_file"],
+                labels={
+                    key: _given_as(args, environ, key, options[key], config_given)
+                    for key in ("database", "health_file", "prometheus_file")
+                },
             )
         except ValueError as exc:
             parser.exit(2, f"healthfile run: error: {exc}\n")
