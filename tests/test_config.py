@@ -155,7 +155,6 @@ def test_the_run_options_of_the_config_are_used(
     assert (options["interval"], options["check_timeout"], options["start_period"]) == (5, 2, 10)
     assert (options["app_name"], options["app_version"]) == ("shop", "1.2.3")
     assert (options["notify_systemd"], options["verbose"]) == (True, 1)
-    assert "config" not in options
 
 
 def test_a_database_key_is_an_sqlite_database_like_the_option(
@@ -346,6 +345,28 @@ def test_relative_paths_are_relative_to_the_working_directory(
 
     assert options["database"].path == tmp_path / "app.db"
     assert options["checks"][0].path == tmp_path / "hb"
+
+
+@pytest.mark.parametrize(
+    ("database", "expected"),
+    [(TCPCheck("db", 5432, name="database"), "sidecar"), (SQLiteCheck("data/orders.db"), "orders")],
+)
+def test_without_app_name_a_config_names_the_app_by_its_database_or_itself(
+    database: object, expected: str
+) -> None:
+    """Without app_name, a config's SQLite database names the app, else the config file."""
+    from healthfile._run import _identity
+
+    options = {
+        "app_name": None,
+        "app_version": "1.0",
+        "pyproject": None,
+        "prometheus_file": None,
+        "database": database,
+        "config": "etc/sidecar.toml",
+    }
+
+    assert _identity(options).name == expected
 
 
 # --- a bad config: one line naming the file and the key ------------------------------------------

@@ -394,10 +394,9 @@ def _with_config(
     the config gave the options it gave (``health_file in sidecar.toml``)."""
     from ._config import load_config, with_config_checks
 
-    path = options.pop("config")
+    path = options["config"]
     config = load_config(path, _run_option_parsers())
     options = _resolve_run_options(args, environ, config.options)
-    del options["config"]
     given_by = "--database" if args.database is not None else None
     if given_by is None and "HEALTHFILE_DATABASE" in environ:
         given_by = "HEALTHFILE_DATABASE"
