@@ -405,26 +405,26 @@ async def test_a_run_leaves_no_descriptor_and_no_zombie(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "error"),
     [
-        "check_tcp -H db -p 5432",
-        b"check_tcp",
-        [],
-        [""],
-        [42],
-        ["check\0tcp"],
-        None,
+        ("check_tcp -H db -p 5432", TypeError),
+        (b"check_tcp", TypeError),
+        ([42], TypeError),
+        (None, TypeError),
+        ([], ValueError),
+        ([""], ValueError),
+        (["check\0tcp"], ValueError),
     ],
 )
-def test_argv_must_be_a_list_of_strings(argv: Any) -> None:
-    """argv is a non-empty list of strings naming a program; a shell line is refused."""
-    with pytest.raises(ValueError, match="argv"):
+def test_argv_must_be_a_list_of_strings(argv: Any, error: type[Exception]) -> None:
+    """argv is a list of strings (else TypeError) naming a program (else ValueError)."""
+    with pytest.raises(error, match="argv"):
         CommandCheck(argv)
 
 
 def test_a_string_argv_is_refused_saying_no_shell() -> None:
     """The message for a string says why: there is no shell."""
-    with pytest.raises(ValueError, match=r"no shell"):
+    with pytest.raises(TypeError, match=r"no shell"):
         CommandCheck("check_tcp -H db")
 
 

@@ -197,10 +197,20 @@ async def test_one_kept_thread_reads_the_file_and_ends_with_the_service(
     await wait_until_async(lambda: not first.is_alive(), "the reading thread to end")
 
 
-@pytest.mark.parametrize("max_age", [0, -1, "60", True, None, float("inf")])
-def test_max_age_must_be_seconds(tmp_path: Path, max_age: Any) -> None:
-    """max_age is a number of seconds, at least 1 ms."""
-    with pytest.raises(ValueError, match="max_age"):
+@pytest.mark.parametrize(
+    ("max_age", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (float("inf"), ValueError),
+        ("60", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_max_age_must_be_seconds(tmp_path: Path, max_age: Any, error: type[Exception]) -> None:
+    """max_age is a number of seconds (else TypeError), at least 1 ms (else ValueError)."""
+    with pytest.raises(error, match="max_age"):
         FileAgeCheck(tmp_path / "x", max_age=max_age)
 
 

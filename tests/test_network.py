@@ -174,22 +174,22 @@ async def test_tcp_check_named_database_feeds_the_database_field(
 
 
 @pytest.mark.parametrize(
-    ("host", "port"),
+    ("host", "port", "error"),
     [
-        ("", 80),
-        ("  ", 80),
-        ("a\nb", 80),
-        (None, 80),
-        ("localhost", 0),
-        ("localhost", 65536),
-        ("localhost", True),
-        ("localhost", "80"),
-        ("localhost", 80.0),
+        ("", 80, ValueError),
+        ("  ", 80, ValueError),
+        ("a\nb", 80, ValueError),
+        (None, 80, TypeError),
+        ("localhost", 0, ValueError),
+        ("localhost", 65536, ValueError),
+        ("localhost", True, TypeError),
+        ("localhost", "80", TypeError),
+        ("localhost", 80.0, TypeError),
     ],
 )
-def test_tcp_check_refuses_a_bad_host_or_port(host: Any, port: Any) -> None:
-    """A bad host or port raises ValueError at construction, naming it."""
-    with pytest.raises(ValueError, match=r"^(host|port) must be"):
+def test_tcp_check_refuses_a_bad_host_or_port(host: Any, port: Any, error: type[Exception]) -> None:
+    """A host or port of the wrong type raises TypeError, one out of range ValueError."""
+    with pytest.raises(error, match=r"^(host|port) must be"):
         TCPCheck(host, port)
 
 
@@ -566,36 +566,40 @@ async def test_http_check_trusts_the_given_ca_file(
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "error", "message"),
     [
-        ({"url": "ftp://example.com/"}, "url must be an http:// or https:// URL"),
-        ({"url": "http://"}, "url must be"),
-        ({"url": "example.com/health"}, "url must be"),
-        ({"url": 42}, "url must be"),
-        ({"method": "POST"}, "method must be 'GET' or 'HEAD'"),
-        ({"method": "get"}, "method must be"),
-        ({"expect_status": 99}, "expect_status"),
-        ({"expect_status": 600}, "expect_status"),
-        ({"expect_status": []}, "expect_status"),
-        ({"expect_status": True}, "expect_status"),
-        ({"expect_status": "200"}, "expect_status"),
-        ({"expect_status": [200, "204"]}, "expect_status"),
-        ({"headers": ["Authorization"]}, "headers must be a mapping"),
-        ({"headers": {"Bad Name:": "x"}}, "header name"),
-        ({"headers": {"X-Token": 5}}, "X-Token"),
-        ({"ca_file": "/no/such/ca.pem"}, "ca_file '/no/such/ca.pem'"),
+        ({"url": "ftp://example.com/"}, ValueError, "url must be an http:// or https:// URL"),
+        ({"url": "http://"}, ValueError, "url must be"),
+        ({"url": "example.com/health"}, ValueError, "url must be"),
+        ({"url": 42}, TypeError, "url must be a string"),
+        ({"method": "POST"}, ValueError, "method must be 'GET' or 'HEAD'"),
+        ({"method": "get"}, ValueError, "method must be"),
+        ({"method": None}, TypeError, "method must be a string"),
+        ({"expect_status": 99}, ValueError, "expect_status"),
+        ({"expect_status": 600}, ValueError, "expect_status"),
+        ({"expect_status": []}, ValueError, "expect_status"),
+        ({"expect_status": True}, TypeError, "expect_status"),
+        ({"expect_status": "200"}, TypeError, "expect_status"),
+        ({"expect_status": [200, "204"]}, TypeError, "expect_status"),
+        ({"headers": ["Authorization"]}, TypeError, "headers must be a mapping"),
+        ({"headers": {"Bad Name:": "x"}}, ValueError, "header name"),
+        ({"headers": {"X-Token": 5}}, TypeError, "X-Token"),
+        ({"ca_file": "/no/such/ca.pem"}, ValueError, "ca_file '/no/such/ca.pem'"),
     ],
 )
-def test_http_check_refuses_bad_arguments(arguments: dict[str, Any], message: str) -> None:
-    """A bad URL, method, status, header or CA file raises ValueError saying which."""
+def test_http_check_refuses_bad_arguments(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A bad URL, method, status, header or CA file raises saying which: TypeError for a
+    wrong type, ValueError for a bad value."""
     arguments.setdefault("url", "http://127.0.0.1/")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         HTTPCheck(**arguments)
 
 
 def test_a_header_value_with_a_line_break_is_refused_without_being_shown() -> None:
     """A header value that could split the request is refused; the value is not quoted."""
-    with pytest.raises(ValueError, match="line breaks") as refused:
+    with pytest.raises(ValueError, match="line break") as refused:
         HTTPCheck("http://127.0.0.1/", headers={"Authorization": f"Bearer {SECRET}\r\nX: y"})
 
     assert SECRET not in str(refused.value)

@@ -115,14 +115,14 @@ class CommandCheck(CheckOptions):
         **options: Unpack[CommonOptions],
     ) -> None:
         if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
-            raise ValueError(
+            raise TypeError(
                 "argv must be a list of the program and its arguments such as "
                 f"['check_tcp', '-p', '80'] (no shell), not {argv!r}"
             )
-        if not argv or not all(isinstance(arg, (str, os.PathLike)) for arg in argv):
-            raise ValueError(f"argv must be a non-empty list of strings, not {argv!r}")
+        if not all(isinstance(arg, (str, os.PathLike)) for arg in argv):
+            raise TypeError(f"argv must be a list of strings, not {argv!r}")
         args = [os.fspath(arg) for arg in argv]
-        if not args[0] or any("\0" in arg for arg in args):
+        if not args or not args[0] or any("\0" in arg for arg in args):
             raise ValueError(f"argv must name a program, and hold no NUL character: {argv!r}")
         super().__init__(name=name, **options)
         self.argv = tuple(args)

@@ -328,7 +328,7 @@ class _Reader:
             raise self.fail(f"{key}.{missing[0]}", f"missing: a {type_name} check needs {needs}")
         try:
             return declared.make(**arguments)
-        except (ValueError, ImportError) as exc:
+        except (TypeError, ValueError, ImportError) as exc:
             raise self.fail(key, str(exc)) from None
 
     def checks(self, tables: object) -> list[tuple[str, Check]]:

@@ -66,19 +66,9 @@ def elapsed_text(started: float) -> str:
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
-def _is_text(value: object) -> bool:
-    """Tell a non-empty printable string."""
-    return isinstance(value, str) and bool(value.strip()) and value.isprintable()
-
-
-def _is_port(value: object) -> bool:
-    """Tell a TCP port number (an int, not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
-
-
-def _is_status(value: object) -> TypeGuard[int]:
-    """Tell an HTTP status code (an int, not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+def _is_int(value: object) -> TypeGuard[int]:
+    """Tell an int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _address(host: str, port: int) -> str:
@@ -114,10 +104,14 @@ class TCPCheck(CheckOptions):
         name: str = "tcp",
         **options: Unpack[CommonOptions],
     ) -> None:
-        if not _is_text(host):
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a string, not {host!r} ({type(host).__name__})")
+        if not host.strip() or not host.isprintable():
             raise ValueError(f"host must be a host name or an IP address, not {host!r}")
-        if not _is_port(port):
-            raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
+        if not _is_int(port):
+            raise TypeError(f"port must be an int, not {port!r} ({type(port).__name__})")
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port must be from 1 to 65535, not {port!r}")
         super().__init__(name=name, **options)
         self.host = host.strip()
         self.port = port
@@ -157,16 +151,21 @@ def _statuses(expect_status: object) -> tuple[int, ...]:
     """The accepted statuses, sorted; ``()`` for the default (any status below 400)."""
     if expect_status is None:
         return ()
-    values = (
-        [expect_status]
-        if isinstance(expect_status, int) or not isinstance(expect_status, Iterable)
-        else list(expect_status)
-    )
-    statuses = [value for value in values if _is_status(value)]
-    if not statuses or len(statuses) != len(values):
+    if _is_int(expect_status):
+        values: list[object] = [expect_status]
+    elif isinstance(expect_status, Iterable) and not isinstance(expect_status, (str, bytes)):
+        values = list(expect_status)
+    else:
+        values = [expect_status]
+    statuses = [value for value in values if _is_int(value)]
+    if len(statuses) != len(values):
+        raise TypeError(
+            f"expect_status must be an int or a list of ints (HTTP statuses), not {expect_status!r}"
+        )
+    if not statuses or not all(100 <= status <= 599 for status in statuses):
         raise ValueError(
-            f"expect_status must be an HTTP status from 100 to 599 or a list of them, "
-            f"not {expect_status!r}"
+            f"expect_status must be an HTTP status from 100 to 599 or a non-empty list of "
+            f"them, not {expect_status!r}"
         )
     return tuple(sorted(set(statuses)))
 
@@ -176,14 +175,16 @@ def _headers(headers: object) -> dict[str, str]:
     if headers is None:
         return {}
     if not isinstance(headers, Mapping):
-        raise ValueError(f"headers must be a mapping of names to values, not {headers!r}")
+        raise TypeError(f"headers must be a mapping of names to values, not {headers!r}")
     checked = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not name or ":" in name or not name.isprintable():
-            raise ValueError(f"a header name must be a printable string without ':', not {name!r}")
-        if not isinstance(value, str) or _HEADER_FORBIDDEN & set(value):
-            # The value is a secret as likely as not: never shown.
-            raise ValueError(f"header {name!r}: the value must be a string without line breaks")
+        # A value is a secret as likely as not: never shown.
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header {name!r}: the name and the value must be strings")
+        if not name or ":" in name or not name.isprintable():
+            raise ValueError(f"a header name must be printable, without ':', not {name!r}")
+        if _HEADER_FORBIDDEN & set(value):
+            raise ValueError(f"header {name!r}: the value must hold no line break")
         checked[name] = value
     return checked
 
@@ -201,9 +202,11 @@ async def _read_body(content: Any) -> bytes:
 
 def _check_url(url: object) -> None:
     """Refuse anything but an http:// or https:// URL with a host."""
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = display_url(url) if isinstance(url, str) else repr(url)
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a string, not {url!r} ({type(url).__name__})")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = display_url(url)
         raise ValueError(f"url must be an http:// or https:// URL with a host, not {shown}")
 
 
@@ -226,6 +229,7 @@ class HTTPCheck(CheckOptions):
     :param ca_file: a PEM file of the certificate authorities to trust instead of the
         system's, for a service with a private CA.
     :raises ImportError: when aiohttp is not installed.
+    :raises TypeError: for an argument of the wrong type.
     :raises ValueError: for a bad URL, method, status, header or CA file.
     """
 
@@ -241,6 +245,8 @@ class HTTPCheck(CheckOptions):
         **options: Unpack[CommonOptions],
     ) -> None:
         _check_url(url)
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a string, not {method!r} ({type(method).__name__})")
         if method not in _METHODS:
             raise ValueError(f"method must be 'GET' or 'HEAD', not {method!r}")
         self._aiohttp = import_aiohttp()
