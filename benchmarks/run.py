@@ -49,6 +49,7 @@ FIGURES = {
     5: "fig5_scale",
     6: "fig6_cold_start",
     7: "fig7_footprint",
+    8: "fig8_sidecar",
 }
 HEADER = ["figure", "healthfile", "baseline", "ratio", "target", "met?"]
 
