@@ -758,8 +758,8 @@ def test_an_http_check_without_aiohttp_is_a_config_error(
 
     assert (status, one_line(err)) == (
         2,
-        f"healthfile run: error: {config}: check[2]: the http check needs aiohttp: "
-        "pip install 'healthfile[http-check]'",
+        f"healthfile run: error: {config}: check[2]: the http check needs aiohttp "
+        "(the extra healthfile[http-check]): pip install aiohttp",
     )
 
 
@@ -803,7 +803,7 @@ def test_an_http_check_without_aiohttp_in_a_real_process(tmp_path: Path) -> None
     )
 
     assert done.returncode == 2
-    assert one_line(done.stderr).endswith("pip install 'healthfile[http-check]'")
+    assert one_line(done.stderr).endswith("(the extra healthfile[http-check]): pip install aiohttp")
 
 
 # --- the JSON Schema for editors ------------------------------------------------------------------

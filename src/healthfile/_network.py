@@ -46,7 +46,7 @@ __all__ = [
 MAX_BODY_BYTES = 64 * 1024
 # Redirects followed before the check fails: a loop ends here, not at the timeout.
 MAX_REDIRECTS = 5
-HTTP_EXTRA = "the http check needs aiohttp: pip install 'healthfile[http-check]'"
+HTTP_EXTRA = "the http check needs aiohttp (the extra healthfile[http-check]): pip install aiohttp"
 _METHODS = ("GET", "HEAD")
 _HEADER_FORBIDDEN = frozenset("\r\n\0")
 
@@ -213,8 +213,8 @@ def _check_url(url: object) -> None:
 class HTTPCheck(CheckOptions):
     """Pass when ``url`` answers with an expected status; the output gives it and the time.
 
-    Needs aiohttp (``pip install 'healthfile[http-check]'``). Every run opens a fresh
-    connection (none is kept between runs), verifies TLS with the default context (or
+    Needs aiohttp (the extra ``healthfile[http-check]``: ``pip install aiohttp``). Every run
+    opens a fresh connection (none is kept between runs), verifies TLS with the default context (or
     ``ca_file``), follows at most 5 redirects and reads at most 64 KiB of the body: on an
     unexpected status its first line goes into the output. Proxy variables (``HTTP_PROXY``)
     are not used: a probe talks to the service itself. Header values are hidden
