@@ -133,22 +133,27 @@ async def test_a_check_returning_an_invalid_check_result_reads_fail_and_cycles_g
     assert on_disk["status"] == "degraded"
 
 
-@pytest.mark.parametrize("timeout", [math.nan, math.inf, -1.0, 0.0, 1e12, True, "5"])
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (-1.0, ValueError),
+        (0.0, ValueError),
+        (1e12, ValueError),
+        (True, TypeError),
+        ("5", TypeError),
+    ],
+)
 def test_a_custom_checks_timeout_attribute_is_validated_at_construction(
-    tmp_path: Path, timeout: object
+    tmp_path: Path, timeout: object, error: type[Exception]
 ) -> None:
-    """A hand-written check whose timeout is NaN, infinite, not positive, past a year or not a
-    number is refused when the service is made, naming the check and its timeout."""
-
-    class Custom:
-        name = "custom"
-
-        async def run(self) -> CheckResult:
-            return CheckResult("pass")
-
-    custom = Custom()
+    """A hand-written check whose timeout is NaN, infinite, not positive or past a year
+    (ValueError), or not a number (TypeError), is refused when the service is made, naming
+    the check and its timeout."""
+    custom = Returning("custom", CheckResult("pass"))
     custom.timeout = timeout  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="check 'custom' timeout"):
+    with pytest.raises(error, match="check 'custom' timeout"):
         healthfile.AsyncHealthService(tmp_path / "app.db", checks=[custom])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -422,9 +423,13 @@ def test_a_link_to_the_database_is_refused_as_the_health_file(
     else:
         os.link(database, alias)
 
-    with pytest.raises(ValueError, match="database and health_file are the same file"):
+    same = re.escape(
+        f" and health_file='{alias}' are the same file "
+        f"('{database}' and '{alias}', two names of one file)"
+    )
+    with pytest.raises(ValueError, match=f"^database='{re.escape(str(database))}'{same}"):
         healthfile.AsyncHealthService(database, health_file=alias)
-    with pytest.raises(ValueError, match="database and health_file are the same file"):
+    with pytest.raises(ValueError, match=f"^database=<SQLiteCheck .*>{same}"):
         healthfile.AsyncHealthService(healthfile.SQLiteCheck(database), health_file=alias)
 
 
@@ -455,7 +460,9 @@ def test_healthfile_run_refuses_the_database_as_health_file_and_keeps_it(
     assert done.returncode == 2
     assert done.stdout == b""
     assert done.stderr.count(b"\n") == 1
-    assert done.stderr.startswith(b"healthfile run: error: database and health_file are the same")
+    assert done.stderr.startswith(
+        b"healthfile run: error: --database app.db and --health-file ./app.db are the same file"
+    )
     assert database.read_bytes() == before
 
 
@@ -634,9 +641,9 @@ def test_a_database_or_prometheus_file_at_the_lock_files_path_is_refused(
 
     health_file = tmp_path / name
     lock = lock_path(health_file)
-    with pytest.raises(ValueError, match="database and the health file's lock file are the same"):
+    with pytest.raises(ValueError, match=r"database=.* and the lock file of health_file=.* same"):
         healthfile.AsyncHealthService(lock, health_file=health_file)
-    with pytest.raises(ValueError, match="prometheus_file and the health file's lock file"):
+    with pytest.raises(ValueError, match=r"prometheus_file=.* and the lock file of health_file="):
         healthfile.AsyncHealthService(
             tmp_path / "app.db", health_file=health_file, prometheus_file=lock
         )
@@ -666,7 +673,8 @@ def test_healthfile_run_refuses_the_database_at_the_lock_files_path_and_keeps_it
     assert done.stdout == b""
     assert done.stderr.count(b"\n") == 1
     assert done.stderr.startswith(
-        b"healthfile run: error: database and the health file's lock file are the same file"
+        b"healthfile run: error: --database .health.json.lock and the lock file of "
+        b"--health-file health.json are the same file"
     )
     assert sidecar.read_bytes() == before
     assert not (tmp_path / "health.json").exists()
