@@ -712,3 +712,19 @@ def test_a_logged_traceback_keeps_its_line_breaks_and_escapes_terminal_codes() -
     assert text.startswith("Traceback (most recent call last):\n")
     assert text.rstrip("\n").endswith("ValueError: \\x1b[2Jpassword=***")
     assert "\x1b" not in text
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 10])
+def test_the_measured_size_of_changes_is_their_indented_rendering_in_bytes(count: int) -> None:
+    """The changes' size, measured from a compact rendering, is exactly what the file's
+    2-space indented rendering takes, escapes and non-ASCII whys included."""
+    from healthfile._changes import Change, _rendered_size
+
+    moment = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    whys = ['the "database" check: fail', "é 日本 \\ back\nslash", "", "x" * 200]
+    changes = tuple(
+        Change(moment, "degraded", None if index == 0 else "online", whys[index % len(whys)])
+        for index in range(count)
+    )
+    rendered = json.dumps({"changes": [change.as_dict() for change in changes]}, indent=2)
+    assert _rendered_size(changes) == len(rendered.encode("utf-8")) - len("{\n\n}")

@@ -8,6 +8,7 @@ not forget when the database went.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -136,24 +137,46 @@ class ChangeLog:
 
 def fit_changes(changes: tuple[Change, ...], max_bytes: int) -> tuple[Change, ...]:
     """``changes`` with their whys shortened, as little as fits, to render in ``max_bytes``."""
+    limit = _why_limit(changes, max_bytes)
+    return changes if limit is None else _with_whys_cut(changes, limit)
+
+
+# Cached: the changes are the same from one report to the next until the status changes,
+# and measuring them renders them (a third of a report's rendering, with ten changes).
+@functools.lru_cache(maxsize=4)
+def _why_limit(changes: tuple[Change, ...], max_bytes: int) -> int | None:
+    """The longest why that lets ``changes`` render in ``max_bytes``; None: they fit as is."""
     if _rendered_size(changes) <= max_bytes:
-        return changes
+        return None
     low, high = 0, MAX_WHY_CHARS
-    best = _with_whys_cut(changes, 0)
     while low < high:
         middle = (low + high + 1) // 2
-        trial = _with_whys_cut(changes, middle)
-        if _rendered_size(trial) <= max_bytes:
-            low, best = middle, trial
+        if _rendered_size(_with_whys_cut(changes, middle)) <= max_bytes:
+            low = middle
         else:
             high = middle - 1
-    return best
+    return low
 
 
 def _rendered_size(changes: tuple[Change, ...]) -> int:
-    """Bytes the changes take in the file: the key and the list, at the file's indentation."""
-    rendered = json.dumps({"changes": [change.as_dict() for change in changes]}, indent=2)
-    return len(rendered.encode("utf-8")) - len("{\n\n}")
+    """Bytes the changes take in the file: the key and the list, at the file's indentation.
+
+    Rendered compactly by json's C encoder, plus the whitespace that indentation adds, which
+    depends only on how many changes there are (the indented rendering is pure Python).
+    """
+    rendered = json.dumps({"changes": [change.as_dict() for change in changes]}, separators=_TIGHT)
+    return len(rendered) + _indentation_bytes(len(changes)) - len("{\n\n}")  # ASCII: bytes
+
+
+_TIGHT = (",", ": ")
+
+
+@functools.cache
+def _indentation_bytes(count: int) -> int:
+    """The whitespace that 2-space indentation adds to ``count`` changes rendered compactly."""
+    fields = ("at", "status", "previous", "why")
+    sample = {"changes": [dict.fromkeys(fields, "") for _ in range(count)]}
+    return len(json.dumps(sample, indent=2)) - len(json.dumps(sample, separators=_TIGHT))
 
 
 def _with_whys_cut(changes: tuple[Change, ...], limit: int) -> tuple[Change, ...]:

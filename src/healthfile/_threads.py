@@ -118,13 +118,16 @@ class WorkerThread(Executor):
             await left
         thread.join()
 
+    def _one_done(self) -> None:
+        """Count a call done (before its future wakes anyone: end() then sees it done)."""
+        with self._guard:
+            self._unfinished -= 1
+
     def _work(self) -> None:
         """Run queued calls until the shutdown marker; then wake whoever waits in end()."""
         while (item := self._queue.get()) is not None:
-            _run(item)
+            _run(item, self._one_done)
             del item  # no reference to the last call's arguments while waiting for the next
-            with self._guard:
-                self._unfinished -= 1
         with self._guard:
             self._finished = True
             waiters, self._waiters = self._waiters, []
@@ -138,16 +141,19 @@ def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None
         loop.call_soon_threadsafe(_set_result, future, None)
 
 
-def _run(item: _Item) -> None:
-    """Run one call and settle its future."""
+def _run(item: _Item, done: Callable[[], None]) -> None:
+    """Run one call, call ``done``, then settle its future (which may wake its awaiter)."""
     future, fn, args, kwargs = item
     if not future.set_running_or_notify_cancel():
+        done()
         return
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:  # handed to the awaiting side, as concurrent.futures does
+        done()
         future.set_exception(exc)
     else:
+        done()
         future.set_result(result)
 
 
