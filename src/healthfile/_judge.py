@@ -103,10 +103,20 @@ class Verdict:
     when it could not be read); ``age`` the whole seconds since the report's ``timestamp``
     (``None`` likewise); ``reason`` the one-line, redacted summary; ``failing`` whether a
     judged check reads ``fail``; ``durations`` each judged check's name and duration in
-    milliseconds.
+    milliseconds; ``report`` the file's JSON object when it is a contract-v1 report (for the
+    status page, which shows more of it than a verdict), else ``None``.
     """
 
-    __slots__ = ("age", "durations", "failing", "health_file", "reason", "status", "verdict")
+    __slots__ = (
+        "age",
+        "durations",
+        "failing",
+        "health_file",
+        "reason",
+        "report",
+        "status",
+        "verdict",
+    )
 
     def __init__(
         self,
@@ -118,6 +128,7 @@ class Verdict:
         age: int | None = None,
         failing: bool = False,
         durations: tuple[tuple[str, float], ...] = (),
+        report: dict[str, Any] | None = None,
     ) -> None:
         self.verdict = verdict
         self.reason = reason
@@ -126,6 +137,7 @@ class Verdict:
         self.age = age
         self.failing = failing
         self.durations = durations
+        self.report = report
 
     def __repr__(self) -> str:
         return f"<Verdict {self.verdict} status={self.status} age={self.age}>"
@@ -207,6 +219,7 @@ def judge(
             age=age,
             failing=any(status == "fail" for _, status, _ in judged),
             durations=tuple(item for item in report.durations if item[0] in judged_names),
+            report=report.data,
         )
 
     described = f"database {report.database}, app_version {report.app_version}"
@@ -353,6 +366,7 @@ class _Report:
     __slots__ = (
         "app_version",
         "checks",
+        "data",
         "database",
         "durations",
         "expires_at",
@@ -364,6 +378,7 @@ class _Report:
     def __init__(self, data: object) -> None:
         if not isinstance(data, dict):
             raise _NotTheContract(f"the JSON is {_json_type(data)}, not an object")
+        self.data: dict[str, Any] = data
         missing = [key for key in _REQUIRED_KEYS if key not in data]
         if missing:
             raise _NotTheContract(f"missing keys: {', '.join(missing)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 from typing import Any
 
@@ -34,6 +35,9 @@ def run_service(options: dict[str, Any]) -> int:
         asyncio.run(_serve(service))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop is not waited for again
         return 130
+    except OSError as exc:  # start() could not bind --http's address: no report was written
+        sys.stderr.write(f"healthfile run: error: {exc.strerror or exc}\n")
+        return 2
     return 0
 
 

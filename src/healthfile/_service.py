@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._checks import Check, SQLiteCheck
 from ._cycle import CheckRunner
@@ -35,6 +35,9 @@ from ._report import (
     worst_case_bytes,
 )
 from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
+
+if TYPE_CHECKING:
+    from ._server import HTTPServer
 
 __all__ = ["AsyncHealthService", "OnChange", "refuse_shared_files", "serve_until"]
 
@@ -97,11 +100,18 @@ class AsyncHealthService:
         node_exporter's textfile collector (needs the extra ``healthfile[prometheus]``).
     :param notify_systemd: send ``READY=1``, ``WATCHDOG=1`` and ``STOPPING=1`` to
         ``NOTIFY_SOCKET`` when it is set.
-    :raises ImportError: for ``prometheus_file`` without prometheus_client installed.
+    :param http: ``"HOST:PORT"`` (IPv6 as ``"[::1]:8081"``) to serve :func:`asgi_app` on
+        this service's loop from :meth:`start` to :meth:`stop`, with a built-in HTTP/1.1
+        server (needs the extra ``healthfile[http]``); port 0 takes any free port
+        (:attr:`http_address` tells which). It answers from the file on disk, also while
+        this service stands by for another writer.
+    :raises ImportError: for ``prometheus_file`` without prometheus_client installed, or
+        ``http`` without h11.
     :raises ValueError: for a non-positive interval or check_timeout, a negative
         start_period, duplicate or bad check names (empty, unprintable, over 64
         characters), two of database / health_file / prometheus_file that are one file, or
-        checks too many to fit in the health file even with their outputs shortened.
+        checks too many to fit in the health file even with their outputs shortened, or
+        ``http`` that is not ``"HOST:PORT"``.
 
     Every path is made absolute once, at construction: a later ``os.chdir()`` changes
     nothing.
@@ -123,6 +133,7 @@ class AsyncHealthService:
         prometheus_file: str | os.PathLike[str] | None = None,
         notify_systemd: bool = False,
         app_name: str | None = None,
+        http: str | None = None,
     ) -> None:
         self._interval = validate_seconds("interval", interval)
         self._check_timeout = validate_seconds("check_timeout", check_timeout)
@@ -134,6 +145,13 @@ class AsyncHealthService:
                 raise ValueError(f"{option} must be a non-empty string or None, not {value!r}")
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
+        self._http_address: tuple[str, int] | None = None
+        if http is not None:
+            from ._server import parse_address, require_h11
+
+            self._http_address = parse_address(http)
+            require_h11()
+        self._http: HTTPServer | None = None
         # Every path is made absolute once, here: a later os.chdir() changes nothing.
         self._health_file = absolute(health_file)
         self._pyproject = None if pyproject is None else absolute(pyproject)
@@ -227,6 +245,11 @@ class AsyncHealthService:
         return self._pyproject
 
     @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The host and port the HTTP server listens on while started, else ``None``."""
+        return None if self._http is None else self._http.address
+
+    @property
     def running(self) -> bool:
         """True from the end of :meth:`start` until :meth:`stop` begins."""
         return self._state == "running"
@@ -281,6 +304,7 @@ class AsyncHealthService:
         prepare = self._publisher.open(self._read_identity)
         try:
             self._preparing = asyncio.ensure_future(self._publisher.off_loop(prepare))
+            await self._serve_http(generation)  # a port in use: no report is written
             await asyncio.wait({self._preparing})  # stop() waits for it too: see there
             self._app_name, self._app_version = self._preparing.result()
             self._publisher.report_lock()
@@ -292,6 +316,7 @@ class AsyncHealthService:
             return  # stop() was called while starting: it has written the final report
         except BaseException:
             if self._generation == generation and self._state == "starting":
+                self._close_http()
                 self._runner.close()
                 self._publisher.retire()
                 self._state = "stopped"
@@ -346,13 +371,38 @@ class AsyncHealthService:
             await self._publisher.publish(self._final_report(), final=True)
             await self._runner.wait_abandoned()
         finally:
+            http = self._close_http()  # after the final report: probes see "stopped"
             self._loop_task = None
             self._publisher.retire()
             self._runner.close()
             self._publisher.close()
             self._state = "stopped"
             self._stopped.set_result(None)
+        if http is not None:
+            await http.wait_closed()  # the port is free when stop() returns
         logger.debug("health service stopped: %r", self)
+
+    async def _serve_http(self, generation: int) -> None:
+        """Start the HTTP server, when ``http`` was given, unless stop() came meanwhile."""
+        if self._http_address is None:
+            return
+        from ._asgi import asgi_app
+        from ._server import HTTPServer
+
+        server = HTTPServer(asgi_app(self._health_file), *self._http_address)
+        await server.start()
+        if self._generation != generation or self._state != "starting":
+            server.close()  # stop() has run (or is past the point where it closes ours)
+            return
+        self._http = server
+
+    def _close_http(self) -> HTTPServer | None:
+        """Close the HTTP server and its connections now; return it to wait for, or None."""
+        server, self._http = self._http, None
+        if server is not None:
+            server.close()
+            server.app.close()
+        return server
 
     def _read_identity(self) -> AppIdentity:
         """Read app_name and app_version once (in the worker), the pyproject at most once."""
