@@ -75,6 +75,7 @@ CONTRACT_KEYS = [
     "started_at",
     "pid",
     "checks",
+    "changes",
 ]
 
 

@@ -373,8 +373,8 @@ SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] =
         "passing",
     ),
     (
-        "degraded-database-warns",
-        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "database": "warn"}),
+        "online-database-warns",
+        lambda p: write_report(p, "online", {**WORKER_CHECKS, "database": "warn"}),
         "warning",
         "passing",
     ),
@@ -385,8 +385,8 @@ SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] =
         "passing",
     ),
     (
-        "degraded-heartbeat-warns",
-        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "heartbeat": "warn"}),
+        "online-heartbeat-warns",
+        lambda p: write_report(p, "online", {**WORKER_CHECKS, "heartbeat": "warn"}),
         "warning",
         "warning",
     ),

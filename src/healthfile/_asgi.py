@@ -267,6 +267,10 @@ def _parse_query(query_string: bytes, path: str) -> _Query:
             setattr(query, attribute, tuple(dict.fromkeys((*given, *names))))
     if query.only is not None and query.ignore is not None:
         raise _BadRequest("only and ignore cannot be used together")
+    if query.only is not None and path == "/livez":
+        raise _BadRequest("only: /livez judges the group live; ask /readyz?only=NAME instead")
+    if query.only is not None and query.groups is not None:
+        raise _BadRequest("only and group cannot be used together")
     return query
 
 

@@ -78,7 +78,7 @@ def _text(text: str) -> str:
 
 
 def _check_names(text: str) -> tuple[str, ...]:
-    """The names of an --only/--ignore value (the judge's own splitting)."""
+    """The names of an --only/--ignore/--group value (the judge's own splitting)."""
     from ._judge import split_check_names
 
     names = split_check_names(text)
@@ -88,7 +88,7 @@ def _check_names(text: str) -> tuple[str, ...]:
 
 
 def _merged(values: list[tuple[str, ...]] | None) -> tuple[str, ...] | None:
-    """The names of a repeated --only/--ignore, in order, each once; None when not given."""
+    """The names of a repeated --only/--ignore/--group, in order, each once; None if not given."""
     if values is None:
         return None
     return tuple(dict.fromkeys(name for names in values for name in names))
@@ -173,23 +173,30 @@ and Nagios/Icinga. The file is stale once the current time is past its expires_a
 --max-age, once its timestamp is older than that). Prints one line (under 4 KiB).
 
 exit status    default (Docker, Kubernetes)         --nagios
-online         0                                    0 OK
+online         0 (warnings included)                0 OK; 1 WARNING with a warning or a
+                                                    non-critical failure
 starting       0                                    1 WARNING
-degraded       1 (0 with --allow-degraded)          1 WARNING, 2 CRITICAL if a check fails
+degraded       1 (0 with --allow-degraded)          2 CRITICAL
 stopped        1                                    2 CRITICAL
 stale          1                                    2 CRITICAL
-unknown_check  1                                    3 UNKNOWN
+unknown_check, 1                                    3 UNKNOWN
+unknown_group
 clock          1                                    3 UNKNOWN
 (timestamp more than 60 s, or --max-age, in the future)
 missing,       1                                    3 UNKNOWN
 unreadable,
 not a health file
 
---only NAME[,NAME...] / --ignore NAME[,NAME...] judge the status from those checks alone:
-online when they all pass, starting while the file says starting, else degraded (a
-liveness probe on --only event_loop,heartbeat; readiness on everything). Staleness,
-stopped and the contract still count; a named check the file does not hold is the verdict
-unknown_check. They cannot be used together.
+The file's status is degraded only when a critical check fails: a warning (a damped
+failure, a loop lag past its warn bound) or a non-critical failure leaves it online.
+
+--group NAME[,NAME...] judges the checks of those groups, --only NAME[,NAME...] those checks,
+--ignore NAME[,NAME...] all checks but those: every selected check counts, critical or not
+(online when none fails, starting while the file says starting, else degraded). Liveness
+probes run --group live: where no check is in the group live, it judges the writer alone
+(fresh, not stopped). Staleness, stopped and the contract still count; a check or group
+(other than live) the file does not hold is unknown_check / unknown_group. --only cannot be
+used with --ignore or --group.
 """
 
 
@@ -266,7 +273,7 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         type=_check_names,
         action="append",
         metavar="NAME[,NAME...]",
-        help="judge the status from these checks alone (e.g. event_loop,heartbeat for liveness)",
+        help="judge the status from these checks alone",
     )
     check.add_argument(
         "--ignore",
@@ -274,6 +281,14 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         action="append",
         metavar="NAME[,NAME...]",
         help="judge the status from all checks but these",
+    )
+    check.add_argument(
+        "--group",
+        type=_check_names,
+        action="append",
+        dest="groups",
+        metavar="NAME[,NAME...]",
+        help="judge the status from the checks of these groups (e.g. live for liveness)",
     )
     check.add_argument(
         "--nagios",
@@ -357,9 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             health_file = _check_health_file(args, dict(os.environ))
         except _OptionError as exc:
             _check_usage_error(str(exc), nagios=args.nagios)
-        only, ignore = _merged(args.only), _merged(args.ignore)
+        only, ignore, groups = _merged(args.only), _merged(args.ignore), _merged(args.groups)
         if only is not None and ignore is not None:
             _check_usage_error("--only and --ignore cannot be used together", nagios=args.nagios)
+        if only is not None and groups is not None:
+            _check_usage_error("--only and --group cannot be used together", nagios=args.nagios)
         # Only the judge: no service, no asyncio (a probe runs every few seconds).
         from ._judge import run_check
 
@@ -371,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             as_json=args.as_json,
             only=only,
             ignore=ignore,
+            groups=groups,
         )
     if args.command == "run":
         try:

@@ -182,6 +182,7 @@ class AsyncHealthService:
         )
         largest = worst_case_bytes(
             names,
+            groups=[option.groups for option in options],
             app_version=app_version or "x" * MAX_IDENTITY_CHARS,
             app_name=app_name or "x" * MAX_IDENTITY_CHARS,
             interval=interval,
@@ -458,8 +459,7 @@ class AsyncHealthService:
         """Run every check, build the report, publish it."""
         outcome = await self._runner.run()
         report = self._new_report(outcome.status, outcome.database, outcome.checks, outcome.now)
-        await self._publisher.publish(report)
-        return report
+        return await self._publisher.publish(report)
 
     def _new_report(
         self,
