@@ -13,6 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._asgi import asgi_app
     from ._checks import (
         Check,
         DiskSpaceCheck,
@@ -44,6 +45,7 @@ __all__ = [
     "SQLiteCheck",
     "UnsafeDirectoryError",
     "__version__",
+    "asgi_app",
     "cancel_on_signals",
     "check",
 ]
@@ -62,6 +64,7 @@ _HOMES = {
     "LoopLagCheck": "._checks",
     "SQLiteCheck": "._checks",
     "UnsafeDirectoryError": "._writer",
+    "asgi_app": "._asgi",
     "cancel_on_signals": "._signals",
     "check": "._checks",
 }

@@ -54,8 +54,9 @@ p{margin:.4rem 0}.muted,.app{color:var(--muted)}.app{margin:0}
 .detail{overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:.45rem .6rem;border-bottom:1px solid var(--line);
-overflow-wrap:anywhere}
-th{font-size:.85rem;color:var(--muted);font-weight:600}
+overflow-wrap:break-word}
+th{font-size:.85rem;color:var(--muted);font-weight:600;white-space:nowrap}
+td.output{overflow-wrap:anywhere}
 .badge{display:inline-block;min-width:3.2rem;text-align:center;font-weight:700;
 border-radius:.3rem;padding:0 .35rem;color:#fff;background:var(--unknown)}
 .pass{background:var(--ok)}.warn{background:var(--warn)}.fail{background:var(--bad)}
@@ -208,7 +209,7 @@ def _checks_section(report: dict[str, Any], now: float) -> list[str]:
         last = _seconds(entry.get("last_success"))
         passed = (
             f'<br><span class="small muted">last passed at {_at(last, now)}</span>'
-            if status != "pass" and last is not None
+            if status == "fail" and last is not None
             else ""
         )
         output = entry.get("output")
@@ -224,7 +225,8 @@ def _checks_section(report: dict[str, Any], now: float) -> list[str]:
             f'<td class="name" data-label="Check">{_e(name)}</td>'
             f'<td data-label="Status"><span class="badge {_e(status)}">{_e(status)}</span>'
             f"{streak}{passed}</td>"
-            f'<td data-label="Output">{_e(output) if isinstance(output, str) else "—"}</td>'
+            f'<td class="output" data-label="Output">'
+            f"{_e(output) if isinstance(output, str) else '—'}</td>"
             f'<td data-label="Duration">{_e(_duration(entry.get("duration_ms")))}</td>'
             f'<td data-label="Critical">{critical}</td>'
             f'<td data-label="Groups">{_e(group_text)}</td>'

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import logging
 import socket
 from collections.abc import Callable
@@ -387,7 +388,8 @@ class _Writer:
         """Write one ASGI message: the response start, then the body."""
         if message["type"] == "http.response.start" and not self.started:
             headers = [(b"date", self._date), (b"server", b"healthfile"), *message["headers"]]
-            self._write(h11.Response(status_code=message["status"], headers=headers))
+            status = message["status"]
+            self._write(h11.Response(status_code=status, headers=headers, reason=_phrase(status)))
             self.started = True
         elif message["type"] == "http.response.body" and self.started and not self.done:
             body = message.get("body", b"")
@@ -409,7 +411,7 @@ class _Writer:
             (b"content-length", str(len(body)).encode("ascii")),
             (b"connection", b"close"),
         ]
-        self._write(h11.Response(status_code=status, headers=headers))
+        self._write(h11.Response(status_code=status, headers=headers, reason=_phrase(status)))
         self._write(h11.Data(data=body))
         self._write(h11.EndOfMessage())
 
@@ -422,6 +424,14 @@ class _Writer:
         data = self._h11.send(event)
         if data:
             self._transport.write(data)
+
+
+def _phrase(status: int) -> bytes:
+    """The reason phrase of ``status`` ("Service Unavailable"), or none for an unknown one."""
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 def _peer(transport: asyncio.BaseTransport, which: str) -> tuple[str, int] | None:
