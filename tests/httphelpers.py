@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import h11
 
 from healthfile._asgi import HealthApp
+from healthfile._judge import judge, render
 from helpers import stamp
 from test_judge import check_result, report
 
@@ -89,6 +90,26 @@ def with_changes(data: dict[str, Any], *changes: tuple[float, str, str | None, s
     ]
 
 
+def probe_body(path: Path | str, **options: Any) -> bytes:
+    """What ``healthfile check --json`` prints for the file with ``options`` (the judge's
+    keywords, and allow_degraded), as bytes."""
+    allow_degraded = options.pop("allow_degraded", False)
+    verdict = judge(path, **options)
+    return (render(verdict, allow_degraded=allow_degraded, as_json=True) + "\n").encode()
+
+
+async def as_probe_says(
+    path: Path | str, fetch: Callable[[], Awaitable[Answer]], **options: Any
+) -> Answer:
+    """Fetch an answer between two judgements of the file; assert its body is one of them
+    (a second may pass meanwhile: the age in the body is in whole seconds)."""
+    before = probe_body(path, **options)
+    answer = await fetch()
+    after = probe_body(path, **options)
+    assert answer.body in (before, after), (answer.body, before, after)
+    return answer
+
+
 @dataclass
 class Answer:
     """An HTTP answer: status, headers (names lowercased; repeated ones joined) and body."""
@@ -158,6 +179,13 @@ async def call_app(
     )
 
 
+def request_bytes(path: str, method: str = "GET") -> bytes:
+    """The bytes of one HTTP/1.1 request, as h11 frames it."""
+    connection = h11.Connection(h11.CLIENT)
+    request = h11.Request(method=method, target=path, headers=[("host", "test")])
+    return connection.send(request) + connection.send(h11.EndOfMessage())
+
+
 class Client:
     """One HTTP/1.1 connection over a real socket; h11 frames requests and reads answers."""
 
@@ -208,6 +236,17 @@ class Client:
                 return answer
             elif isinstance(event, h11.ConnectionClosed):
                 raise ConnectionError("closed before an answer")
+
+    async def pipeline(self, paths: list[str]) -> list[Answer]:
+        """Send a request for each path in one write, then read the answers in turn."""
+        self.writer.write(b"".join(request_bytes(path) for path in paths))
+        await self.writer.drain()
+        answers = []
+        for path in paths:
+            self.h11.send(h11.Request(method="GET", target=path, headers=[("host", "test")]))
+            self.h11.send(h11.EndOfMessage())
+            answers.append(await self.answer())
+        return answers
 
     async def rest(self, timeout: float) -> bytes | None:
         """Everything the server sends until it closes (or resets) the connection, or None

@@ -266,6 +266,10 @@ class _Connection(asyncio.Protocol):
             if event is h11.PAUSED:
                 return  # a pipelined request: the answer to this one comes first
             if isinstance(event, h11.Request):
+                # h11 bounds a head still arriving; one that came whole in a read is measured.
+                if _head_bytes(event) > MAX_HEAD_BYTES:
+                    self._refuse(431, f"request head over {MAX_HEAD_BYTES} bytes")
+                    return
                 self._request, self._body_bytes = event, 0
             elif isinstance(event, h11.Data):
                 self._body_bytes += len(event.data)
@@ -424,6 +428,12 @@ class _Writer:
         data = self._h11.send(event)
         if data:
             self._transport.write(data)
+
+
+def _head_bytes(request: h11.Request) -> int:
+    """The size of a request's head as sent: request line, header lines, blank line."""
+    line = len(request.method) + len(request.target) + len(request.http_version) + 9
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers) + 2
 
 
 def _phrase(status: int) -> bytes:
