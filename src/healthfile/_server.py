@@ -454,4 +454,7 @@ def _peer(transport: asyncio.BaseTransport, which: str) -> tuple[str, int] | Non
 
 def _reason(exc: OSError) -> str:
     """What an OSError says, without its errno prefix or asyncio's own wording."""
-    return exc.strerror or str(exc)
+    text = exc.strerror or str(exc)
+    if text.startswith("error while attempting to bind"):  # asyncio's words around the OS's
+        text = text.rsplit(": ", 1)[-1]
+    return text
