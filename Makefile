@@ -45,7 +45,8 @@ run: $(RUN_STAMP)
 	@echo "  Ctrl-C stops the service; the file then says \"stopped\"."
 	@$(BIN)/healthfile run --database data/app.db --health-file data/health.json --interval 5
 
-## test: lint, types, the docs and the covered suite on this Python (a few minutes); `make matrix` does the rest
+## test: lint, types, the docs and the covered suite on this Python, slow tests left out (a few
+## minutes); `make matrix` runs everything, slow tests included, on every Python and loop
 test: lint typecheck docs pytest
 
 ## lint: ruff, and the CI workflow with zizmor and (where it installs: it fetches its binary
@@ -65,7 +66,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
-	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/pytest -n 3 --cov --cov-report= --cov-fail-under=0 -q
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/pytest -n 3 -m "not slow" --cov --cov-report= --cov-fail-under=0 -q
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report
 
 ## matrix: the suite on Python 3.10-3.13, each on asyncio and uvloop, in asyncio debug mode,

@@ -16,11 +16,13 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from healthfile import CheckResult, HealthReport
+from healthfile._limits import MAX_FILE_BYTES
 from healthfile._redact import MAX_OUTPUT_CHARS
 from healthfile._report import (
     ceil_to_second,
     clean_output,
     describe_exception,
+    fit_report,
     format_timestamp,
 )
 from helpers import CONTRACT_KEYS
@@ -168,6 +170,31 @@ def test_to_json_with_database_check_alone_is_under_4_kib() -> None:
     )
 
     assert len(report.to_json().encode("utf-8")) < 4096
+
+
+def test_database_check_alone_with_a_full_history_of_changes_is_under_4_kib() -> None:
+    """Ten changes with the longest non-ASCII whys still leave the file under 4 KiB: the
+    whys are shortened to fit their budget, and the file says so with an ellipsis."""
+    from healthfile._changes import MAX_CHANGES_BYTES, Change
+
+    failing = CheckResult("fail", "é" * 1000, duration_ms=3000.0, last_success=MOMENT)
+    report = make_report(
+        status="degraded",
+        database="disconnected",
+        sequence=2**53,
+        checks={"database": failing},
+        changes=(Change(MOMENT, "degraded", "online", "é" * 200),) * 10,
+    )
+
+    written, data = fit_report(report, MAX_FILE_BYTES)
+
+    assert len(data) < 4096
+    changes = json.loads(data)["changes"]
+    assert len(changes) == 10
+    assert all(change["why"].endswith("…") for change in changes)
+    rendered = json.dumps({"changes": changes}, indent=2).encode()
+    assert len(rendered) - 4 <= MAX_CHANGES_BYTES
+    assert written.changes[0].why == changes[0]["why"]
 
 
 def test_report_is_frozen() -> None:

@@ -413,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 require_h11()
             except ImportError as exc:
                 parser.exit(2, f"healthfile run: error: --http: {exc}\n")
-        from ._service import refuse_shared_files
+        from ._settings import refuse_shared_files
 
         try:
             refuse_shared_files(

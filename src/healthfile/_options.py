@@ -9,16 +9,25 @@ and ``--group``, comma-separated: neither may hold a comma or begin or end with 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from ._limits import MAX_NAME_CHARS, MAX_SECONDS, MIN_SECONDS
 from ._redact import redact
 
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        pass
+    else:
+        pass
+
 __all__ = [
     "LIVE",
     "CheckOptions",
+    "CommonOptions",
     "Options",
     "absolute",
     "options_of",
@@ -107,8 +116,20 @@ def absolute(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
     return Path(os.path.abspath(os.fsdecode(path)))
 
 
+class CommonOptions(TypedDict, total=False):
+    """The keyword arguments every built-in check takes besides its name (see CheckOptions)."""
+
+    timeout: float | None
+    critical: bool
+    groups: Iterable[str]
+    failure_threshold: int
+    success_threshold: int
+
+
 class CheckOptions:
     """The keyword arguments every built-in check takes, validated and kept as attributes.
+
+    A check class takes them as ``**options: Unpack[CommonOptions]`` and hands them on.
 
     :param name: the check's name: its key in the file, its label, what ``--only`` names.
     :param timeout: seconds one run may take, or ``None`` for the service's

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
 from ._changes import MAX_CHANGES, MAX_CHANGES_BYTES, MAX_WHY_CHARS, Change, fit_changes
-from ._limits import SHORTENED
+from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS, SHORTENED
 from ._redact import MAX_OUTPUT_CHARS, clean_output, redact
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "format_exception",
     "format_timestamp",
     "redact",
+    "refuse_oversized",
     "worst_case_bytes",
 ]
 
@@ -257,3 +258,31 @@ def worst_case_bytes(
         changes=changes,
     )
     return len(report.to_json().encode("utf-8"))
+
+
+def refuse_oversized(
+    names: list[str],
+    groups: list[tuple[str, ...]],
+    *,
+    app_version: str | None,
+    app_name: str | None,
+    interval: float,
+) -> None:
+    """Refuse checks too many to fit in the health file even with outputs shortened.
+
+    ``app_version`` and ``app_name`` of ``None`` (read at start) count at their longest.
+    :raises ValueError: saying how large a report may grow.
+    """
+    largest = worst_case_bytes(
+        names,
+        groups=groups,
+        app_version=app_version or "x" * MAX_IDENTITY_CHARS,
+        app_name=app_name or "x" * MAX_IDENTITY_CHARS,
+        interval=interval,
+    )
+    if largest > MAX_FILE_BYTES:
+        raise ValueError(
+            f"{len(names)} checks cannot fit in the health file: with every output "
+            f"shortened a report may take {largest} bytes, and `healthfile check` reads "
+            f"at most {MAX_FILE_BYTES}; use fewer checks or shorter names"
+        )

@@ -45,7 +45,7 @@ class ServiceOptions(TypedDict, total=False):
     """
 
     database: str | os.PathLike[str] | Check | None
-    check_timeout: float
+    check_timeout: float | None
     pyproject: str | os.PathLike[str] | None
     app_version: str | None
     app_name: str | None
@@ -118,8 +118,10 @@ class HealthCheckService:
     ``last_report``, :meth:`check_now` and :meth:`wait_ready` are safe to call from any
     thread but the service's own; :meth:`stop` also from a signal handler, at any moment.
 
-    :param check_interval: seconds between the starts of two cycles.
-    :param health_file: the JSON file to keep; ``None`` means ``data/health.json``.
+    :param check_interval: seconds between the starts of two cycles; ``None``:
+        ``HEALTHFILE_INTERVAL``, else 30.
+    :param health_file: the JSON file to keep; ``None``: ``HEALTHFILE_HEALTH_FILE``, else
+        ``data/health.json``.
     :param loop_factory: makes the event loop the service runs on (``uvloop.new_event_loop``,
         say); ``None`` means asyncio's default.
     :param options: the keyword options of :class:`AsyncHealthService` (``database``,
@@ -130,7 +132,7 @@ class HealthCheckService:
 
     def __init__(
         self,
-        check_interval: float = 30,
+        check_interval: float | None = None,
         health_file: str | os.PathLike[str] | None = None,
         *,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
@@ -143,9 +145,7 @@ class HealthCheckService:
         # A plain dict: the options are typed at this signature, for the caller.
         passed: dict[str, Any] = dict(options)
         self._service = AsyncHealthService(
-            interval=check_interval,
-            health_file="data/health.json" if health_file is None else health_file,
-            **passed,
+            interval=check_interval, health_file=health_file, **passed
         )
         self._loop_factory = loop_factory
         self._start_lock = threading.Lock()

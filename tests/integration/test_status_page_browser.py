@@ -51,11 +51,13 @@ def example_report(kind: str) -> dict[str, Any]:
     database = entry("pass", None, duration_ms=2.84)
     loop = entry("pass", "lag 0.4 ms", duration_ms=1.02, groups=["live"])
     disk = entry("pass", "41% free on /var/lib/orders", critical=False, groups=["storage"])
-    identity = {"app_name": "orders-api", "app_version": "2.4.1"}
+    identity: dict[str, Any] = {"app_name": "orders-api", "app_version": "2.4.1"}
     if kind == "online":
         data = report(checks={"database": database, "event_loop": loop, "disk": disk}, **identity)
         with_changes(
-            data, (538, "online", "starting", "database pass"), (540, "starting", None, "first report")
+            data,
+            (538, "online", "starting", "database pass"),
+            (540, "starting", None, "first report"),
         )
         return data
     if kind == "degraded":
