@@ -9,6 +9,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 
@@ -20,6 +21,8 @@ from httphelpers import call_app, entry, kind_of_file, with_changes, write_kind
 from test_judge import report
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
+
+ROUTES = ("livez", "readyz", "healthz")
 
 
 class Document(HTMLParser):
@@ -267,16 +270,25 @@ def test_the_probe_line_and_the_file_are_in_the_footer(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_page_links_its_json_answers_below_the_mount_point(tmp_path: Path) -> None:
-    """Mounted at /health, the page links /health/livez, /health/readyz and /health/healthz."""
+async def test_the_page_links_its_json_answers_relative_to_itself(tmp_path: Path) -> None:
+    """The links to /livez, /readyz and /healthz are relative to the page's own address, so
+    that they lead to the application wherever it is mounted or proxied."""
     app = asgi_app(write_kind(tmp_path, "online"))
+    pages = {
+        "/health/": ("/health/", "/health"),
+        "/health": ("/health", "/health"),
+        "/": ("/", ""),
+        "/status/": ("/", ""),  # behind a proxy that serves the app at /status/
+    }
     try:
-        answer = await call_app(app, "/health/", root_path="/health")
+        for browser_path, (path, root_path) in pages.items():
+            answer = await call_app(app, path, root_path=root_path)
+            hrefs = [attrs["href"] for tag, attrs in Document(answer.text).tags if tag == "a"]
+            assert [urljoin(f"http://host{browser_path}", str(href)) for href in hrefs] == [
+                f"http://host{browser_path.rstrip('/')}/{name}" for name in ROUTES
+            ]
     finally:
         app.close()
-
-    hrefs = [attrs["href"] for tag, attrs in Document(answer.text).tags if tag == "a"]
-    assert hrefs == ["/health/livez", "/health/readyz", "/health/healthz"]
 
 
 @pytest.mark.asyncio

@@ -133,7 +133,10 @@ class HealthApp:
             return
         if path in _PAGE_ROUTES:
             verdict = await self._read(lambda: judge(self._health_file))
-            page = _page.render_page(verdict, now=time.time(), prefix=prefix)
+            # Links relative to the page's address hold behind a proxy that strips a prefix.
+            tail = scope["path"].rpartition("/")[2]
+            base = f"{tail}/" if tail else ""
+            page = _page.render_page(verdict, now=time.time(), base=base)
             status = 200 if verdict.exit_code() == 0 else 503
             extra = [(b"content-security-policy", _PAGE_POLICY)]
             await _respond(send, status, page.encode("utf-8"), _HTML, head, extra)

@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+from ._changes import MAX_CHANGES
 from ._judge import (
     CLOCK,
     DEGRADED,
@@ -33,8 +34,6 @@ __all__ = ["render_page"]
 # report written every hour is still looked at every minute (to see it go stale).
 _REFRESH_WITHOUT_REPORT = 10
 _REFRESH_BOUNDS = (2, 60)
-# The most changes a file holds (SPEC §9).
-_MAX_CHANGES = 10
 
 _STYLE = """
 :root{color-scheme:light dark;--fg:#1b1f24;--bg:#fff;--muted:#57606a;--line:#d0d7de;
@@ -74,11 +73,13 @@ td.name{font-weight:700}}
 """
 
 
-def render_page(verdict: Verdict, *, now: float, prefix: str = "") -> str:
+def render_page(verdict: Verdict, *, now: float, base: str = "") -> str:
     """The status page of ``verdict`` (and of the report it read, when there is one).
 
     :param now: the current time in Unix seconds, for "12 s ago".
-    :param prefix: where the application is mounted, for the links to its JSON answers.
+    :param base: what the links to the JSON answers start with, relative to the page's own
+        address: ``""`` for a page at ``…/``, ``"health/"`` for one at ``…/health``. Relative,
+        so that they hold behind a proxy that serves the application under a prefix.
     """
     report = verdict.report
     headline, detail, level = _headline(verdict, report, now)
@@ -112,8 +113,8 @@ def render_page(verdict: Verdict, *, now: float, prefix: str = "") -> str:
         f"<p>Health file: <code>{_e(verdict.health_file)}</code></p>",
         "<p>As JSON: "
         + ", ".join(
-            f'<a href="{_e(prefix + path)}">{_e(path)}</a>'
-            for path in ("/livez", "/readyz", "/healthz")
+            f'<a href="{_e(base + path)}">/{_e(path)}</a>'
+            for path in ("livez", "readyz", "healthz")
         )
         + f". This page reloads itself every {refresh} s.</p>",
         "</footer>",
@@ -290,7 +291,7 @@ def _changes(report: dict[str, Any]) -> list[dict[str, Any]]:
     changes = report.get("changes")
     if not isinstance(changes, list):
         return []
-    return [change for change in changes[:_MAX_CHANGES] if isinstance(change, dict)]
+    return [change for change in changes[:MAX_CHANGES] if isinstance(change, dict)]
 
 
 def _failing_critical(entry: dict[str, Any]) -> bool:
