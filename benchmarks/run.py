@@ -44,6 +44,7 @@ FIGURES = {
     5: "fig5_scale",
     6: "fig6_cold_start",
     7: "fig7_footprint",
+    9: "fig9_http",
 }
 HEADER = ["figure", "healthfile", "baseline", "ratio", "target", "met?"]
 

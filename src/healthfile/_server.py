@@ -380,6 +380,7 @@ class _Writer:
         self.started = False
         self.done = False
         self._received = False
+        self._pending: list[bytes] = []  # an answer goes out in one write, not three
 
     async def receive(self) -> Message:
         """The request (its body dropped: GET and HEAD need none), then the disconnect."""
@@ -402,6 +403,7 @@ class _Writer:
             if not message.get("more_body", False):
                 self._write(h11.EndOfMessage())
                 self.done = True
+            self._flush()
         else:
             raise RuntimeError(f"unexpected ASGI message {message['type']!r}")
 
@@ -418,6 +420,7 @@ class _Writer:
         self._write(h11.Response(status_code=status, headers=headers, reason=_phrase(status)))
         self._write(h11.Data(data=body))
         self._write(h11.EndOfMessage())
+        self._flush()
 
     def fail(self) -> None:
         """Answer 500 for an application that failed before it started its answer."""
@@ -427,7 +430,12 @@ class _Writer:
     def _write(self, event: Any) -> None:
         data = self._h11.send(event)
         if data:
-            self._transport.write(data)
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._transport.write(b"".join(self._pending))
+            self._pending.clear()
 
 
 def _head_bytes(request: h11.Request) -> int:

@@ -78,20 +78,19 @@ def listening_socket() -> socket.socket:
 @contextlib.asynccontextmanager
 async def uvicorn_serving(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn (lifespan on) on a free port; yield its base URL."""
-    sock = listening_socket()
-    server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
     )
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
     try:
         while not server.started:
             assert not task.done(), task
             await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True
         await task
-        sock.close()
 
 
 @contextlib.asynccontextmanager
