@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import healthfile
-from healthfile._asgi import HealthApp, asgi_app
+from healthfile._asgi import DEFAULT_READ_TIMEOUT, HealthApp, asgi_app
 from healthfile._judge import judge, render
 from helpers import generous, stray_threads
 from httphelpers import Answer, call_app, entry, write_kind
@@ -498,3 +498,8 @@ async def test_the_file_is_read_in_the_apps_own_daemon_thread(app_for: Any) -> N
 
     assert not threads[0].is_alive()
     assert (await call_app(app, "/readyz")).status == 200  # a new request starts it again
+
+
+def test_the_default_read_timeout_is_below_a_kubernetes_probe_timeout() -> None:
+    """By default a hung read is answered 503 before a probe's default 1 s timeout ends."""
+    assert asgi_app("h.json")._read_timeout == DEFAULT_READ_TIMEOUT < 1.0

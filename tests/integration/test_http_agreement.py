@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import shutil
 import socket
@@ -27,10 +26,9 @@ from healthfile._asgi import asgi_app
 from healthfile._server import HTTPServer
 from helpers import child_environment, generous
 from httphelpers import KINDS, write_kind
+from test_examples import load_example
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # (path and query, the same question as `healthfile check` flags)
 QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
@@ -104,16 +102,6 @@ async def builtin_serving(path: Path) -> AsyncIterator[str]:
         server.close()
         server.app.close()
         await server.wait_closed()
-
-
-def load_example(name: str) -> Any:
-    """Import examples/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextlib.asynccontextmanager
