@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@$(PIP_INSTALL) -e '.[dev]'
 	@touch $@ $(RUN_STAMP)
 
-## run: the service on a demo database in data/, a cycle every 5 s; Ctrl-C stops it
+## run: the service on a demo database in data/, a cycle every 5 s; Ctrl-C stops it. The
+## file names the demo (app_name demo, app_version 1.0.0), not healthfile itself.
 run: $(RUN_STAMP)
 	@$(BIN)/python examples/demo_db.py data/app.db
 	@echo "make run: data/health.json is rewritten every 5 s; the log below shows every change."
@@ -43,7 +44,8 @@ run: $(RUN_STAMP)
 	@echo "    mv data/app.db data/app.db.away        within 5 s: degraded, database disconnected"
 	@echo "    mv data/app.db.away data/app.db        and back to online"
 	@echo "  Ctrl-C stops the service; the file then says \"stopped\"."
-	@$(BIN)/healthfile run --database data/app.db --health-file data/health.json --interval 5
+	@$(BIN)/healthfile run --database data/app.db --health-file data/health.json --interval 5 \
+		--app-name demo --app-version 1.0.0
 
 ## test: lint, types, the docs and the covered suite on this Python, slow tests left out (a few
 ## minutes); `make matrix` runs everything, slow tests included, on every Python and loop

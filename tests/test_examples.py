@@ -752,6 +752,20 @@ def test_starlette_lifespan_runs_the_service(database: Path, tmp_path: Path) -> 
     assert report_on_disk(health_file)["status"] == "stopped"
 
 
+def test_starlette_example_names_itself_not_healthfile(
+    database: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served from healthfile's own checkout, the example reports its identity, not healthfile's."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "pyproject.toml", "pyproject.toml")
+    example = load_example("starlette_app")
+    health_file = tmp_path / "health.json"
+    with TestClient(example.create_app(database, health_file=health_file)):
+        report = report_on_disk(health_file)
+    assert (report["app_name"], report["app_version"]) == (example.APP_NAME, example.APP_VERSION)
+    assert report["app_name"] != "healthfile"
+
+
 def test_starlette_health_route_is_503_when_degraded(tmp_path: Path) -> None:
     """With its database missing the app still starts; /health/readyz answers 503 degraded
     while /health/livez, the writer alive, answers 200."""

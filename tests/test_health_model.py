@@ -189,13 +189,19 @@ def test_names_no_option_could_select_are_refused_at_construction(name: str, whe
 
 
 @pytest.mark.parametrize(
-    ("attribute", "value"),
-    [("critical", "yes"), ("groups", "live"), ("groups", ("ok", "")), ("timeout", float("nan"))],
+    ("attribute", "value", "error"),
+    [
+        ("critical", "yes", TypeError),
+        ("groups", "live", TypeError),
+        ("groups", ("ok", ""), ValueError),
+        ("timeout", float("nan"), ValueError),
+    ],
 )
 def test_a_custom_checks_bad_attribute_is_refused_naming_it(
-    attribute: str, value: object, database: Path
+    attribute: str, value: object, error: type[Exception], database: Path
 ) -> None:
-    """A custom check's critical/groups/timeout attributes are validated like arguments."""
+    """A custom check's critical/groups/timeout attributes are validated like arguments:
+    TypeError for a wrong type, ValueError for a wrong value."""
 
     class Custom:
         name = "custom"
@@ -205,7 +211,7 @@ def test_a_custom_checks_bad_attribute_is_refused_naming_it(
 
     custom = Custom()
     setattr(custom, attribute, value)
-    with pytest.raises(ValueError, match=f"check 'custom' {attribute}|group name"):
+    with pytest.raises(error, match=f"check 'custom' {attribute}|group name"):
         healthfile.AsyncHealthService(database, checks=[custom])
 
 

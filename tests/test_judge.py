@@ -662,6 +662,24 @@ def test_secrets_in_check_outputs_are_redacted_in_every_format(
         assert "password=***" in line
 
 
+def test_a_missing_relative_health_file_is_shown_absolute_too_in_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "missing" names the relative path as given and the absolute one it was read at."""
+    deep = tmp_path
+    while len(str(deep)) < 4000:  # a working directory about 4000 characters deep
+        deep /= "d" * min(200, 4000 - len(str(deep)))
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert main(["check", "--health-file", "data/health.json"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"missing: no health file at data/health.json ({tmp_path}")
+    assert out.count("\n") == 1
+    assert len(out.encode()) < 4096  # cut to the line's bound, as every verdict line is
+    assert main(["check", "--health-file", str(tmp_path / "absent.json")]) == 1
+    assert capsys.readouterr().out == f"missing: no health file at {tmp_path / 'absent.json'}\n"
+
+
 def test_health_file_from_environment_and_default(
     write: WriteFile,
     tmp_path: Path,
@@ -672,7 +690,8 @@ def test_health_file_from_environment_and_default(
     monkeypatch.chdir(tmp_path)
     status = main(["check"])
     assert status == 1
-    assert capsys.readouterr().out == "missing: no health file at data/health.json\n"
+    absolute = tmp_path / "data" / "health.json"
+    assert capsys.readouterr().out == f"missing: no health file at data/health.json ({absolute})\n"
     (tmp_path / "data").mkdir()
     write(report("online"), "data/health.json")
     assert main(["check"]) == 0

@@ -899,10 +899,13 @@ def test_ci_workflow_runs_the_suite_and_the_type_checks_on_every_platform() -> N
         "ruff format --check .",
         "mypy --platform win32 src",
         "mypy --platform darwin src",
-        "pytest -n 3 --cov --cov-report= --cov-fail-under=0 -q",
     ):
         assert command in test_commands, command
         assert command in makefile, command
+    # The workflow runs every test; make test leaves the slow ones to make matrix.
+    covered = "--cov --cov-report= --cov-fail-under=0 -q"
+    assert f"pytest -n 3 {covered}" in test_commands
+    assert f'pytest -n 3 -m "not slow" {covered}' in makefile
     for job in workflow["jobs"].values():
         for step in job["steps"]:
             uses = step.get("uses")

@@ -498,6 +498,32 @@ def test_clean_output_redacts_each_secret_form(text: str, expected: str | None) 
         assert cleaned == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("(password=hunter2, token=abc123)", "(password=***, token=***)"),
+        ("connect(password=hunter2)", "connect(password=***)"),
+        ("[token=abc123]", "[token=***]"),
+        ("{token: abc123}", "{token: ***}"),
+        ("<token=abc123>", "<token=***>"),
+        ("((token=abc123))", "((token=***))"),
+        ("(password='hunter2')", "(password='***')"),
+        ('(password="hunter2")', '(password="***")'),
+        ("'password=hunter2'", "'password=***'"),
+        ('"password=hunter2"', '"password=***"'),
+        ('{"password": "x", "user": "app"}', '{"password": "***", "user": "app"}'),
+        ("(postgresql://app:hunter2@db/x)", "(postgresql://app:***@db/x)"),
+        ("GET /v1?token=abc123&page=2)", "GET /v1?token=***&page=2)"),
+        ("(GET /v1?token=abc123)", "(GET /v1?token=***)"),
+        ("(password=pa(ss))", "(password=***)"),
+        ("password=hunter2)", "password=***"),
+    ],
+)
+def test_redaction_keeps_the_brackets_and_quotes_around_a_secret(text: str, expected: str) -> None:
+    """A closing bracket or quote after a secret stays; one the secret holds is hidden with it."""
+    assert clean_output(text) == expected
+
+
 def test_clean_output_keeps_the_url_user() -> None:
     """A URL's user stays readable while its password is hidden."""
     cleaned = clean_output("postgresql://user:secret@host/db")
@@ -602,6 +628,25 @@ def test_secret_value_never_appears_in_clean_output(
 
     assert cleaned is not None
     assert secret not in cleaned
+
+
+@given(
+    secret=st.text(alphabet=string.ascii_letters + string.digits + "._~+-!$%*", min_size=4),
+    key=KEYS,
+    opening=st.sampled_from(["(", "[", "{", "<"]),
+)
+def test_secret_in_brackets_never_appears_and_its_bracket_stays(
+    secret: str, key: str, opening: str
+) -> None:
+    """For any bracket-free secret in `(key=secret)`, the secret is hidden, the bracket kept."""
+    closing = {"(": ")", "[": "]", "{": "}", "<": ">"}[opening]
+    text = f"{opening}{key}={secret}{closing}"
+
+    cleaned = clean_output(text)
+
+    assert cleaned is not None
+    assert secret not in cleaned
+    assert cleaned == f"{opening}{key}=***{closing}"
 
 
 @given(

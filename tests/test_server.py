@@ -610,7 +610,6 @@ async def test_ipv6_loopback_is_served(make_service: ServiceFactory, connect: Co
         "[127.0.0.1]:80",
         "host name:80",
         "",
-        8081,
     ],
 )
 def test_a_bad_address_is_refused_at_construction(
@@ -646,6 +645,12 @@ def test_without_h11_http_raises_importerror_naming_the_extra(
 
     with pytest.raises(ImportError, match=r"pip install 'healthfile\[http\]'"):
         make_service(http="127.0.0.1:0")
+
+
+def test_an_address_that_is_not_a_string_is_a_type_error(make_service: ServiceFactory) -> None:
+    """http=8081 (a port without its host, and not a string) raises TypeError naming http."""
+    with pytest.raises(TypeError, match=r"^http must be a string HOST:PORT, not 8081$"):
+        make_service(http=8081)
 
 
 def test_the_server_repr_shows_its_state_and_address() -> None:

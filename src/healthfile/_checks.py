@@ -407,10 +407,22 @@ class DiskSpaceCheck(CheckOptions):
     ) -> None:
         if min_free_bytes is None and min_free_ratio is None:
             min_free_ratio = 0.05
-        if min_free_bytes is not None and not _is_count(min_free_bytes):
-            raise ValueError(f"min_free_bytes must be an integer >= 0, not {min_free_bytes!r}")
-        if min_free_ratio is not None and not _is_ratio(min_free_ratio):
-            raise ValueError(f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r}")
+        if min_free_bytes is not None:
+            if not _is_int(min_free_bytes):
+                raise TypeError(
+                    f"min_free_bytes must be an int, not {min_free_bytes!r} "
+                    f"({type(min_free_bytes).__name__})"
+                )
+            if min_free_bytes < 0:
+                raise ValueError(f"min_free_bytes must be >= 0, not {min_free_bytes!r}")
+        if min_free_ratio is not None:
+            if not _is_number(min_free_ratio):
+                raise TypeError(
+                    f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r} "
+                    f"({type(min_free_ratio).__name__})"
+                )
+            if not 0 <= min_free_ratio <= 1:
+                raise ValueError(f"min_free_ratio must be from 0 to 1, not {min_free_ratio!r}")
         super().__init__(name=name, **options)
         self.path = absolute(path)  # once: a later os.chdir() changes nothing
         self.min_free_bytes = min_free_bytes
@@ -439,12 +451,12 @@ class DiskSpaceCheck(CheckOptions):
         return CheckResult("pass", summary)
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_ratio(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _format_bytes(count: float) -> str:

@@ -124,13 +124,18 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--health-file", _output_path, "health file to keep (default: data/health.json)"),
     ("--interval", _seconds(allow_zero=False), "seconds between cycles (default: 30)"),
     ("--check-timeout", _seconds(allow_zero=False), "seconds a check may take (default: 3)"),
-    ("--pyproject", _text, "pyproject.toml to read app_version from (default: pyproject.toml)"),
-    ("--app-version", _text, "app_version to report; wins over --pyproject"),
+    (
+        "--pyproject",
+        _text,
+        "pyproject.toml to read app_name and app_version from (default: none is read)",
+    ),
+    ("--app-version", _text, "app_version to report (default: from --pyproject, else unknown)"),
     (
         "--app-name",
         _text,
         "app_name to report and the Prometheus label app (default: [project].name of "
-        "--pyproject, else the installed distribution or script that runs)",
+        "--pyproject, else the name of --prometheus-file without its suffix, else that of "
+        "--database)",
     ),
     (
         "--start-period",
@@ -156,7 +161,7 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "health_file": "data/health.json",
     "interval": 30.0,
     "check_timeout": 3.0,
-    "pyproject": "pyproject.toml",
+    "pyproject": None,
     "app_version": None,
     "app_name": None,
     "start_period": 0.0,
@@ -164,8 +169,24 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "http": None,
 }
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off", "")
+
+_RUN_DESCRIPTION = """\
+Run the health service in the foreground until SIGINT or SIGTERM, then write the final
+'stopped' report. Every option can also be given as an environment variable
+HEALTHFILE_<NAME> (e.g. HEALTHFILE_INTERVAL=5); the command line wins.
+
+It logs one line per change of status. -v logs every cycle too, -vv also the database
+driver's (aiosqlite's) debug lines; HEALTHFILE_VERBOSE=1 or 2 does the same. Switches in
+the environment take 1/0, true/false, yes/no or on/off.
+
+exit status
+0    stopped by a signal, and the health file says stopped (or another process keeps it)
+1    the final 'stopped' report could not be written (the log says why)
+2    a bad option or environment variable (one line on stderr)
+130  a stop signal again, a second or more after the first: the stop was not waited for
+"""
 
 _CHECK_DESCRIPTION = """\
 Judge a health file and exit with the verdict, for Docker HEALTHCHECK, Kubernetes exec probes
@@ -204,27 +225,62 @@ def _env_name(option: str) -> str:
     return ENV_PREFIX + option.lstrip("-").replace("-", "_").upper()
 
 
+def _env_count(name: str, environ: dict[str, str], *, count: bool = False) -> int:
+    """A switch (or, with ``count``, a count) from the environment: 1/0, true/false,
+    yes/no, on/off (a count also 2, 3, ...); true is 1."""
+    raw = environ.get(name, "0").strip().lower()
+    if raw.isdigit() and (count or int(raw) <= 1):
+        return int(raw)
+    if raw in _TRUE + _FALSE:
+        return int(raw in _TRUE)
+    numbers = "0, 1, 2" if count else "1, 0"
+    raise _OptionError(f"{name}: expected {numbers}, true, false, yes, no, on or off, not {raw!r}")
+
+
+def _metavar(option: str, parse: Callable[[str], Any]) -> str:
+    """What an option's value is, in help and usage: SECONDS, PATH or TEXT (as `check` says)."""
+    if getattr(parse, "__name__", "") == "seconds":
+        return "SECONDS"
+    if option.endswith("-file") or option in ("--database", "--pyproject", "--config"):
+        return "PATH"
+    return "TEXT"
+
+
+class _Version(argparse.Action):
+    """``--version``: read the installed version only when asked (the probe never pays)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print healthfile's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"healthfile {version('healthfile')}\n")  # as argparse's own: stdout
+        parser.exit(0)
+
+
 def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     parser = _Parser(
         nagios_usage=nagios_usage,
         prog="healthfile",
         description="Keep a JSON health file for monitors, or judge one.",
     )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     run = commands.add_parser(
         "run",
         help="run the health service in the foreground until SIGINT or SIGTERM",
-        description=(
-            "Run the health service in the foreground until SIGINT or SIGTERM, then write "
-            "the final 'stopped' report and exit 0. Every option can also be given as an "
-            "environment variable HEALTHFILE_<NAME> (e.g. HEALTHFILE_INTERVAL=5); the "
-            "command line wins."
-        ),
+        description=_RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for option, parse, text in _RUN_OPTIONS:
         run.add_argument(
-            option, type=parse, default=None, help=f"{text} [env: {_env_name(option)}]"
+            option,
+            type=parse,
+            default=None,
+            metavar=_metavar(option, parse),
+            help=f"{text} [env: {_env_name(option)}]",
         )
     run.add_argument(
         "--notify-systemd",
@@ -240,7 +296,8 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         "--verbose",
         action="count",
         default=None,
-        help="log every cycle, not only status changes [env: HEALTHFILE_VERBOSE=1]",
+        help="log every cycle, not only status changes; -vv also aiosqlite's debug lines "
+        "[env: HEALTHFILE_VERBOSE=1 or 2]",
     )
     check = commands.add_parser(
         "check",
@@ -320,21 +377,24 @@ def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> d
         values[key] = _RUN_DEFAULTS[key] if value is None else value
     verbose = args.verbose
     if verbose is None:
-        raw = environ.get("HEALTHFILE_VERBOSE", "0")
-        if not raw.isdigit():
-            raise _OptionError(f"HEALTHFILE_VERBOSE: expected 0, 1 or 2, not {raw!r}")
-        verbose = int(raw)
+        verbose = _env_count("HEALTHFILE_VERBOSE", environ, count=True)
     values["verbose"] = verbose
     notify = args.notify_systemd
     if notify is None:
-        raw = environ.get("HEALTHFILE_NOTIFY_SYSTEMD", "0").strip().lower()
-        if raw not in _TRUE + _FALSE:
-            raise _OptionError(
-                f"HEALTHFILE_NOTIFY_SYSTEMD: expected 1, 0, true or false, not {raw!r}"
-            )
-        notify = raw in _TRUE
+        notify = _env_count("HEALTHFILE_NOTIFY_SYSTEMD", environ) > 0
     values["notify_systemd"] = notify
     return values
+
+
+def _given_as(args: argparse.Namespace, environ: dict[str, str], key: str, value: object) -> str:
+    """How the user gave a ``run`` option: ``--health-file PATH``, ``HEALTHFILE_…=PATH``, or not."""
+    flag = "--" + key.replace("_", "-")
+    if getattr(args, key) is not None:
+        return f"{flag} {value}"
+    env = _env_name(flag)
+    if env in environ:
+        return f"{env}={value}"
+    return f"{flag} {value} (the default)"
 
 
 def _check_health_file(args: argparse.Namespace, environ: dict[str, str]) -> str:
@@ -415,9 +475,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.exit(2, f"healthfile run: error: --http: {exc}\n")
         from ._settings import refuse_shared_files
 
+        environ = dict(os.environ)
         try:
             refuse_shared_files(
-                options["database"], options["health_file"], options["prometheus_file"]
+                options["database"],
+                options["health_file"],
+                options["prometheus_file"],
+                labels={
+                    key: _given_as(args, environ, key, options[key])
+                    for key in ("database", "health_file", "prometheus_file")
+                },
             )
         except ValueError as exc:
             parser.exit(2, f"healthfile run: error: {exc}\n")

@@ -319,9 +319,7 @@ def collect_checks(
     Returns the checks, the database check, and each check's options validated (its name
     redacted); two names that read alike once redacted are refused like duplicates.
     """
-    extra = list(checks)
-    for check in extra:
-        _require_check(check)
+    extra = _check_list(checks)
     if database is None:
         named = [check for check in extra if check.name == "database"]
         if not named:
@@ -332,8 +330,10 @@ def collect_checks(
         database_check = _require_check(database)
     elif isinstance(database, (str, os.PathLike)):
         database_check = SQLiteCheck(database)
+    elif callable(database):
+        database_check = _require_check(database)  # raises, pointing at healthfile.check()
     else:
-        raise TypeError(f"database must be a path or a Check, not {type(database).__name__}")
+        raise TypeError(f"database must be a path or a Check, not {database!r}")
     ordered = [database_check, *extra]
     options = [options_of(check, default_timeout) for check in ordered]
     names = [option.name for option in options]
@@ -343,8 +343,26 @@ def collect_checks(
     return ordered, database_check, options
 
 
-def _require_check(check: object) -> Check:
+def _check_list(checks: object) -> list[Check]:
+    """The checks of ``checks=``: a list (any iterable) of checks, never one check alone."""
+    if isinstance(checks, Check) or not isinstance(checks, Iterable) or isinstance(checks, str):
+        raise TypeError(
+            f"checks must be a list of checks, not {checks!r}; wrap one check in a list: "
+            "checks=[check]"
+        )
+    return [_require_check(check, f"checks[{index}]") for index, check in enumerate(checks)]
+
+
+def _require_check(check: object, what: str = "database") -> Check:
     """Refuse objects that are not checks, or whose run() is not async."""
-    if not isinstance(check, Check) or not inspect.iscoroutinefunction(check.run):
-        raise TypeError(f"a check needs a name and an async run() method, not {check!r}")
-    return check
+    if isinstance(check, Check) and inspect.iscoroutinefunction(check.run):
+        return check
+    if isinstance(check, type):
+        name = check.__name__
+        raise TypeError(f"{what} is the class {name}, not a check: {name}(...) makes one")
+    if callable(check):
+        raise TypeError(
+            f"{what} is a function ({check!r}), not a check: wrap it with "
+            "healthfile.check(name, fn)"
+        )
+    raise TypeError(f"{what}: a check needs a name and an async run() method, not {check!r}")

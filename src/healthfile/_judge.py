@@ -533,7 +533,9 @@ def _read_json(path: str) -> object:
             fd = os.open(path, _OPEN_FLAGS | getattr(os, "O_BINARY", 0))
             break
         except FileNotFoundError:
-            raise NotAHealthFile(MISSING, f"missing: no health file at {path}") from None
+            # A relative path says relative to what: the probe's working directory.
+            where = path if os.path.isabs(path) else f"{path} ({os.path.abspath(path)})"
+            raise NotAHealthFile(MISSING, f"missing: no health file at {where}") from None
         except PermissionError as exc:
             if not retry_delays:
                 raise NotAHealthFile(UNREADABLE, f"unreadable: {path}: {_os_error(exc)}") from None

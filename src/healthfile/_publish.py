@@ -109,8 +109,14 @@ class Publisher:
 
     @property
     def last_report(self) -> HealthReport | None:
-        """The last report written (a standby: the last one it made), or ``None``."""
+        """The last report made, written or not (as written: outputs maybe shortened)."""
         return self._last_report
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write of the health file failed; None once one succeeds, or standing by."""
+        error = self._write_errors.get(self.writer.path)
+        return None if error is None else f"cannot write {self.writer.path}: {error}"
 
     @property
     def previous(self) -> HealthReport | None:
@@ -264,13 +270,18 @@ class Publisher:
             )
             self._sequence = report.sequence
             rendering = _Rendering(report)
-            if await self._write(self.writer, rendering):
-                self._last_report = rendering.report  # as written: outputs maybe shortened
+            written = await self._write(self.writer, rendering)
+            # Made, written or not (a failed write is in write_error): as written, outputs
+            # maybe shortened, when the write got as far as rendering it.
+            self._last_report = rendering.report
+            if written:
                 self._notify_alive()
             if self.prometheus_writer is not None:
                 await self._write(self.prometheus_writer, partial(render_textfile, report))
         else:
             self._last_report = report
+            # A standby writes nothing, so none of its writes is failing.
+            self._write_errors.pop(self.writer.path, None)
             self._notify_alive()  # alive, and the file is another process's to keep
         if _changed(previous, report):
             _log_change(previous, report)

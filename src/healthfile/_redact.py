@@ -5,7 +5,9 @@ so a secret may be cut in half. A ``key=value`` secret cut in half is still reda
 pattern matches what is left of the value; a quoted one runs to the end of the text when
 its closing quote is missing); a URL cut before the ``@`` that ends its password no longer
 matches, so a cut text whose last token (URL passwords hold no whitespace) holds ``://``
-loses that token.
+loses that token. A closing bracket after an unquoted value stays when a bracket opened
+before its key (within a fixed distance) and the value does not open one itself:
+``(password=***)``.
 """
 
 from __future__ import annotations
@@ -34,11 +36,40 @@ _KEY_VALUE = re.compile(
 )
 
 
+# How far before a key an opening bracket is looked for (a constant, so redaction stays
+# linear): `(password=hunter2)` keeps its `)`.
+_BRACKET_LOOKBACK = 256
+_BRACKETS = {")": "(", "]": "[", "}": "{", ">": "<"}
+
+
 def _hide_value(match: re.Match[str]) -> str:
     value = match["value"]
     opening = value[0] if value[0] in "\"'" else ""
-    closing = opening if len(value) > 1 and value[-1] == opening else ""
-    return f"{match['head']}{opening}***{closing}"
+    if opening:
+        closing = opening if len(value) > 1 and value[-1] == opening else ""
+        return f"{match['head']}{opening}***{closing}"
+    before = match.string[max(0, match.start() - _BRACKET_LOOKBACK) : match.start()]
+    return f"{match['head']}***{_closing_brackets(before, value)}"
+
+
+def _closing_brackets(before: str, value: str) -> str:
+    """The closing brackets that end ``value`` but close a bracket opened ``before`` its key.
+
+    ``(password=hunter2)`` keeps its ``)``: the value opens no bracket, the text before it
+    did. A bracket the value opens itself (``pa(ss)``), or one nothing before it opened
+    (``password=hunter2)``), stays part of the value and is hidden with it.
+    """
+    kept = ""
+    while value and value[-1] in _BRACKETS:
+        closer = value[-1]
+        opener = _BRACKETS[closer]
+        unmatched_before = before.count(opener) - before.count(closer) - kept.count(closer)
+        unmatched_in_value = value.count(closer) - value.count(opener)
+        if unmatched_before <= 0 or unmatched_in_value <= 0:
+            break
+        kept = closer + kept
+        value = value[:-1]
+    return kept
 
 
 def redact(text: str, *, limit: int = MAX_REDACT_CHARS) -> str:

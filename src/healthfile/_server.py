@@ -62,11 +62,12 @@ def require_h11() -> None:
 def parse_address(text: object, what: str = "http") -> tuple[str, int]:
     """The host and port of ``"HOST:PORT"`` (IPv6 as ``"[::1]:8081"``; port 0: any free one).
 
+    :raises TypeError: for a value that is not a string.
     :raises ValueError: naming ``what`` and the value.
     """
     example = f"{what} must be HOST:PORT (e.g. 127.0.0.1:8081 or [::1]:8081)"
     if not isinstance(text, str):
-        raise ValueError(f"{example}, not {text!r}")
+        raise TypeError(f"{what} must be a string HOST:PORT, not {text!r}")
     host, colon, port_text = text.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -98,7 +98,8 @@ class AsyncHealthService:
     :param checks: more checks to run every cycle.
     :param on_change: ``callback(previous, current)``, sync or async, called when the status
         or a check's status changes. Sync callbacks run in a daemon thread.
-    :param file_mode: the health file's permission bits, whatever the umask.
+    :param file_mode: the health file's permission bits, whatever the umask: at most
+        ``0o777``, with the owner's read bit.
     :param prometheus_file: also write every report there in the Prometheus text format, for
         node_exporter's textfile collector (needs the extra ``healthfile[prometheus]``).
     :param notify_systemd: send ``READY=1``, ``WATCHDOG=1`` and ``STOPPING=1`` to
@@ -110,13 +111,17 @@ class AsyncHealthService:
         this service stands by for another writer.
     :raises ImportError: for ``prometheus_file`` without prometheus_client installed, or
         ``http`` without h11.
-    :raises ValueError: for a non-positive interval or check_timeout, a negative
-        start_period, duplicate or bad check names (empty, unprintable, over 64
-        characters, a comma, blanks around), bad check options (timeout, critical,
-        groups, thresholds), two of database / health_file / prometheus_file that are one
-        file, checks too many to fit in the health file even with their outputs shortened,
-        ``http`` that is not ``"HOST:PORT"``, or a bad value in one of the variables above
-        (the message names it).
+    :raises TypeError: for an argument of the wrong type (``interval="5"``, a check that is
+        a plain function, ``checks=`` one check rather than a list, ``critical="yes"``,
+        ``http=8081``).
+    :raises ValueError: for a value out of range: a non-positive interval or check_timeout,
+        a negative start_period, a ``file_mode`` above ``0o777`` or without the owner's read
+        bit, duplicate or bad check names (empty, unprintable, over 64 characters, a comma,
+        blanks around), bad check options (a timeout or threshold out of range), two of
+        database / health_file / prometheus_file that are one file, checks too many to fit
+        in the health file even with their outputs shortened, ``http`` that is not
+        ``"HOST:PORT"``, or a bad value in one of the variables above (the message names
+        it).
 
     Every path is made absolute once, at construction: a later ``os.chdir()`` changes
     nothing.
@@ -165,7 +170,10 @@ class AsyncHealthService:
             settings.database, checks, settings.check_timeout
         )
         refuse_shared_files(
-            getattr(database_check, "path", None), settings.health_file, settings.prometheus_file
+            getattr(database_check, "path", None),
+            settings.health_file,
+            settings.prometheus_file,
+            labels=settings.given,
         )
         refuse_oversized(
             [option.name for option in options],
@@ -253,16 +261,27 @@ class AsyncHealthService:
 
     @property
     def last_report(self) -> HealthReport | None:
-        """The last report written to the health file, or ``None``.
+        """The last report made, written or not; ``None`` only before the first :meth:`start`.
 
-        On a service standing by (another process holds the file's lock), the last report
-        its own cycle made, which is not on disk.
+        Whether it reached the disk: :attr:`last_write_error` is None and :attr:`writing` is
+        True (a service standing by for another process makes reports it does not write).
         """
         return self._publisher.last_report
 
     @property
+    def last_write_error(self) -> str | None:
+        """Why the last write of the health file failed (``"cannot write …: …"``), or None.
+
+        None once a write succeeds, and while the service stands by for another process.
+        """
+        return self._publisher.write_error
+
+    @property
     def writing(self) -> bool:
-        """True while this service writes the file; False while it stands by for another."""
+        """True while this service holds the file (writes it, or tries to); False otherwise.
+
+        False while it stands by for another process that holds the file, and when stopped.
+        """
         return self._publisher.writing
 
     @property
@@ -285,7 +304,8 @@ class AsyncHealthService:
     async def start(self) -> None:
         """Run the first cycle, then keep running cycles in a background task.
 
-        Returns once the first report is on disk (or its write failed and was logged).
+        Returns once the first report is on disk, or its write failed and was logged
+        (:attr:`last_write_error` then says why; :attr:`last_report` is the report made).
         :raises RuntimeError: if the service is already started.
         """
         if self._state != "stopped":
@@ -311,6 +331,13 @@ class AsyncHealthService:
             await self._run_cycle()
         except _Stopped:
             return  # stop() was called while starting: it has written the final report
+        except asyncio.CancelledError:
+            # The caller was cancelled while starting (a stop signal through
+            # cancel_on_signals() around the `async with`): stop as stop() does, so that the
+            # file says "stopped", then let the cancellation go on.
+            if self._generation == generation and self._state == "starting":
+                await self._stop_while_starting()
+            raise
         except BaseException:
             if self._generation == generation and self._state == "starting":
                 self._close_http()
@@ -324,6 +351,15 @@ class AsyncHealthService:
         self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
         self._loop_task.add_done_callback(_report_loop_death)
         logger.debug("health service started: %r", self)
+
+    async def _stop_while_starting(self) -> None:
+        """Stop a start() its caller cancelled: the final report with the app's identity."""
+        assert self._preparing is not None
+        # The lock and the identity are decided there; the final report needs both.
+        await asyncio.wait({self._preparing})
+        if not self._preparing.cancelled() and self._preparing.exception() is None:
+            self._app_name, self._app_version = self._preparing.result()
+        await self.stop()
 
     async def check_now(self) -> HealthReport:
         """Run one extra cycle now and return its report.

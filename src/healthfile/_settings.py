@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ._limits import MAX_IDENTITY_CHARS
-from ._options import absolute, validate_seconds
+from ._options import absolute, validate_file_mode, validate_seconds
 
 __all__ = [
     "ENVIRONMENT",
@@ -67,6 +67,9 @@ class Settings:
     app_name: str | None
     file_mode: int
     prometheus_file: Path | None
+    # How the caller gave each path, for messages: "health_file='x'", "HEALTHFILE_…='x'",
+    # or "health_file='data/health.json' (the default)".
+    given: Mapping[str, str]
 
 
 def resolve_settings(
@@ -89,6 +92,7 @@ def resolve_settings(
     :raises ValueError: for a bad value, naming the argument or the variable it came from.
     """
     env = os.environ if environ is None else environ
+    passed = {"database": database, "health_file": health_file, "prometheus_file": prometheus_file}
     if database is UNSET:
         database = _from_env(env, "database", _path) or "data/app.db"
     if health_file is None:
@@ -104,10 +108,19 @@ def resolve_settings(
     if prometheus_file is None:
         prometheus_file = _from_env(env, "prometheus_file", _path)
     for option, value in (("app_version", app_version), ("app_name", app_name)):
+        if value is not None and not isinstance(value, str):
+            kind = type(value).__name__
+            raise TypeError(f"{option} must be a string or None, not {value!r} ({kind})")
         if not _is_optional_text(value):
-            raise ValueError(f"{option} must be a non-empty string or None, not {value!r}")
-    if not _is_file_mode(file_mode):
-        raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
+            raise ValueError(
+                f"{option} must be a non-blank string of at most {MAX_IDENTITY_CHARS} "
+                f"characters, not {value!r}"
+            )
+    resolved = {
+        "database": database,
+        "health_file": health_file,
+        "prometheus_file": prometheus_file,
+    }
     return Settings(
         database=database,
         health_file=absolute(health_file),  # once: a later os.chdir() changes nothing
@@ -117,9 +130,27 @@ def resolve_settings(
         pyproject=None if pyproject is None else absolute(pyproject),
         app_version=app_version,
         app_name=app_name,
-        file_mode=file_mode,
+        file_mode=validate_file_mode(file_mode),
         prometheus_file=None if prometheus_file is None else absolute(prometheus_file),
+        given={
+            option: _given_as(option, passed[option], resolved[option], env) for option in passed
+        },
     )
+
+
+def _given_as(option: str, passed: object, resolved: object, environ: Mapping[str, str]) -> str:
+    """How the caller gave ``option``: as an argument, in its variable, or not at all."""
+    if passed is not None and passed is not UNSET:
+        return f"{option}={_shown(passed)}"
+    name = ENVIRONMENT[option]
+    if name in environ:
+        return f"{name}={environ[name]!r}"
+    return f"{option}={_shown(resolved)} (the default)"
+
+
+def _shown(value: object) -> str:
+    """A path as the caller wrote it (a ``Path`` as its text), anything else as its repr."""
+    return repr(os.fspath(value)) if isinstance(value, (str, os.PathLike)) else repr(value)
 
 
 def _from_env(environ: Mapping[str, str], option: str, parse: Callable[[str], T]) -> T | None:
@@ -156,11 +187,6 @@ def _identity(text: str) -> str:
     return text
 
 
-def _is_file_mode(value: object) -> bool:
-    """Tell whether ``value`` is permission bits (an int from 0 to 0o7777)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777
-
-
 def _is_optional_text(value: object) -> bool:
     """Tell whether ``value`` is None or a non-blank string short enough for the file."""
     return value is None or (
@@ -172,6 +198,8 @@ def refuse_shared_files(
     database: object,
     health_file: str | os.PathLike[str],
     prometheus_file: str | os.PathLike[str] | None,
+    *,
+    labels: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse any two of database / health file / Prometheus file that are one file.
 
@@ -179,10 +207,14 @@ def refuse_shared_files(
     file (device and inode: a hard link too). Writing the health file over the database
     would destroy the application's data. ``database`` that is not a path is left out.
 
-    :raises ValueError: naming both.
+    :param labels: how the caller gave each (``"database"``, ``"health_file"``,
+        ``"prometheus_file"``), e.g. ``"--health-file data/app.db"``; by default
+        ``health_file='data/app.db'``, the path as passed.
+    :raises ValueError: naming both as the caller gave them, and the file they are.
     """
+    labels = labels or {}
     named = [
-        (what, absolute(path))
+        (labels.get(what) or f"{what}={_shown(path)}", absolute(path))
         for what, path in (
             ("database", database),
             ("health_file", health_file),
@@ -193,9 +225,12 @@ def refuse_shared_files(
     for index, (first, first_path) in enumerate(named):
         for second, second_path in named[index + 1 :]:
             if _same_file(first_path, second_path):
+                same = repr(str(first_path))
+                if first_path != second_path:
+                    same = f"{same} and {str(second_path)!r}, two names of one file"
                 raise ValueError(
-                    f"{first} and {second} are the same file ({str(first_path)!r} and "
-                    f"{str(second_path)!r}): the service would overwrite it"
+                    f"{first} and {second} are the same file ({same}): the service would "
+                    "overwrite it"
                 )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import sys
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +27,8 @@ __all__ = [
 ]
 
 UNKNOWN_VERSION = "unknown"
+# This package's own distribution name, as _normalized() gives it.
+_OWN_NAME = "healthfile"
 # A pyproject.toml larger than this is not a project file worth parsing.
 MAX_PYPROJECT_BYTES = 1 << 20
 # A dotted key or table header this deep is not a project file; tomllib would take time
@@ -46,17 +50,30 @@ class AppIdentity(NamedTuple):
     version: str
 
 
-def read_app_identity(pyproject: str | os.PathLike[str] | None) -> AppIdentity:
+def read_app_identity(
+    pyproject: str | os.PathLike[str] | None, *, fallback_name: Callable[[], str] | None = None
+) -> AppIdentity:
     """Read ``pyproject`` once and return the application's name and version.
 
-    The name is ``[project].name``, else :func:`program_name`; the version is as
-    :func:`read_app_version` says. Never raises.
+    The name is ``[project].name``, else ``fallback_name()`` (by default
+    :func:`program_name`); the version is as :func:`read_app_version` says. healthfile's own
+    pyproject.toml (a checkout of healthfile, where its examples run) names no application
+    that uses healthfile: it is not read (name from the fallback, version ``unknown``).
+    Never raises.
     """
     project = {} if pyproject is None else _read_project_table(Path(pyproject))
     name = project.get("name")
+    if isinstance(name, str) and _normalized(name) == _OWN_NAME:
+        logger.info("app_name: %s is healthfile's own project, not the application's", pyproject)
+        project, name = {}, None
     if isinstance(name, str) and name.strip():
         return AppIdentity(name.strip(), _version_of(project))
-    return AppIdentity(program_name(), _version_of(project))
+    return AppIdentity((fallback_name or program_name)(), _version_of(project))
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as PyPI compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def read_app_version(pyproject: str | os.PathLike[str] | None) -> str:
