@@ -427,10 +427,13 @@ def test_without_a_file_it_reads_the_environment_then_the_default(
         asgi_app()
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "1"])
-def test_a_bad_read_timeout_is_refused(timeout: Any) -> None:
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(0, ValueError), (-1, ValueError), (float("nan"), ValueError), ("1", TypeError)],
+)
+def test_a_bad_read_timeout_is_refused(timeout: Any, error: type[Exception]) -> None:
     """read_timeout is validated like every duration, naming it."""
-    with pytest.raises(ValueError, match="read_timeout"):
+    with pytest.raises(error, match="read_timeout"):
         asgi_app("health.json", read_timeout=timeout)
 
 

@@ -114,7 +114,7 @@ def test_run_help_names_http_and_its_variable(capsys: pytest.CaptureFixture[str]
     _, out, _ = invoke(["run", "--help"], capsys)
 
     flat = " ".join(out.split())
-    assert "--http HTTP" in flat
+    assert "--http HOST:PORT" in flat
     assert "[env: HEALTHFILE_HTTP]" in flat
     assert "healthfile[http]" in flat
 

@@ -210,7 +210,9 @@ def asgi_app(
         ``data/health.json``. Made absolute now: a later ``os.chdir()`` changes nothing.
     :param read_timeout: seconds a read of the file may take before the answer is 503
         ``unreadable`` (a file on a hung network mount).
-    :raises ValueError: for an empty ``HEALTHFILE_HEALTH_FILE`` or a bad ``read_timeout``.
+    :raises ValueError: for an empty ``HEALTHFILE_HEALTH_FILE`` or a ``read_timeout`` out of
+        range.
+    :raises TypeError: for a ``read_timeout`` that is not a number.
     """
     if health_file is None:
         health_file = os.environ.get("HEALTHFILE_HEALTH_FILE", "data/health.json")

@@ -243,6 +243,8 @@ def _metavar(option: str, parse: Callable[[str], Any]) -> str:
         return "SECONDS"
     if option.endswith("-file") or option in ("--database", "--pyproject", "--config"):
         return "PATH"
+    if option == "--http":
+        return "HOST:PORT"
     return "TEXT"
 
 
