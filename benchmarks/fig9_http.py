@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
+import os
 import re
 import shutil
 import subprocess
@@ -60,8 +62,8 @@ INTERVAL = 0.05
 
 
 @contextlib.contextmanager
-def _server(kind: str, health_file: Path) -> Iterator[int]:
-    """Start a server process of ``kind``; yield its port; end it."""
+def _server(kind: str, health_file: Path) -> Iterator[tuple[int, int]]:
+    """Start a server process of ``kind``; yield its port and pid; end it."""
     process = subprocess.Popen(
         [PYTHON, str(HERE / "_http_serve.py"), kind, "asyncio", str(health_file)],
         stdin=subprocess.PIPE,
@@ -70,7 +72,7 @@ def _server(kind: str, health_file: Path) -> Iterator[int]:
     )
     try:
         assert process.stdout is not None
-        yield int(process.stdout.readline())
+        yield int(process.stdout.readline()), process.pid
     finally:
         assert process.stdin is not None
         process.stdin.close()
@@ -83,8 +85,18 @@ def _server(kind: str, health_file: Path) -> Iterator[int]:
         process.stdout.close()
 
 
-def _wrk(port: int, seconds: float, *, keep_alive: bool) -> tuple[float, str]:
-    """Requests per second of wrk against /readyz, and its line about errors (or "")."""
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (Linux /proc), or NaN."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(port: int, seconds: float, *, keep_alive: bool) -> tuple[float, int, str]:
+    """Requests per second of wrk against /readyz, how many requests it made, and its line
+    about errors (or "")."""
     argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s"]
     if not keep_alive:
         argv += ["-H", "Connection: close"]
@@ -96,13 +108,15 @@ def _wrk(port: int, seconds: float, *, keep_alive: bool) -> tuple[float, str]:
         timeout=seconds + 30,
     )
     match = re.search(r"Requests/sec:\s+([0-9.]+)", done.stdout)
+    count = re.search(r"(\d+) requests in", done.stdout)
     assert match is not None, done.stdout
+    assert count is not None, done.stdout
     problems = [
         line.strip()
         for line in done.stdout.splitlines()
         if "Non-2xx" in line or "Socket errors" in line
     ]
-    return float(match.group(1)), "; ".join(problems)
+    return float(match.group(1)), int(count.group(1)), "; ".join(problems)
 
 
 def _exec_probes(health_file: Path, count: int) -> float:
@@ -130,17 +144,21 @@ async def _throughput(ctx: Context, health_file: Path, notes: list[str]) -> dict
     loop = asyncio.get_running_loop()
     rounds, seconds = ctx.n(3, 1), ctx.n(3.0, 1.0)
     samples: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     problems: set[str] = set()
     for index in range(rounds):
         # Each round in the other order: the machine's drift hits both servers alike.
         for kind in ("builtin", "uvicorn")[:: 1 if index % 2 == 0 else -1]:
-            with _server(kind, health_file) as port:
+            with _server(kind, health_file) as (port, pid):
                 for keep_alive in (True, False):
-                    rate, problem = await loop.run_in_executor(
+                    used = _cpu_seconds(pid)
+                    rate, count, problem = await loop.run_in_executor(
                         None, functools.partial(_wrk, port, seconds, keep_alive=keep_alive)
                     )
+                    used = _cpu_seconds(pid) - used
                     name = f"{kind} {'keep-alive' if keep_alive else 'new connections'}"
                     samples.setdefault(name, []).append(rate)
+                    cpu.setdefault(name, []).append(used / count)
                     if problem:
                         problems.add(f"{name}: {problem}")
         exec_rate = await loop.run_in_executor(None, _exec_probes, health_file, ctx.n(20, 5))
@@ -150,16 +168,23 @@ async def _throughput(ctx: Context, health_file: Path, notes: list[str]) -> dict
         "and mode; every answer 200 unless said below.",
         "",
         markdown_table(
-            ["server, mode", "requests/s (median)", "each round"],
+            ["server, mode", "requests/s (median)", "each round", "server CPU per request"],
             [
-                [name, f"{median(values):.0f}", ", ".join(f"{v:.0f}" for v in values)]
+                [
+                    name,
+                    f"{median(values):.0f}",
+                    ", ".join(f"{v:.0f}" for v in values),
+                    fmt_time(median(cpu[name])) if name in cpu else "—",
+                ]
                 for name, values in samples.items()
             ],
         ),
         "",
         *(f"- {problem}" for problem in sorted(problems)),
     ]
-    return {name: median(values) for name, values in samples.items()}
+    rates = {name: median(values) for name, values in samples.items()}
+    rates.update({f"cpu {name}": median(values) for name, values in cpu.items()})
+    return rates
 
 
 async def _lag_and_cycles(ctx: Context, directory: Path, notes: list[str]) -> dict[str, float]:
@@ -260,6 +285,17 @@ async def run(ctx: Context) -> FigureResult:
                 ours / theirs,
                 f"≥ 1{TIMES}",
                 ours >= theirs,
+            )
+        )
+        ours, theirs = rates[f"cpu builtin {mode}"], rates[f"cpu uvicorn {mode}"]
+        result.rows.append(
+            Row(
+                f"9. server CPU per /readyz, {mode}: built-in server vs uvicorn",
+                fmt_time(ours),
+                fmt_time(theirs),
+                ours / theirs,
+                f"≤ 1{TIMES}",
+                ours <= theirs,
             )
         )
     ours = rates["builtin new connections"]

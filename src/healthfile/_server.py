@@ -48,6 +48,8 @@ REQUEST_SECONDS = 5.0
 MAX_CONNECTIONS = 100
 # Past this much unsent answer, the next pipelined request waits until the client reads.
 _WRITE_HIGH_WATER = 64 * 1024
+# Past this much received while an answer is being made, reading pauses until it is sent.
+_READ_HIGH_WATER = 64 * 1024
 # How long stop() waits for the closed connections to be gone (they go at the next turn of
 # the loop: every one is closed or aborted, none is waited for).
 _CLOSE_WAIT_SECONDS = 1.0
@@ -199,12 +201,20 @@ class _Connection(asyncio.Protocol):
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        # One timer per connection, not one per request: a wait (for a request, or for the
+        # client to read) sets a deadline, and the timer, when it fires early, follows it.
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._on_deadline: Callable[[], None] = self._request_timeout
         self._request: h11.Request | None = None
         self._body_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._writing_paused = False
+        self._reading_paused = False
+        self._received_while_busy = 0
         self._admitted = False
+        self._client: tuple[str, int] | None = None
+        self._address: tuple[str, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -213,11 +223,16 @@ class _Connection(asyncio.Protocol):
             transport.abort()  # refused, not queued: the client learns at once
             return
         self._admitted = True
+        self._client = _peer(transport, "peername")
+        self._address = _peer(transport, "sockname")
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         self._arm(self._server.request_seconds, self._request_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._admitted:
             self._server.forget(self)
         if self._task is not None:
@@ -225,6 +240,15 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._h11.receive_data(data)
+        if self._task is not None or self._writing_paused:
+            # Pipelined requests wait in h11's buffer until this answer is sent (or read by
+            # the client): as much as one more read past the bound.
+            self._received_while_busy += len(data)
+            if self._received_while_busy > _READ_HIGH_WATER and not self._reading_paused:
+                assert self._transport is not None
+                self._transport.pause_reading()
+                self._reading_paused = True
+            return
         self._next()
 
     def eof_received(self) -> bool:
@@ -237,7 +261,12 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        if self._task is None and self._transport is not None and not self._transport.is_closing():
+        transport = self._transport
+        if self._task is None and transport is not None and not transport.is_closing():
+            self._received_while_busy = 0
+            if self._reading_paused:
+                transport.resume_reading()
+                self._reading_paused = False
             self._arm(self._server.request_seconds, self._request_timeout)
             self._next()
 
@@ -279,7 +308,7 @@ class _Connection(asyncio.Protocol):
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self._disarm()
-                transport.pause_reading()
+                self._received_while_busy = 0
                 request, self._request = self._request, None
                 assert request is not None
                 self._task = self._loop.create_task(self._answer(request))
@@ -304,9 +333,9 @@ class _Connection(asyncio.Protocol):
             "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
-            "headers": [(name.lower(), value) for name, value in request.headers],
-            "client": _peer(transport, "peername"),
-            "server": _peer(transport, "sockname"),
+            "headers": list(request.headers),  # h11 gives the names lowercased
+            "client": self._client,
+            "server": self._address,
         }
         writer = _Writer(self._h11, transport, head, self._server.date_header())
         try:
@@ -331,7 +360,9 @@ class _Connection(asyncio.Protocol):
             # The client has not read its answers: it has request_seconds to start.
             self._arm(self._server.request_seconds, transport.abort)
             return
-        transport.resume_reading()
+        if self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
         self._arm(self._server.request_seconds, self._request_timeout)
         self._next()
 
@@ -340,7 +371,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         self._disarm()
-        logger.debug("HTTP: %d to %s: %s", status, _peer(transport, "peername"), why)
+        logger.debug("HTTP: %d to %s: %s", status, self._client, why)
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(h11.LocalProtocolError):
                 writer = _Writer(self._h11, transport, False, self._server.date_header())
@@ -349,7 +380,6 @@ class _Connection(asyncio.Protocol):
 
     def _request_timeout(self) -> None:
         """No whole request in time: a 408 for a request begun, else just close."""
-        self._timer = None
         if self._transport is None or self._task is not None:
             return
         begun = self._h11.their_state is not h11.IDLE or bool(self._h11.trailing_data[0])
@@ -359,13 +389,27 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(seconds, action)
+        """Call ``action`` in ``seconds`` unless :meth:`_disarm` comes first."""
+        self._deadline = self._loop.time() + seconds
+        self._on_deadline = action
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self._tick)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
+
+    def _tick(self) -> None:
+        """The timer fired: act if the deadline has come, else wait on for it."""
+        self._timer = None
+        if self._deadline is None:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._tick)
+            return
+        self._deadline = None
+        self._on_deadline()
 
 
 class _Writer:
