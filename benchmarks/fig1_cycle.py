@@ -257,6 +257,7 @@ async def run(ctx: Context) -> FigureResult:
             cycle_mean / floor_mean,
             f"≤ {TARGET}{TIMES}",
             cycle_mean / floor_mean <= TARGET,
+            key="cycle_mean",
         ),
         Row(
             "1. cycle cost, median",
@@ -265,6 +266,7 @@ async def run(ctx: Context) -> FigureResult:
             cycle_med / floor_med,
             f"≤ {TARGET}{TIMES}",
             cycle_med / floor_med <= TARGET,
+            key="cycle_median",
         ),
     ]
 
@@ -285,6 +287,21 @@ async def run(ctx: Context) -> FigureResult:
     ]
     floor_write_t = sum(pieces_write.values())
     fsyncs = pieces_write["fsync(temp file)"] + pieces_write["fsync(directory)"]
+    result.facts = {
+        "floor_median": floor_med,
+        "floor_probe": floor_probe_t,
+        "floor_write": floor_write_t,
+        "floor_fsyncs": fsyncs,
+        "in_cycle": in_cycle,
+        "part_check": per["check"],
+        "part_write": per["write"],
+        "part_render": per["render"],
+        "part_rest": rest,
+        "hop": hop,
+        "thread_start": thread_start,
+        "loop_busy": meter.busy / n_in if meter.available else 0.0,
+        "loop_iterations": meter.iterations / n_in if meter.available else 0.0,
+    }
     lines = [
         f"`check_now()` median {fmt_time(cycle_med)}, mean {fmt_time(cycle_mean)}; floor "
         f"median {fmt_time(floor_med)}, mean {fmt_time(floor_mean)} ({len(cycles)} cycles "

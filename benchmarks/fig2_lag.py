@@ -160,26 +160,36 @@ async def run(ctx: Context) -> FigureResult:
             service[1] / idle[1],
             f"≤ {TARGET}{TIMES}",
             service[1] / idle[1] <= TARGET,
+            key="lag_p99",
         ),
         Row(
             "2. loop lag p50, healthfile vs idle",
             fmt_time(service[0]),
             fmt_time(idle[0]),
             service[0] / idle[0],
+            key="lag_p50",
         ),
         Row(
             "2. loop lag max, healthfile vs idle",
             fmt_time(service[2]),
             fmt_time(idle[2]),
             service[2] / idle[2],
+            key="lag_max",
         ),
         Row(
             "2. loop lag p99, healthfile vs naive inline I/O",
             fmt_time(service[1]),
             fmt_time(naive[1]),
             service[1] / naive[1],
+            key="lag_p99_naive",
         ),
     ]
+    result.facts = {
+        "idle_p99": idle[1],
+        "service_p99": service[1],
+        "naive_p99": naive[1],
+        "busy_share": busy["healthfile"],
+    }
     rows = []
     for name in conditions:
         p50, p99, worst = stats(name)

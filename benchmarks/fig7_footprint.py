@@ -186,8 +186,14 @@ async def run(ctx: Context) -> FigureResult:
             "7. RSS added by a running service (after import)",
             fmt_bytes(added(ours, "rss")),
             "—",
+            key="rss_added",
         ),
-        Row("7. threads added by a running service", str(added(ours, "threads")), "—"),
+        Row(
+            "7. threads added by a running service",
+            str(added(ours, "threads")),
+            "—",
+            key="threads_added",
+        ),
     ]
     main = soaks["healthfile"]
     extrapolated = main.cycles < SOAK_CYCLES
@@ -200,8 +206,13 @@ async def run(ctx: Context) -> FigureResult:
             None,
             "≈ 0 (< 1 MiB)",
             main.per_100k < 1024 * 1024,
+            key="rss_growth",
         )
     )
+    result.facts = {
+        "growth": main.per_100k,
+        "growth_one_arena": soaks["healthfile, MALLOC_ARENA_MAX=1"].per_100k,
+    }
     soak_table = markdown_table(
         ["soak", "cycles", "ms / cycle", "RSS at start", "RSS at end", "measured", "per 100k"],
         [

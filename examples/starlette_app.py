@@ -1,6 +1,6 @@
 """A Starlette (or FastAPI) application that keeps its health file while it serves.
 
-    pip install healthfile starlette uvicorn
+    pip install . starlette uvicorn    # in a clone of healthfile
     uvicorn examples.starlette_app:app
 
 The lifespan starts the health service on the server's own event loop before the first

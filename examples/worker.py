@@ -16,7 +16,8 @@ A Kubernetes liveness probe judges the group live alone, ``healthfile check --gr
 a restart cures a stuck worker, not a lost database. The readiness probe, ``healthfile
 check``, judges everything. See kubernetes.yaml next to this file. With HEALTHFILE_HTTP set
 (``0.0.0.0:8081``), the worker also answers the same verdicts over HTTP, ``/livez`` and
-``/readyz``, for httpGet probes (kubernetes-http.yaml; needs ``healthfile[http]``).
+``/readyz``, for httpGet probes (kubernetes-http.yaml; needs h11, the extra
+``healthfile[http]``).
 
 SIGTERM (``docker stop``, ``kubectl delete pod``) or Ctrl-C stops it cleanly: the health file
 says ``stopped`` and the exit status is 0. ``kill -USR1 <pid>`` makes the current job hang

@@ -105,7 +105,7 @@ def test_http_without_h11_is_one_line_and_exit_2(
     status, _, err = invoke(["run", "--http", "127.0.0.1:8081"], capsys)
 
     assert status == 2
-    assert "pip install 'healthfile[http]'" in one_line(err)
+    assert "(the extra healthfile[http]): pip install h11" in one_line(err)
     assert started_with == []
 
 

@@ -204,7 +204,9 @@ def test_construction_without_prometheus_client_raises_a_clear_import_error(
 ) -> None:
     """prometheus_file without prometheus_client fails at construction, naming the extra."""
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(ImportError, match=r"pip install 'healthfile\[prometheus\]'"):
+    with pytest.raises(
+        ImportError, match=r"\(the extra healthfile\[prometheus\]\): pip install prometheus_client$"
+    ):
         healthfile.AsyncHealthService(
             tmp_path / "app.db",
             health_file=tmp_path / "health.json",
@@ -296,8 +298,8 @@ def test_run_prometheus_file_without_prometheus_client_exits_2_with_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
-        "healthfile run: error: --prometheus-file needs prometheus_client: "
-        "pip install 'healthfile[prometheus]'\n"
+        "healthfile run: error: --prometheus-file needs prometheus_client (the "
+        "extra healthfile[prometheus]): pip install prometheus_client\n"
     )
     assert started_with == []
 

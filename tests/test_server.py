@@ -643,7 +643,7 @@ def test_without_h11_http_raises_importerror_naming_the_extra(
     """http without h11 installed raises ImportError naming healthfile[http]."""
     monkeypatch.setattr(_server, "h11", None)
 
-    with pytest.raises(ImportError, match=r"pip install 'healthfile\[http\]'"):
+    with pytest.raises(ImportError, match=r"the extra healthfile\[http\]\): pip install h11"):
         make_service(http="127.0.0.1:0")
 
 

@@ -118,8 +118,15 @@ def _http_address(text: str) -> str:
     return text
 
 
-# (option, parser of its value, help); each is also read from HEALTHFILE_<NAME>.
+# (option, parser of its value, help); each is also read from HEALTHFILE_<NAME>, and every
+# one but --config from the config file.
 _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
+    (
+        "--config",
+        _text,
+        "TOML file of these options and [[check]] tables, or a pyproject.toml with "
+        "[tool.healthfile] (the command line and the environment win over it)",
+    ),
     ("--database", _text, "SQLite database to probe, read-only (default: data/app.db)"),
     ("--health-file", _output_path, "health file to keep (default: data/health.json)"),
     ("--interval", _seconds(allow_zero=False), "seconds between cycles (default: 30)"),
@@ -157,6 +164,7 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
 ]
 
 _RUN_DEFAULTS: dict[str, Any] = {
+    "config": None,
     "database": "data/app.db",
     "health_file": "data/health.json",
     "interval": 30.0,
@@ -364,8 +372,12 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     return parser
 
 
-def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
-    """Fill options not given on the command line from HEALTHFILE_* variables, then defaults."""
+def _resolve_run_options(
+    args: argparse.Namespace, environ: dict[str, str], config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fill options not given on the command line from HEALTHFILE_* variables, then from the
+    ``config`` file's options, then defaults."""
+    config = config or {}
     values: dict[str, Any] = {}
     for option, parse, _ in _RUN_OPTIONS:
         key = option.lstrip("-").replace("-", "_")
@@ -376,26 +388,61 @@ def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> d
                 value = parse(environ[env])
             except argparse.ArgumentTypeError as exc:
                 raise _OptionError(f"{env}: {exc}") from None
+        if value is None:
+            value = config.get(key)
         values[key] = _RUN_DEFAULTS[key] if value is None else value
     verbose = args.verbose
-    if verbose is None:
+    if verbose is None and "HEALTHFILE_VERBOSE" in environ:
         verbose = _env_count("HEALTHFILE_VERBOSE", environ, count=True)
-    values["verbose"] = verbose
+    values["verbose"] = config.get("verbose", 0) if verbose is None else verbose
     notify = args.notify_systemd
-    if notify is None:
+    if notify is None and "HEALTHFILE_NOTIFY_SYSTEMD" in environ:
         notify = _env_count("HEALTHFILE_NOTIFY_SYSTEMD", environ) > 0
-    values["notify_systemd"] = notify
+    values["notify_systemd"] = config.get("notify_systemd", False) if notify is None else notify
     return values
 
 
-def _given_as(args: argparse.Namespace, environ: dict[str, str], key: str, value: object) -> str:
-    """How the user gave a ``run`` option: ``--health-file PATH``, ``HEALTHFILE_…=PATH``, or not."""
+def _run_option_parsers() -> dict[str, Callable[[str], Any]]:
+    """Each ``run`` option's parser by its key (``health_file``): what a config may set."""
+    return {option.lstrip("-").replace("-", "_"): parse for option, parse, _ in _RUN_OPTIONS}
+
+
+def _with_config(
+    args: argparse.Namespace, environ: dict[str, str], options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run options with those of the config file and its checks (``--config``), and how
+    the config gave the options it gave (``health_file in sidecar.toml``)."""
+    from ._config import load_config, with_config_checks
+
+    path = options["config"]
+    config = load_config(path, _run_option_parsers())
+    options = _resolve_run_options(args, environ, config.options)
+    given_by = "--database" if args.database is not None else None
+    if given_by is None and "HEALTHFILE_DATABASE" in environ:
+        given_by = "HEALTHFILE_DATABASE"
+    given = {key: f"{key} = {value!r} in {path}" for key, value in config.options.items()}
+    if config.database is not None:
+        given["database"] = f"{config.database_key} in {path}"
+    return with_config_checks(config, options, database_given_by=given_by), given
+
+
+def _given_as(
+    args: argparse.Namespace,
+    environ: dict[str, str],
+    key: str,
+    value: object,
+    config: dict[str, str] | None = None,
+) -> str:
+    """How the user gave a ``run`` option: ``--health-file PATH``, ``HEALTHFILE_…=PATH``, in
+    the ``config`` file, or not."""
     flag = "--" + key.replace("_", "-")
     if getattr(args, key) is not None:
         return f"{flag} {value}"
     env = _env_name(flag)
     if env in environ:
         return f"{env}={value}"
+    if config and key in config:
+        return config[key]
     return f"{flag} {value} (the default)"
 
 
@@ -453,9 +500,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             groups=groups,
         )
     if args.command == "run":
+        environ = dict(os.environ)
+        config_given: dict[str, str] = {}
         try:
-            options = _resolve_run_options(args, dict(os.environ))
-        except _OptionError as exc:
+            options = _resolve_run_options(args, environ)
+            if options["config"] is None:
+                del options["config"]
+            else:
+                options, config_given = _with_config(args, environ, options)
+        except (_OptionError, ValueError) as exc:  # ValueError: _config.ConfigError
             parser.exit(2, f"healthfile run: error: {exc}\n")
         if options["prometheus_file"] is not None:
             from ._prometheus import require_prometheus_client
@@ -465,8 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ImportError:
                 parser.exit(
                     2,
-                    "healthfile run: error: --prometheus-file needs prometheus_client: "
-                    "pip install 'healthfile[prometheus]'\n",
+                    "healthfile run: error: --prometheus-file needs prometheus_client (the "
+                    "extra healthfile[prometheus]): pip install prometheus_client\n",
                 )
         if options["http"] is not None:
             from ._server import require_h11
@@ -477,14 +530,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.exit(2, f"healthfile run: error: --http: {exc}\n")
         from ._settings import refuse_shared_files
 
-        environ = dict(os.environ)
         try:
             refuse_shared_files(
-                options["database"],
+                getattr(options["database"], "path", options["database"]),  # a config's check
                 options["health_file"],
                 options["prometheus_file"],
                 labels={
-                    key: _given_as(args, environ, key, options[key])
+                    key: _given_as(args, environ, key, options[key], config_given)
                     for key in ("database", "health_file", "prometheus_file")
                 },
             )

@@ -22,7 +22,8 @@ def require_prometheus_client() -> None:
         import prometheus_client  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            "prometheus_file needs prometheus_client: pip install 'healthfile[prometheus]'"
+            "prometheus_file needs prometheus_client (the extra healthfile[prometheus]): "
+            "pip install prometheus_client"
         ) from exc
 
 

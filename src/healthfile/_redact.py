@@ -13,15 +13,20 @@ before its key (within a fixed distance) and the value does not open one itself:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ._limits import MAX_OUTPUT_CHARS
 
-__all__ = ["MAX_OUTPUT_CHARS", "MAX_REDACT_CHARS", "clean_output", "redact"]
+__all__ = ["MAX_OUTPUT_CHARS", "MAX_REDACT_CHARS", "clean_output", "hide_values", "redact"]
 
 # The most text one redaction looks at: a log line's traceback; more is cut first.
 MAX_REDACT_CHARS = 16 * 1024
 # What clean_output looks at: enough that cutting it never touches the 256 kept characters.
 _OUTPUT_REDACT_CHARS = 4 * MAX_OUTPUT_CHARS
+
+# The shortest secret value hidden by hide_values(): shorter ones would hide digits of times
+# and statuses, and are no secret.
+_MIN_HIDDEN_CHARS = 4
 
 # `scheme://user:secret@host`: keep the scheme and user, hide everything up to the last `@`
 # of the authority (a password may hold an unencoded `@`). The match starts at `://` (one
@@ -99,4 +104,20 @@ def clean_output(text: str | None) -> str | None:
     text = redact(text, limit=_OUTPUT_REDACT_CHARS)
     if len(text) > MAX_OUTPUT_CHARS:
         text = text[: MAX_OUTPUT_CHARS - 1] + "…"
+    return text
+
+
+def hide_values(text: str, values: Iterable[str]) -> str:
+    """Replace every occurrence of each of ``values`` (e.g. header values) with ``***``.
+
+    A value is hidden whole, and so is each word of it (``Bearer abc`` hides ``abc`` alone
+    too); words shorter than 4 characters are left, as they would hide digits of the text.
+    """
+    secrets = set()
+    for value in values:
+        secrets.add(value.strip())
+        secrets.update(value.split())
+    for secret in sorted(secrets, key=len, reverse=True):  # the whole value before its words
+        if len(secret) >= _MIN_HIDDEN_CHARS:
+            text = text.replace(secret, "***")
     return text

@@ -22,6 +22,7 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "clean_output",
+    "first_line",
     "fit_report",
     "format_exception",
     "format_timestamp",
@@ -45,6 +46,14 @@ def describe_exception(exc: BaseException) -> str:
     message = str(exc)
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return clean_output(text) or type(exc).__name__
+
+
+def first_line(data: bytes) -> str:
+    """The first non-blank line of what a program or a server said, decoded, stripped."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 def format_exception(exc: BaseException) -> str:

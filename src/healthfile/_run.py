@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ._checks import SQLiteCheck
 from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
 from ._service import AsyncHealthService, serve_until
 from ._signals import handle_signals, insists
@@ -32,6 +34,7 @@ def run_service(options: dict[str, Any]) -> int:
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
     options["app_name"], options["app_version"] = _identity(options)
     options["pyproject"] = None  # read already, once
+    options.pop("config", None)  # read already: its checks and options are in options
     logger.info("app_name %s, app_version %s", options["app_name"], options["app_version"])
     try:
         service = AsyncHealthService(options.pop("database"), **options)
@@ -53,7 +56,8 @@ def _identity(options: dict[str, Any]) -> AppIdentity:
 
     ``--app-name``, else ``[project].name`` of ``--pyproject``, else the stem of
     ``--prometheus-file`` (unique in node_exporter's textfile directory, the one place the
-    label must be unique), else the stem of ``--database``; not the name of the running
+    label must be unique), else the stem of the database's path (``--database``, or the
+    file of a config's database check), else the stem of ``--config``; not the name of the running
     program, which is healthfile, the watcher, not the program watched. The version:
     ``--app-version``, else the pyproject's, else ``unknown``.
     """
@@ -67,9 +71,15 @@ def _identity(options: dict[str, Any]) -> AppIdentity:
 
 
 def _watched(options: dict[str, Any]) -> str:
-    """The name of what `healthfile run` watches: its Prometheus file's, else its database's."""
-    for path in (options["prometheus_file"], options["database"]):
-        stem = "" if path is None else Path(path).stem.strip()
+    """The name of what `healthfile run` watches: its Prometheus file's, else its database's,
+    else its config file's."""
+    database = options["database"]
+    if isinstance(database, SQLiteCheck):  # a config's database check on an SQLite file
+        database = database.path
+    for path in (options["prometheus_file"], database, options.get("config")):
+        if not isinstance(path, (str, os.PathLike)):
+            continue  # no file: a config's database check on a port or a URL
+        stem = Path(path).stem.strip()
         if stem:
             return stem
     return "healthfile-run"  # pragma: no cover - the options refuse an empty path
@@ -137,10 +147,12 @@ async def _serve(service: AsyncHealthService) -> None:
         stop_requested.set()
 
     with handle_signals(on_signal):
+        more = len(service.checks) - 1
         logger.info(
-            "checking every %g s for %s (database check: %s)",
+            "checking every %g s for %s (database check: %s%s)",
             service.interval,
             service.health_file,
             service.checks[0],
+            f"; {more} more check{'s' if more > 1 else ''}" if more else "",
         )
         await serve_until(service, stop_requested)

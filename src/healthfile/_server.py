@@ -58,7 +58,7 @@ _CLOSE_WAIT_SECONDS = 1.0
 def require_h11() -> None:
     """Raise a clear ImportError when the ``http`` extra is not installed."""
     if h11 is None:
-        raise ImportError("the HTTP server needs h11: pip install 'healthfile[http]'")
+        raise ImportError("the HTTP server needs h11 (the extra healthfile[http]): pip install h11")
 
 
 def parse_address(text: object, what: str = "http") -> tuple[str, int]:
