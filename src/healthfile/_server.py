@@ -112,6 +112,10 @@ class HTTPServer:
         self._refusing = False
         self._closing = False
         self._date = (0, b"")
+        # One timer for every connection's deadline, not one per connection: it runs while
+        # any is open, a twentieth of the bound apart (5 s is enforced within 5.25 s).
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_every = request_seconds / 20
 
     def __repr__(self) -> str:
         state = "serving" if self._server is not None and not self._closing else "closed"
@@ -151,6 +155,9 @@ class HTTPServer:
             self._server.close()
         for connection in list(self._connections):
             connection.shut()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     async def wait_closed(self) -> None:
         """Wait (a moment at most) until the port and every connection are released."""
@@ -179,11 +186,24 @@ class HTTPServer:
             logger.info("HTTP: accepting connections again")
             self._refusing = False
         self._connections.add(connection)
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
         return True
 
     def forget(self, connection: _Connection) -> None:
         """Count a closed connection out."""
         self._connections.discard(connection)
+
+    def _sweep(self) -> None:
+        """Act on every connection whose deadline has passed; come back while any is open."""
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for connection in list(self._connections):
+            connection.expire(now)
+        if self._connections and not self._closing:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
     def date_header(self) -> bytes:
         """The ``Date`` value, formatted once a second."""
@@ -201,9 +221,8 @@ class _Connection(asyncio.Protocol):
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        # One timer per connection, not one per request: a wait (for a request, or for the
-        # client to read) sets a deadline, and the timer, when it fires early, follows it.
-        self._timer: asyncio.TimerHandle | None = None
+        # A wait (for a request, or for the client to read) sets a deadline; the server's
+        # sweep acts on it.
         self._deadline: float | None = None
         self._on_deadline: Callable[[], None] = self._request_timeout
         self._request: h11.Request | None = None
@@ -230,9 +249,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._admitted:
             self._server.forget(self)
         if self._task is not None:
@@ -388,28 +404,19 @@ class _Connection(asyncio.Protocol):
         else:
             self._transport.close()
 
+    def expire(self, now: float) -> None:
+        """Act on the deadline if it has passed by ``now`` (the server's sweep calls this)."""
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            self._on_deadline()
+
     def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        """Call ``action`` in ``seconds`` unless :meth:`_disarm` comes first."""
+        """Call ``action`` once ``seconds`` have passed, unless :meth:`_disarm` comes first."""
         self._deadline = self._loop.time() + seconds
         self._on_deadline = action
-        if self._timer is None or self._timer.when() > self._deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(self._deadline, self._tick)
 
     def _disarm(self) -> None:
         self._deadline = None
-
-    def _tick(self) -> None:
-        """The timer fired: act if the deadline has come, else wait on for it."""
-        self._timer = None
-        if self._deadline is None:
-            return
-        if self._loop.time() < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._tick)
-            return
-        self._deadline = None
-        self._on_deadline()
 
 
 class _Writer:
