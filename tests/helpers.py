@@ -137,6 +137,17 @@ def make_database(path: Path) -> Path:
     return path
 
 
+class UriBlindConnection(sqlite3.Connection):
+    """A connection as an SQLite that does not read URIs in ATTACH makes it: ``file:…`` is a
+    file name there, under a directory ``file:`` that does not exist, so the attach fails."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Refuse ``ATTACH DATABASE ?`` of a ``file:`` name as such an SQLite does."""
+        if sql.lstrip().upper().startswith("ATTACH") and str(parameters[0]).startswith("file:"):
+            raise sqlite3.OperationalError(f"unable to open database: {parameters[0]}")
+        return super().execute(sql, parameters)
+
+
 # Holds an exclusive lock on the database in argv[1] until a line arrives on stdin.
 LOCK_HOLDER = textwrap.dedent(
     """

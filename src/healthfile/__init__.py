@@ -18,13 +18,13 @@ if TYPE_CHECKING:
         DiskSpaceCheck,
         FunctionCheck,
         LoopLagCheck,
-        SQLiteCheck,
         check,
     )
     from ._heartbeat import HeartbeatCheck
     from ._report import CheckResult, HealthReport
     from ._service import AsyncHealthService
     from ._signals import cancel_on_signals
+    from ._sqlite import SQLiteCheck
     from ._threaded import HealthCheckService
     from ._threads import CheckStillRunning
     from ._writer import AtomicWriter, UnsafeDirectoryError
@@ -60,7 +60,7 @@ _HOMES = {
     "HealthReport": "._report",
     "HeartbeatCheck": "._heartbeat",
     "LoopLagCheck": "._checks",
-    "SQLiteCheck": "._checks",
+    "SQLiteCheck": "._sqlite",
     "UnsafeDirectoryError": "._writer",
     "cancel_on_signals": "._signals",
     "check": "._checks",
