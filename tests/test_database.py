@@ -25,14 +25,12 @@ from helpers import (
     ServiceFactory,
     UriBlindConnection,
     generous,
+    is_database_thread,
     is_lock_file,
     make_database,
     read_text,
     wait_until_async,
 )
-
-# aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
-AIOSQLITE_THREAD = "_connection_worker_thread"
 
 # Starts a service in asyncio.run and returns without stop(); with "locked", a probe of a
 # database this same process holds locked is in flight when main() returns.
@@ -175,7 +173,7 @@ def threads_before() -> set[threading.Thread]:
 
 def aiosqlite_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     """aiosqlite's connection threads started since ``before``."""
-    return [t for t in threading.enumerate() if AIOSQLITE_THREAD in t.name and t not in before]
+    return [t for t in threading.enumerate() if is_database_thread(t) and t not in before]
 
 
 # Every way a file at the database path can fail to be a readable database.

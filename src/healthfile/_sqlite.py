@@ -39,10 +39,12 @@ from ._options import CheckOptions, absolute
 from ._report import CheckResult, describe_exception, display_path
 from ._threads import CheckStillRunning
 
-__all__ = ["SQLiteCheck", "sqlite_readonly_uri"]
+__all__ = ["THREAD_NAME", "SQLiteCheck", "sqlite_readonly_uri"]
 
 logger = logging.getLogger("healthfile")
 
+# The name of the long-lived connection's thread, for thread dumps.
+THREAD_NAME = "healthfile-sqlite"
 # The SQLite busy timeout of one attempt. A locked database is retried from the event loop
 # in slices this short, so that nothing ever waits long for a busy handler to return:
 # sqlite3_interrupt cannot cut a busy wait short.
@@ -319,6 +321,7 @@ class _Attached:
         # A non-daemon thread waiting for work would hold the interpreter's exit in an
         # application that never stops the service (aiosqlite issues 290, 299).
         thread.daemon = True
+        thread.name = THREAD_NAME
         try:
             connection = await opening  # starts the thread, opens, checks the capability
         except asyncio.CancelledError:
@@ -572,8 +575,8 @@ class SQLiteCheck(CheckOptions):
             attached.close()
             raise
         finally:
-            if not attached.fit:
-                attached.close()
+            if not attached.fit or not self._serving:
+                attached.close()  # unfit, or the service stopped while this probe ran
             if attached.closing:
                 if self._attached is attached:
                     self._attached = None
