@@ -470,11 +470,16 @@ class SQLiteCheck(CheckOptions):
         """Close the long-lived connection (after the call its thread runs now, if any)."""
         self._serving = False
         attached, self._attached = self._attached, None
-        if attached is not None:
-            attached.close()
-            closing = asyncio.get_running_loop().create_task(attached.closed())
-            self._closing.add(closing)  # a strong reference: the loop keeps only a weak one
-            closing.add_done_callback(self._closing.discard)
+        if attached is None:
+            return
+        attached.close()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # called off the loop: the close is queued; nothing can wait for it
+        closing = loop.create_task(attached.closed())
+        self._closing.add(closing)  # a strong reference: the loop keeps only a weak one
+        closing.add_done_callback(self._closing.discard)
 
     async def run(self) -> CheckResult:
         """Probe the database once; raise :class:`CheckStillRunning` if a probe lingers."""
