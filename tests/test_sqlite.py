@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from healthfile import SQLiteCheck, _sqlite
 from helpers import (
     PROC_FDS,
+    SQLITE_THREAD,
     ServiceFactory,
     UriBlindConnection,
     generous,
@@ -103,17 +105,36 @@ def thread_starts(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
 async def test_no_descriptor_of_the_database_is_held_between_cycles(
     sqlite_design: str, make_service: ServiceFactory, db_dir: Path
 ) -> None:
-    """After every cycle no descriptor of the database is open; it can be renamed and deleted."""
+    """After every cycle, passing or failing, no descriptor of the database is open."""
     path = make_database(db_dir / "app.db")
     service = make_service(path)
     await service.start()
     for _ in range(5):
         assert (await service.check_now()).database == "connected"
         assert descriptors_of(path) == []
-    os.rename(path, db_dir / "moved.db")
+    saved = path.read_bytes()
+    path.write_bytes(b"not a database\n" * 300)
     assert (await service.check_now()).database == "disconnected"
-    assert descriptors_of(db_dir / "moved.db") == []
-    os.rename(db_dir / "moved.db", path)
+    assert descriptors_of(path) == []
+    path.write_bytes(saved)
+    assert (await service.check_now()).database == "connected"
+    assert descriptors_of(path) == []
+
+
+@pytest.mark.asyncio
+async def test_the_database_can_be_renamed_replaced_and_deleted_between_cycles(
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path
+) -> None:
+    """Between cycles the application renames, replaces and deletes its database freely
+    (on Windows a handle held open would make each of these fail)."""
+    path = make_database(db_dir / "app.db")
+    service = make_service(path)
+    await service.start()
+    os.rename(path, db_dir / "renamed.db")
+    assert (await service.check_now()).database == "disconnected"
+    os.replace(db_dir / "renamed.db", path)
+    assert (await service.check_now()).database == "connected"
+    os.replace(make_database(db_dir / "new.db"), path)
     assert (await service.check_now()).database == "connected"
     path.unlink()
     assert (await service.check_now()).database == "disconnected"
@@ -317,6 +338,9 @@ async def test_the_installed_sqlite_and_aiosqlite_take_the_attached_way(
     assert check._attached is not None
     assert attached_names(check) == ["main"]
     assert messages(healthfile_logs, "cannot attach") == []
+    # Its thread, for thread dumps: named, and a daemon (it never holds the program's exit).
+    [thread] = [thread for thread in threading.enumerate() if thread.name == SQLITE_THREAD]
+    assert thread.daemon
 
 
 @pytest.mark.asyncio
@@ -513,5 +537,10 @@ async def test_the_fallback_is_logged_once_and_reads_truly(
     assert (await service.check_now()).database == "disconnected"
     await service.stop()
     await service.start()  # the same check, started again: decided already, not logged again
-    assert len(messages(healthfile_logs, "cannot attach the database by URI")) == 1
+    [logged] = [
+        record
+        for record in healthfile_logs.records
+        if "cannot attach the database by URI" in record.getMessage()
+    ]
+    assert logged.levelno == logging.INFO
     assert sorted(os.listdir(db_dir)) == []
