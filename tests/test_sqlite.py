@@ -355,6 +355,102 @@ async def test_a_check_run_on_its_own_keeps_no_connection(database: Path) -> Non
     await wait_until_async(lambda: set(aiosqlite_threads()) <= before, timeout=5.0)
 
 
+# What a file at the database path can be, other than a database.
+BREAKAGES: dict[str, Callable[[Path], object]] = {
+    "missing": lambda path: None,
+    "a directory": lambda path: path.mkdir(),
+    "random bytes": lambda path: path.write_bytes(os.urandom(8192)),
+    "text": lambda path: path.write_text("not a database\n" * 300),
+    "truncated": lambda path: path.write_bytes(make_database(path).read_bytes()[:100]),
+    "a dangling symlink": lambda path: path.symlink_to(path.with_name("nowhere")),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+@pytest.mark.asyncio
+async def test_both_ways_say_the_same_about_a_broken_database(db_dir: Path, breakage: str) -> None:
+    """Attached or fresh, the check fails a broken database with the very same output (ATTACH's
+    own "unable to open database: <uri>" is replaced by what a connection says)."""
+    path = db_dir / "app.db"
+    BREAKAGES[breakage](path)
+    attached = SQLiteCheck(path)
+    attached.on_start()
+    try:
+        by_attaching = await attached.run()
+        assert attached._attached is not None  # read the attached way
+    finally:
+        await attached.wait_closed()
+        attached.on_stop()
+    fresh = await SQLiteCheck(path).run()  # on its own: a fresh connection
+    assert by_attaching.status == fresh.status == "fail"
+    assert by_attaching.output == fresh.output
+    assert "file:" not in (fresh.output or "")
+
+
+class RefusingDetach(sqlite3.Connection):
+    """A connection whose DETACH fails while ``failures`` lasts (as it does when an interrupt
+    meant for the read lands on it)."""
+
+    failures = 0
+
+    def execute(self, sql: str, parameters: object = (), /) -> sqlite3.Cursor:
+        """Fail DETACH while failures are left."""
+        if sql.startswith("DETACH DATABASE probe") and RefusingDetach.failures > 0:
+            RefusingDetach.failures -= 1
+            raise sqlite3.OperationalError("interrupted")
+        return super().execute(sql, parameters)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("failures", "same_connection"), [(1, True), (2, False)])
+@pytest.mark.asyncio
+async def test_a_database_that_stays_attached_retires_the_connection(
+    make_service: ServiceFactory,
+    database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failures: int,
+    same_connection: bool,
+) -> None:
+    """A DETACH that fails once is tried again; one that fails twice leaves the database
+    attached, so that connection closes and the next probe opens another; both read true."""
+    monkeypatch.setattr(_sqlite._Opener, "connection_class", RefusingDetach)
+    service = make_service(database)
+    await service.start()
+    check = database_check(service)
+    first = check._attached
+    assert first is not None
+    monkeypatch.setattr(RefusingDetach, "failures", failures)
+    assert (await service.check_now()).database == "connected"
+    assert RefusingDetach.failures == 0
+    assert (check._attached is first) == same_connection
+    assert (await service.check_now()).database == "connected"
+    assert check._attached is not None
+    assert attached_names(check) == ["main"]
+
+
+@pytest.mark.skipif(not PROC_FDS, reason="needs /proc/self/fd to list open descriptors (Linux)")
+@pytest.mark.asyncio
+async def test_a_lock_held_in_the_same_process_defers_the_close_until_it_goes(
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path
+) -> None:
+    """While another connection of this process holds a lock on the database, SQLite keeps a
+    probe's descriptor until that lock goes (POSIX locks belong to the process); then none
+    is left."""
+    path = make_database(db_dir / "app.db")
+    service = make_service(path)
+    await service.start()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # a RESERVED lock: readers still read
+        mine = len(descriptors_of(path))
+        assert (await service.check_now()).database == "connected"
+        assert len(descriptors_of(path)) > mine
+        holder.execute("COMMIT")
+        assert len(descriptors_of(path)) == mine
+    finally:
+        holder.close()
+    assert descriptors_of(path) == []
+
+
 # --- detach always; close at stop ------------------------------------------------------------
 
 

@@ -330,9 +330,11 @@ class _Attached:
             opener.abandon()
             await opener.thread_ended()
             raise
-        except sqlite3.Error as exc:
+        except Exception as exc:
             await opener.thread_ended()  # aiosqlite has asked the thread to end
-            raise _Refused(describe_exception(exc)) from exc
+            if isinstance(exc, sqlite3.Error):
+                raise _Refused(describe_exception(exc)) from exc
+            raise
         return cls(connection, opener, cast(Callable[..., Awaitable[Any]], execute))
 
     @property
@@ -604,6 +606,11 @@ class SQLiteCheck(CheckOptions):
             # close it here (or, not open yet, the opener closes it as it opens).
             opener.abandon()
             await opener.thread_ended()  # the thread was started: it calls the opener
+            raise
+        except Exception:
+            # The opener closed what it opened, and aiosqlite asked its thread to end: wait
+            # for that, so that a loop closed right after never meets the thread.
+            await opener.thread_ended()
             raise
         run.interrupt = opener.interrupt
         try:
