@@ -538,7 +538,10 @@ async def test_stop_while_the_long_lived_connection_opens(
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_a_stuck_probe_gives_its_connection_up_once_and_stop_stays_prompt(
-    make_service: ServiceFactory, database: Path, monkeypatch: pytest.MonkeyPatch
+    make_service: ServiceFactory,
+    database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    healthfile_logs: pytest.LogCaptureFixture,
 ) -> None:
     """A busy wait that sqlite3_interrupt cannot cut: the next cycle gives that connection up
     and opens another; while both are stuck the check reads "still running" and no third
@@ -559,6 +562,7 @@ async def test_a_stuck_probe_gives_its_connection_up_once_and_stop_stays_prompt(
         assert third.database == "timeout"
         assert "still running since" in (third.checks["database"].output or "")
         assert len(set(aiosqlite_threads()) - before) == 2
+        assert len(messages(healthfile_logs, "its connection is given up")) == 1
     # The busy waits end within their 2 s; the given-up connection closes, the other serves.
     await wait_until_async(lambda: len(set(aiosqlite_threads()) - before) == 1, timeout=10.0)
     assert (await service.check_now()).database == "connected"
