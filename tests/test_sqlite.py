@@ -341,7 +341,7 @@ async def test_the_installed_sqlite_and_aiosqlite_take_the_attached_way(
     assert check._refused is None
     assert check._attached is not None
     assert attached_names(check) == ["main"]
-    assert messages(healthfile_logs, "cannot attach") == []
+    assert messages(healthfile_logs, "cannot attach the database") == []
     # Its thread, for thread dumps: named, and a daemon (it never holds the program's exit).
     [thread] = [
         thread
@@ -649,7 +649,7 @@ async def test_the_fallback_is_logged_once_and_reads_truly(
     [logged] = [
         record
         for record in healthfile_logs.records
-        if "cannot attach the database by URI" in record.getMessage()
+        if "cannot attach the database to a long-lived connection" in record.getMessage()
     ]
     assert logged.levelno == logging.INFO
     assert sorted(os.listdir(db_dir)) == []

@@ -39,12 +39,12 @@ from ._options import CheckOptions, absolute
 from ._report import CheckResult, describe_exception, display_path
 from ._threads import CheckStillRunning
 
-__all__ = ["THREAD_NAME", "SQLiteCheck", "sqlite_readonly_uri"]
+__all__ = ["SQLiteCheck", "sqlite_readonly_uri"]
 
 logger = logging.getLogger("healthfile")
 
 # The name of the long-lived connection's thread, for thread dumps.
-THREAD_NAME = "healthfile-sqlite"
+_THREAD_NAME = "healthfile-sqlite"
 # The SQLite busy timeout of one attempt. A locked database is retried from the event loop
 # in slices this short, so that nothing ever waits long for a busy handler to return:
 # sqlite3_interrupt cannot cut a busy wait short.
@@ -321,7 +321,7 @@ class _Attached:
         # A non-daemon thread waiting for work would hold the interpreter's exit in an
         # application that never stops the service (aiosqlite issues 290, 299).
         thread.daemon = True
-        thread.name = THREAD_NAME
+        thread.name = _THREAD_NAME
         try:
             connection = await opening  # starts the thread, opens, checks the capability
         except asyncio.CancelledError:
@@ -563,8 +563,8 @@ class SQLiteCheck(CheckOptions):
             except _Refused as exc:
                 self._refused = str(exc)
                 logger.info(
-                    "check %r: SQLite cannot attach the database by URI here (%s); "
-                    "each probe opens a connection of its own",
+                    "check %r cannot attach the database to a long-lived connection here "
+                    "(%s); each probe opens a connection of its own",
                     self.name,
                     self._refused,
                 )
