@@ -141,7 +141,6 @@ def _check_attach(opened: sqlite3.Connection) -> None:
     name = f"file:/healthfile-{secrets.token_hex(8)}/capability?mode=memory"
     opened.execute("ATTACH DATABASE ? AS probe", (name,))
     opened.execute("DETACH DATABASE probe")
-    return None
 
 
 def _attach_read_detach(attached: _Attached, path: Path, uri: str) -> None:
