@@ -370,17 +370,38 @@ class _Attached:
 class _Run:
     """One run's link to its probe: the run's cancellation reaches the probe through it."""
 
-    __slots__ = ("cancelled", "interrupt")
+    __slots__ = ("_waiter", "cancelled", "interrupt")
 
     def __init__(self) -> None:
         self.cancelled = False
         self.interrupt: Callable[[], None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     def cancel(self) -> None:
-        """Stop retrying, and stop the statement running now."""
+        """Stop retrying: end a pause now, and stop the statement running now."""
         self.cancelled = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
         if self.interrupt is not None:
             self.interrupt()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until the run is cancelled."""
+        if self.cancelled:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(seconds, _set_result, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _set_result(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def _retry_while_busy(
@@ -397,7 +418,7 @@ async def _retry_while_busy(
         if busy is not None:
             if run.cancelled or (deadline is not None and time.monotonic() > deadline):
                 raise busy
-            await asyncio.sleep(_BUSY_SLICE)
+            await run.pause(_BUSY_SLICE)
         if run.cancelled:
             return
         try:
