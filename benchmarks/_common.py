@@ -40,7 +40,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 @dataclass
 class Row:
-    """One line of the results table."""
+    """One line of the results table; ``key`` names it for the pages' prose (render.py)."""
 
     figure: str
     healthfile: str
@@ -48,6 +48,7 @@ class Row:
     ratio: float | None = None
     target: str = "—"
     met: bool | None = None
+    key: str = ""
 
     def cells(self) -> list[str]:
         ratio = "—" if self.ratio is None else fmt_ratio(self.ratio)
@@ -57,12 +58,14 @@ class Row:
 
 @dataclass
 class FigureResult:
-    """The table rows of one figure and the Markdown lines that explain them."""
+    """The table rows of one figure, the Markdown lines that explain them, and the numbers
+    the pages' prose cites (``facts``: seconds, bytes or counts, by name)."""
 
     title: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    facts: dict[str, float] = field(default_factory=dict)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -283,20 +286,35 @@ def fs_type(path: Path) -> str:
     return f"{kind} ({source} on {best})"
 
 
-def machine_lines(directory: Path) -> list[str]:
+def machine_info(directory: Path) -> dict[str, str]:
+    """What the run ran on: CPU, Python and libraries, kernel, the work directory's disk."""
     from importlib.metadata import version
 
     import aiosqlite
 
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return [
-        f"- CPU: {_cpu_model()}, {os.cpu_count()} cores"
+    return {
+        "cpu": _cpu_model(),
+        "cores": f"{os.cpu_count()} cores"
         + (f" ({affinity} usable)" if affinity is not None else ""),
-        f"- Python {platform.python_version()} ({sys.implementation.name}), "
-        f"SQLite {sqlite3.sqlite_version}, aiosqlite {aiosqlite.__version__}, "
-        f"aiofiles {version('aiofiles')}, event loop: asyncio's default (selector, epoll)",
-        f"- Kernel: {platform.system()} {platform.release()}",
-        f"- File system of the work directory ({directory}): {fs_type(directory)}",
+        "python": f"{platform.python_version()} ({sys.implementation.name})",
+        "sqlite": sqlite3.sqlite_version,
+        "aiosqlite": aiosqlite.__version__,
+        "aiofiles": version("aiofiles"),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "directory": str(directory),
+        "file_system": fs_type(directory),
+    }
+
+
+def machine_lines(info: dict[str, str]) -> list[str]:
+    """The machine, as the list the results open with."""
+    return [
+        f"- CPU: {info['cpu']}, {info['cores']}",
+        f"- Python {info['python']}, SQLite {info['sqlite']}, aiosqlite {info['aiosqlite']}, "
+        f"aiofiles {info['aiofiles']}, event loop: asyncio's default (selector, epoll)",
+        f"- Kernel: {info['kernel']}",
+        f"- File system of the work directory ({info['directory']}): {info['file_system']}",
     ]
 
 

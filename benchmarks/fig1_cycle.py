@@ -293,6 +293,7 @@ async def run(ctx: Context) -> FigureResult:
             cycle_mean / floor_mean,
             f"≤ {TARGET}{TIMES}",
             cycle_mean / floor_mean <= TARGET,
+            key="cycle_mean",
         ),
         Row(
             "1. cycle cost, median",
@@ -301,6 +302,7 @@ async def run(ctx: Context) -> FigureResult:
             cycle_med / floor_med,
             f"≤ {TARGET}{TIMES}",
             cycle_med / floor_med <= TARGET,
+            key="cycle_median",
         ),
         Row(
             "1. cycle cost, median, vs a fresh connection per cycle (the fallback; the "
@@ -308,6 +310,7 @@ async def run(ctx: Context) -> FigureResult:
             fmt_time(cycle_med),
             fmt_time(fresh_med),
             cycle_med / fresh_med,
+            key="cycle_vs_fresh",
         ),
         Row(
             "1. cycle cost, median, a fresh connection per cycle vs inline floor",
@@ -316,6 +319,7 @@ async def run(ctx: Context) -> FigureResult:
             fresh_med / floor_med,
             f"≤ {TARGET}{TIMES}",
             fresh_med / floor_med <= TARGET,
+            key="cycle_fresh_median",
         ),
     ]
 
@@ -336,6 +340,26 @@ async def run(ctx: Context) -> FigureResult:
     ]
     floor_write_t = sum(pieces_write.values())
     fsyncs = pieces_write["fsync(temp file)"] + pieces_write["fsync(directory)"]
+    result.facts = {
+        "floor_median": floor_med,
+        "floor_probe": floor_probe_t,
+        "floor_write": floor_write_t,
+        "floor_fsyncs": fsyncs,
+        "in_cycle": in_cycle,
+        "part_check": per["check"],
+        "part_write": per["write"],
+        "part_render": per["render"],
+        "part_rest": rest,
+        "hop": hop,
+        "thread_start": thread_start,
+        "loop_busy": meter.busy / n_in if meter.available else 0.0,
+        "loop_iterations": meter.iterations / n_in if meter.available else 0.0,
+        "loop_busy_fresh": fresh_meter.busy / n_in if fresh_meter.available else 0.0,
+        "check_attached": check_attached,
+        "check_fresh": check_fresh,
+        "writer_inline": writer_inline,
+        "writer_hop": writer_hop,
+    }
     lines = [
         f"`check_now()` median {fmt_time(cycle_med)}, mean {fmt_time(cycle_mean)}; with a "
         f"fresh connection per cycle median {fmt_time(fresh_med)}, mean "

@@ -171,6 +171,7 @@ async def run(ctx: Context) -> FigureResult:
             service[1] / idle[1],
             f"≤ {TARGET}{TIMES}",
             service[1] / idle[1] <= TARGET,
+            key="lag_p99",
         ),
         Row(
             "2. loop lag p99, a fresh connection per cycle (the design before) vs idle loop",
@@ -179,26 +180,39 @@ async def run(ctx: Context) -> FigureResult:
             fresh[1] / idle[1],
             f"≤ {TARGET}{TIMES}",
             fresh[1] / idle[1] <= TARGET,
+            key="lag_p99_fresh",
         ),
         Row(
             "2. loop lag p50, healthfile vs idle",
             fmt_time(service[0]),
             fmt_time(idle[0]),
             service[0] / idle[0],
+            key="lag_p50",
         ),
         Row(
             "2. loop lag max, healthfile vs idle",
             fmt_time(service[2]),
             fmt_time(idle[2]),
             service[2] / idle[2],
+            key="lag_max",
         ),
         Row(
             "2. loop lag p99, healthfile vs naive inline I/O",
             fmt_time(service[1]),
             fmt_time(naive[1]),
             service[1] / naive[1],
+            key="lag_p99_naive",
         ),
     ]
+    result.facts = {
+        "idle_p99": idle[1],
+        "service_p99": service[1],
+        "naive_p99": naive[1],
+        "fresh_p99": fresh[1],
+        "busy_share": busy["healthfile"],
+        "busy_share_fresh": busy["healthfile, fresh connection per cycle"],
+        "busy_share_idle": busy["idle"],
+    }
     rows = []
     for name in conditions:
         p50, p99, worst = stats(name)

@@ -132,6 +132,7 @@ async def run(ctx: Context) -> FigureResult:
             idle_med / write_med,
             "< 5 ms",
             idle_med < TARGET_IDLE,
+            key="stop_idle",
         ),
         Row(
             "4. stop latency, mid-check on a locked database (median)",
@@ -140,8 +141,14 @@ async def run(ctx: Context) -> FigureResult:
             mid_med / write_med,
             "< 50 ms",
             mid_med < TARGET_LOCKED,
+            key="stop_locked",
         ),
     ]
+    result.facts = {
+        "final_write": median(finals),
+        "inline_write": write_med,
+        "stop_idle": idle_med,
+    }
     result.notes = [
         f"Idle: {len(idle)} start/stop pairs, `stop()` median {fmt_time(idle_med)}, p99 "
         f"{fmt_time(percentile(idle, 99))}, max {fmt_time(max(idle))}. It cancels the "

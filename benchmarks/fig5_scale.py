@@ -89,6 +89,7 @@ async def run(ctx: Context) -> FigureResult:
                     ratio,
                     f"≤ {TARGET}{TIMES}",
                     ratio <= TARGET,
+                    key=f"scale_{count}",
                 )
             )
             if count == 1000:
@@ -100,8 +101,15 @@ async def run(ctx: Context) -> FigureResult:
                         fmt_time(wall),
                         fmt_time(bare_wall),
                         wall / bare_wall,
+                        key="scale_1000_bare",
                     )
                 )
+                result.facts = {
+                    "check_seconds": CHECK_SECONDS,
+                    "bare_1000": bare_wall,
+                    "cpu_per_check": cpu / count,
+                    "bare_cpu_per_check": bare_cpu / count,
+                }
                 result.rows.append(
                     Row(
                         "5. CPU per cycle per check, 1000 checks (baseline: bare asyncio "
@@ -109,6 +117,7 @@ async def run(ctx: Context) -> FigureResult:
                         fmt_time(cpu / count),
                         fmt_time(bare_cpu / count),
                         cpu / bare_cpu,
+                        key="scale_1000_cpu",
                     )
                 )
             table.append(

@@ -108,6 +108,7 @@ async def run(ctx: Context) -> FigureResult:
                 ours / bare,
                 f"≤ {TARGET:g}{TIMES}",
                 ours / bare <= TARGET,
+                key="probe",
             )
         )
         if jq is not None:
@@ -118,6 +119,7 @@ async def run(ctx: Context) -> FigureResult:
                     fmt_time(ours),
                     fmt_time(theirs),
                     ours / theirs,
+                    key="probe_jq",
                 )
             )
     else:
@@ -129,8 +131,10 @@ async def run(ctx: Context) -> FigureResult:
                 None,
                 f"≤ {TARGET:g}{TIMES}",
                 None,
+                key="probe",
             )
         )
+    result.facts = {"python_json": median(times["`python -I -c 'import json'`"]) / bare}
     result.notes = [
         f"{len(times['`python -I -c pass`'])} spawns of each command, interleaved; medians.",
         "",

@@ -221,8 +221,14 @@ async def run(ctx: Context) -> FigureResult:
             "7. RSS added by a running service (after import)",
             fmt_bytes(added(ours, "rss")),
             "—",
+            key="rss_added",
         ),
-        Row("7. threads added by a running service", str(added(ours, "threads")), "—"),
+        Row(
+            "7. threads added by a running service",
+            str(added(ours, "threads")),
+            "—",
+            key="threads_added",
+        ),
     ]
     main, fresh = soaks["healthfile"], soaks[FRESH]
 
@@ -238,6 +244,7 @@ async def run(ctx: Context) -> FigureResult:
             None,
             "≈ 0 (< 1 MiB)",
             main.per_100k < 1024 * 1024,
+            key="rss_growth",
         ),
         Row(
             "7. RSS growth over 100k cycles, a fresh connection per cycle" + growth(fresh),
@@ -246,6 +253,7 @@ async def run(ctx: Context) -> FigureResult:
             None,
             "≈ 0 (< 1 MiB)",
             fresh.per_100k < 1024 * 1024,
+            key="rss_growth_fresh",
         ),
         Row(
             f"7. threads started per 1000 cycles after start() (baseline: {FRESH})",
@@ -254,8 +262,17 @@ async def run(ctx: Context) -> FigureResult:
             None,
             "0",
             main.threads_per_1000 == 0,
+            key="threads_per_1000",
         ),
     ]
+    result.facts = {
+        "growth": main.per_100k,
+        "growth_cycles": main.cycles,
+        "growth_fresh": fresh.per_100k,
+        "growth_fresh_one_arena": soaks[f"{FRESH}, MALLOC_ARENA_MAX=1"].per_100k,
+        "threads_per_1000": main.threads_per_1000,
+        "threads_per_1000_fresh": fresh.threads_per_1000,
+    }
     soak_table = markdown_table(
         [
             "soak",

@@ -3,20 +3,24 @@
     .venv/bin/python benchmarks/run.py            # every figure, under five minutes
     .venv/bin/python benchmarks/run.py --quick    # fewer repetitions, for a smoke run
     .venv/bin/python benchmarks/run.py --only 1,4 # some figures, with their notes on stdout
-                                                  # (results.md untouched)
+                                                  # (results and pages untouched)
 
-The table goes to stdout and to benchmarks/results.md (with the notes of every figure).
-Temporary databases and health files go to a directory on the repository's disk
-(``HEALTHFILE_BENCH_DIR`` overrides it), never to tmpfs, except where a figure says so.
+The table goes to stdout; a full run writes every figure's rows, notes and facts to
+benchmarks/results.json, and renders from it benchmarks/results.md and the generated
+sections of docs/performance.md and benchmarks/README.md (render.py). Temporary databases
+and health files go to a directory on the repository's disk (``HEALTHFILE_BENCH_DIR``
+overrides it), never to tmpfs, except where a figure says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import gc
 import importlib
+import json
 import logging
 import sys
 import time
@@ -26,14 +30,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    BENCH_DIR,
     Context,
     FigureResult,
     Row,
+    machine_info,
     machine_lines,
     markdown_table,
     work_root,
 )
+from render import RESULTS, Results, rendered
 
 # Figure number -> module with `async def run(ctx) -> FigureResult`, imported when it runs.
 # Figure 3 (the original thread design) is retired: docs/design/benchmarks.md keeps its figures.
@@ -44,6 +49,7 @@ FIGURES = {
     5: "fig5_scale",
     6: "fig6_cold_start",
     7: "fig7_footprint",
+    8: "fig8_sidecar",
 }
 HEADER = ["figure", "healthfile", "baseline", "ratio", "target", "met?"]
 
@@ -96,40 +102,47 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row.cells() for result in results for row in result.rows]
     table = markdown_table(HEADER, rows)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = machine_info(ctx.root)
     head = [
         f"Run {stamp}, {total:.0f} s in all"
         + (" (--quick: fewer repetitions)" if args.quick else "")
         + ". Ratios are healthfile / baseline; absolute times are context only.",
         "",
-        *machine_lines(ctx.root),
+        *machine_lines(machine),
         f"- Load average (1 min) before / after the run: {load_before} / {load_after} "
         "(other work on the machine shows up as noise, mostly in p99 and max)",
     ]
     print("\n".join(head) + "\n\n" + table)
 
-    details = []
-    for result in results:
-        details += [f"### {result.title} ({result.seconds:.0f} s)", "", *result.notes, ""]
-    if args.only:
-        print("\n" + "\n".join(details))  # a partial run: its notes here, results.md untouched
+    if args.only:  # a partial run: its notes here, the results and the pages untouched
+        for result in results:
+            print(f"\n### {result.title} ({result.seconds:.0f} s)\n", *result.notes, sep="\n")
         return 0
-    document = "\n".join(
-        [
-            "# healthfile benchmark results",
-            "",
-            "Written by `make bench` (`benchmarks/run.py`); see benchmarks/README.md for what "
-            "each figure means.",
-            "",
-            *head,
-            "",
-            table,
-            "",
-            "## Details",
-            "",
-            *details,
-        ]
-    )
-    (BENCH_DIR / "results.md").write_text(document.rstrip() + "\n")
+    data = {
+        "run": {
+            "stamp": stamp,
+            "seconds": round(total, 1),
+            "quick": args.quick,
+            "machine": machine,
+            "load_before": load_before,
+            "load_after": load_after,
+        },
+        "figures": [
+            {
+                "number": number,
+                "title": result.title,
+                "seconds": round(result.seconds, 1),
+                "rows": [dataclasses.asdict(row) for row in result.rows],
+                "facts": result.facts,
+                "notes": result.notes,
+            }
+            for number, result in zip(which, results, strict=True)
+        ],
+    }
+    RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for path, text in rendered(Results(data)).items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.name}", file=sys.stderr)
     return 0
 
 

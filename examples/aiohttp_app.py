@@ -1,6 +1,6 @@
 """An aiohttp application that keeps its health file while it serves.
 
-    pip install healthfile aiohttp
+    pip install . aiohttp    # in a clone of healthfile
     python examples/aiohttp_app.py
 
 A ``cleanup_ctx`` generator starts the health service on the application's event loop at

@@ -45,7 +45,7 @@ job "myapp" {
           name     = "alive"
           type     = "script"
           command  = "healthfile"
-          args     = ["check", "--nagios", "--only", "event_loop,heartbeat"]
+          args     = ["check", "--nagios", "--group", "live"]
           interval = "10s"
           timeout  = "2s"
 

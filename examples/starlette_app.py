@@ -1,6 +1,6 @@
 """A Starlette (or FastAPI) application that keeps its health file while it serves.
 
-    pip install healthfile starlette uvicorn
+    pip install . starlette uvicorn    # in a clone of healthfile
     uvicorn examples.starlette_app:app
 
 The lifespan starts the health service on the server's own event loop before the first
@@ -23,6 +23,12 @@ from starlette.routing import Route
 
 import healthfile
 
+# Who writes the health file (its app_name, the Prometheus label app) and which version.
+# Without them healthfile reads [project].name and .version of the pyproject.toml in the
+# working directory, which is the app's own only when the server starts in the app's project.
+APP_NAME = "starlette-example"
+APP_VERSION = "1.0.0"
+
 
 def create_app(
     database: str | os.PathLike[str] = "data/app.db",
@@ -30,6 +36,8 @@ def create_app(
     **options: Any,
 ) -> Starlette:
     """The application; ``options`` go to :class:`healthfile.AsyncHealthService`."""
+    options.setdefault("app_name", APP_NAME)
+    options.setdefault("app_version", APP_VERSION)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -2,15 +2,19 @@
 
     HEALTHFILE_DATABASE=data/app.db HEALTHFILE_HEALTH_FILE=data/health.json python worker.py
 
+The service reads HEALTHFILE_DATABASE, HEALTHFILE_HEALTH_FILE and HEALTHFILE_INTERVAL itself,
+as ``healthfile check`` reads HEALTHFILE_HEALTH_FILE: one variable points both at the file.
 Its checks, by name:
 
-- ``event_loop`` (``LoopLagCheck``): the event loop is not wedged by blocking code.
-- ``heartbeat``: the work loop still turns; it beats once per job.
+- ``event_loop`` (``LoopLagCheck``, in the group ``live``): the event loop is not wedged by
+  blocking code.
+- ``heartbeat`` (``HeartbeatCheck``, in the group ``live``): the work loop still turns; it
+  beats once per job.
 - ``database``: the SQLite database can be read.
 
-A Kubernetes liveness probe judges the first two alone, ``healthfile check --only
-event_loop,heartbeat``: a restart cures a stuck worker, not a lost database. The readiness
-probe, ``healthfile check``, judges everything. See kubernetes.yaml next to this file.
+A Kubernetes liveness probe judges the group live alone, ``healthfile check --group live``:
+a restart cures a stuck worker, not a lost database. The readiness probe, ``healthfile
+check``, judges everything. See kubernetes.yaml next to this file.
 
 SIGTERM (``docker stop``, ``kubectl delete pod``) or Ctrl-C stops it cleanly: the health file
 says ``stopped`` and the exit status is 0. ``kill -USR1 <pid>`` makes the current job hang
@@ -48,8 +52,7 @@ async def main() -> None:
         loop = asyncio.get_running_loop()
         signal.signal(signal.SIGUSR1, lambda *_: loop.call_soon_threadsafe(stuck.set))
     async with healthfile.AsyncHealthService(
-        os.environ.get("HEALTHFILE_DATABASE", "data/app.db"),
-        health_file=os.environ.get("HEALTHFILE_HEALTH_FILE", "data/health.json"),
+        # database, health_file: HEALTHFILE_DATABASE and HEALTHFILE_HEALTH_FILE, or defaults
         interval=interval,
         checks=[healthfile.LoopLagCheck(warn_after=1.0, fail_after=5.0), heartbeat],
     ):  # on the way out: the final "stopped" report

@@ -75,6 +75,7 @@ CONTRACT_KEYS = [
     "started_at",
     "pid",
     "checks",
+    "changes",
 ]
 
 
@@ -358,6 +359,33 @@ def wait_for_report(
     report = seen[0]
     assert report is not None
     return report
+
+
+# --- running one check, processes --------------------------------------------------------------
+
+
+async def run_once(check: Any, timeout: float = 10.0) -> Any:
+    """One run of a check's ``run()``, bounded by generous(``timeout``) so that a hung one
+    fails its test instead of hanging the suite."""
+    return await asyncio.wait_for(check.run(), generous(timeout))
+
+
+def process_state(pid: int) -> tuple[str, int] | None:
+    """The state letter (R, S, Z, …) and parent of process ``pid`` from /proc, or None when
+    there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def process_ended(pid: int) -> bool:
+    """Process ``pid`` runs no more: gone, or a zombie that is not this process's child (the
+    init process reaps those)."""
+    state = process_state(pid)
+    return state is None or (state[0] == "Z" and state[1] != os.getpid())
 
 
 # --- threads, tasks, descriptors ----------------------------------------------------------

@@ -180,20 +180,37 @@ def _ok() -> bool:
         {"name": "   "},
         {"timeout": 0},
         {"timeout": -1.0},
-        {"timeout": True},
         {"failure_threshold": 0},
-        {"failure_threshold": True},
-        {"failure_threshold": 1.5},
         {"success_threshold": 0},
-        {"success_threshold": True},
         {"success_threshold": -2},
     ],
 )
-def test_check_rejects_bad_arguments(options: dict[str, Any]) -> None:
-    """check() rejects an empty name, a non-positive timeout and thresholds below 1 or bool."""
+def test_check_rejects_bad_values(options: dict[str, Any]) -> None:
+    """check() rejects an empty name, a non-positive timeout and thresholds below 1: ValueError."""
     name = options.pop("name", "probe")
     with pytest.raises(ValueError, match=r"name|timeout|threshold"):
         healthfile.check(name, _ok, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        ({"name": 3}, "3 (int)"),
+        ({"timeout": True}, "True (bool)"),
+        ({"timeout": "3"}, "'3' (str)"),
+        ({"failure_threshold": True}, "True (bool)"),
+        ({"failure_threshold": 1.5}, "1.5 (float)"),
+        ({"success_threshold": True}, "True (bool)"),
+        ({"critical": "yes"}, "'yes' (str)"),
+        ({"groups": "live"}, "'live'"),
+    ],
+)
+def test_check_rejects_wrong_types_with_type_error(options: dict[str, Any], shown: str) -> None:
+    """check() rejects an argument of the wrong type with TypeError showing what was passed."""
+    name = options.pop("name", "probe")
+    with pytest.raises(TypeError, match=r"name|timeout|threshold|critical|groups") as caught:
+        healthfile.check(name, _ok, **options)
+    assert shown in str(caught.value)
 
 
 def test_check_rejects_an_infinite_timeout() -> None:
@@ -855,7 +872,6 @@ async def test_disk_space_fails_on_an_impossible_minimum(
     "options",
     [
         {"min_free_bytes": -1},
-        {"min_free_bytes": True},
         {"min_free_ratio": -0.1},
         {"min_free_ratio": 1.5},
         {"min_free_ratio": float("nan")},
@@ -866,6 +882,18 @@ async def test_disk_space_fails_on_an_impossible_minimum(
 def test_disk_space_rejects_bad_arguments(options: dict[str, Any], tmp_path: Path) -> None:
     """DiskSpaceCheck refuses out-of-range minimums, an empty name and a zero timeout."""
     with pytest.raises(ValueError):  # noqa: PT011 - each argument has its own message
+        healthfile.DiskSpaceCheck(tmp_path, **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"min_free_bytes": True}, {"min_free_bytes": 1.5}, {"min_free_ratio": "0.1"}],
+)
+def test_disk_space_rejects_wrong_types_with_type_error(
+    options: dict[str, Any], tmp_path: Path
+) -> None:
+    """DiskSpaceCheck refuses a minimum of the wrong type with TypeError naming it."""
+    with pytest.raises(TypeError, match=next(iter(options))):
         healthfile.DiskSpaceCheck(tmp_path, **options)
 
 
@@ -942,6 +970,12 @@ def test_loop_lag_rejects_bad_arguments(options: dict[str, Any]) -> None:
     """LoopLagCheck refuses non-positive thresholds, warn above fail, and an empty name."""
     with pytest.raises(ValueError):  # noqa: PT011 - each argument has its own message
         healthfile.LoopLagCheck(**options)
+
+
+def test_loop_lag_refuses_a_string_bound_with_type_error() -> None:
+    """LoopLagCheck(warn_after="0.1") is a TypeError naming warn_after and the string passed."""
+    with pytest.raises(TypeError, match=r"warn_after must be a number of seconds .*'0\.1' \(str\)"):
+        healthfile.LoopLagCheck(warn_after="0.1")  # type: ignore[arg-type]
 
 
 # --- promptness and pacing -------------------------------------------------------------------

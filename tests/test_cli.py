@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -17,8 +19,19 @@ from typing import IO, Any
 
 import pytest
 
+from healthfile import _run
 from healthfile._cli import main
-from helpers import child_environment, generous, is_online, one_line, read_report, wait_for_report
+from healthfile._entry import main as entry_main
+from helpers import (
+    child_environment,
+    generous,
+    is_online,
+    one_line,
+    parse_samples,
+    read_report,
+    wait_for_report,
+    wait_until,
+)
 
 # Generous: the suite also runs on slow, busy CI machines and under coverage.
 DEADLINE = 30.0
@@ -65,6 +78,103 @@ def test_run_help_names_every_environment_variable(capsys: pytest.CaptureFixture
         "VERBOSE",
     ):
         assert f"HEALTHFILE_{name}" in flat
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`healthfile --version` prints "healthfile <version>" (the installed metadata) and exits 0."""
+    status, out, err = invoke(["--version"], capsys)
+    assert (status, out, err) == (0, f"healthfile {importlib.metadata.version('healthfile')}\n", "")
+    with pytest.raises(SystemExit) as exited:  # the console script's own entry agrees
+        entry_main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == out
+
+
+def test_run_help_uses_the_metavars_of_check_and_names_exit_codes_and_verbosity(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run --help` shows SECONDS/PATH/TEXT as `check --help` does, its exit codes, -v and -vv."""
+    _, out, _ = invoke(["run", "--help"], capsys)
+    for usage in ("--interval SECONDS", "--health-file PATH", "--database PATH", "--app-name TEXT"):
+        assert usage in out
+    assert not re.search(r"--[a-z-]+ [A-Z_]*(INTERVAL|HEALTH_FILE|DATABASE)\b", out)
+    for code in ("0 ", "1 ", "2 ", "130 "):
+        assert re.search(rf"^{code}\s*\S", out, re.MULTILINE), code
+    assert "-vv" in out
+    _, check_help, _ = invoke(["check", "--help"], capsys)
+    assert "--max-age SECONDS" in check_help
+    assert "--health-file PATH" in check_help
+    assert "exit status" in check_help
+
+
+@pytest.mark.parametrize(
+    ("value", "verbose", "notify"),
+    [
+        ("1", 1, True),
+        ("0", 0, False),
+        ("true", 1, True),
+        ("TRUE", 1, True),
+        ("yes", 1, True),
+        ("on", 1, True),
+        ("false", 0, False),
+        ("no", 0, False),
+        ("off", 0, False),
+        ("", 0, False),
+    ],
+)
+def test_verbose_and_notify_systemd_read_switches_alike(
+    value: str,
+    verbose: int,
+    notify: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """HEALTHFILE_VERBOSE and HEALTHFILE_NOTIFY_SYSTEMD take the same words and numbers."""
+    monkeypatch.setenv("HEALTHFILE_VERBOSE", value)
+    monkeypatch.setenv("HEALTHFILE_NOTIFY_SYSTEMD", value)
+    status, _, err = invoke(["run"], capsys)
+    assert status == 0, err
+    [options] = started_with
+    assert options["verbose"] == verbose
+    assert options["notify_systemd"] is notify
+
+
+def test_verbose_from_the_environment_is_a_count_like_vv(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """HEALTHFILE_VERBOSE=2 is -vv; HEALTHFILE_NOTIFY_SYSTEMD, a switch, takes no 2."""
+    monkeypatch.setenv("HEALTHFILE_VERBOSE", "2")
+    assert invoke(["run"], capsys)[0] == 0
+    assert started_with[-1]["verbose"] == 2
+    monkeypatch.setenv("HEALTHFILE_NOTIFY_SYSTEMD", "2")
+    status, _, err = invoke(["run"], capsys)
+    assert status == 2
+    assert "HEALTHFILE_NOTIFY_SYSTEMD: expected 1, 0, true" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("variable", "numbers"),
+    [("HEALTHFILE_VERBOSE", "0, 1, 2"), ("HEALTHFILE_NOTIFY_SYSTEMD", "1, 0")],
+)
+def test_a_switch_that_is_no_word_or_number_is_refused_alike(
+    variable: str,
+    numbers: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """A word like maybe in either switch variable exits 2 with one line of one form."""
+    monkeypatch.setenv(variable, "maybe")
+    status, _, err = invoke(["run"], capsys)
+    assert status == 2
+    assert one_line(err) == (
+        f"healthfile run: error: {variable}: expected {numbers}, true, false, yes, no, on or "
+        "off, not 'maybe'"
+    )
+    assert started_with == []
 
 
 def test_no_command_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,6 +317,47 @@ def test_health_file_variable_naming_a_directory_exits_2(
     status, _, err = invoke(["run"], capsys)
     assert status == 2
     assert "HEALTHFILE_HEALTH_FILE" in one_line(err)
+    assert started_with == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "expected"),
+    [
+        (
+            ["--health-file", "data/app.db"],
+            {},
+            "--database data/app.db (the default) and --health-file data/app.db are the same",
+        ),
+        (
+            ["--database", "a.db"],
+            {"HEALTHFILE_HEALTH_FILE": "a.db"},
+            "--database a.db and HEALTHFILE_HEALTH_FILE=a.db are the same",
+        ),
+        (
+            ["--prometheus-file", "data/health.json"],
+            {},
+            "--health-file data/health.json (the default) and --prometheus-file "
+            "data/health.json are the same",
+        ),
+    ],
+)
+def test_one_file_twice_is_named_as_the_user_gave_it(
+    argv: list[str],
+    environment: dict[str, str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    started_with: list[dict[str, Any]],
+) -> None:
+    """Two options naming one file exit 2 naming each as typed: a flag, a variable, a default."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    status, _, err = invoke(["run", *argv], capsys)
+    assert status == 2
+    assert one_line(err).startswith(f"healthfile run: error: {expected} file")
+    assert "health_file" not in err
     assert started_with == []
 
 
@@ -444,6 +595,7 @@ def test_run_stops_on_sigterm_with_exit_0_and_stopped_file(
     assert final is not None
     assert final["status"] == "stopped"
     assert final["sequence"] > online["sequence"]
+    assert f"stopped; {health_file} says so" in running.stderr  # read back, then said
     assert "Traceback" not in running.stderr
 
 
@@ -460,6 +612,162 @@ def test_run_stops_on_sigint_with_exit_0_and_stopped_file(
     assert final["status"] == "stopped"
     assert "Traceback" not in running.stderr
     assert "KeyboardInterrupt" not in running.stderr
+
+
+def test_run_that_cannot_write_its_file_exits_1_and_never_claims_it(
+    database: Path, tmp_path: Path, launch: Launch
+) -> None:
+    """An unwritable health file: `healthfile run` logs why, and on SIGTERM exits 1, no claim."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the health file's directory should be")
+    health_file = blocked / "health.json"
+    running = launch(console_script(), *service_options(database, health_file))
+    running.wait_for_stderr(f"cannot write {health_file}")
+
+    status = running.signal_and_wait(signal.SIGTERM)
+
+    assert status == 1, running.stderr
+    assert "the final report is not on disk" in running.stderr
+    assert "says so" not in running.stderr
+    assert "Traceback" not in running.stderr
+
+
+def test_run_standing_by_exits_0_and_names_the_process_that_keeps_the_file(
+    database: Path, health_file: Path, launch: Launch
+) -> None:
+    """A second `healthfile run` on one file stands by; stopped, it names the writer, exits 0."""
+    writer = launch(console_script(), *service_options(database, health_file))
+    wait_for_report(health_file, is_online, alive=writer.assert_alive)
+    standby = launch(console_script(), *service_options(database, health_file))
+    standby.wait_for_stderr("stands by")
+
+    assert standby.signal_and_wait(signal.SIGTERM) == 0, standby.stderr
+    assert f"is kept by another process (pid {writer.process.pid}, status online)" in (
+        standby.stderr
+    )
+    assert "says so" not in standby.stderr
+    writer.assert_alive()
+    assert writer.signal_and_wait(signal.SIGTERM) == 0
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_sidecars_sharing_a_textfile_directory_get_distinct_app_labels(
+    database: Path, tmp_path: Path, launch: Launch
+) -> None:
+    """Three `healthfile run` into one textfile directory label each app by its file's name."""
+    pytest.importorskip("prometheus_client")
+    textfiles = tmp_path / "textfile"
+    names = ["billing", "search", "mailer"]
+    sidecars = [
+        launch(
+            console_script(),
+            *service_options(database, tmp_path / name / "health.json"),
+            "--prometheus-file",
+            str(textfiles / f"{name}.prom"),
+        )
+        for name in names
+    ]
+    for name, sidecar in zip(names, sidecars, strict=True):
+        report = wait_for_report(
+            tmp_path / name / "health.json", is_online, alive=sidecar.assert_alive
+        )
+        assert (report["app_name"], report["app_version"]) == (name, "unknown")
+    # Each textfile is written just after its health file.
+    wait_until(lambda: len(list(textfiles.glob("*.prom"))) == len(names), "three textfiles")
+    apps = {
+        labels["app"]
+        for path in textfiles.glob("*.prom")
+        for (metric, pairs) in parse_samples(path.read_text(encoding="utf-8"))
+        for labels in [dict(pairs)]
+        if metric == "healthfile_up"
+    }
+    assert apps == set(names)
+    for sidecar in sidecars:
+        assert sidecar.signal_and_wait(signal.SIGTERM) == 0
+
+
+def test_run_reads_no_pyproject_unless_given_and_never_calls_itself_healthfile(
+    database: Path, tmp_path: Path, launch: Launch
+) -> None:
+    """In healthfile's own checkout, `run` names the database it watches, not healthfile."""
+    shutil.copyfile(REPOSITORY / "pyproject.toml", tmp_path / "pyproject.toml")
+    health_file = tmp_path / "data" / "health.json"
+    running = launch(console_script(), *service_options(database, health_file))
+    report = wait_for_report(health_file, is_online, alive=running.assert_alive)
+    assert (report["app_name"], report["app_version"]) == (database.stem, "unknown")
+    assert f"app_name {database.stem}, app_version unknown" in running.stderr
+    assert running.signal_and_wait(signal.SIGTERM) == 0
+
+    running = launch(
+        console_script(),
+        *service_options(database, health_file, "--pyproject", "pyproject.toml"),
+    )
+    report = wait_for_report(health_file, is_online, alive=running.assert_alive)
+    assert report["app_name"] == database.stem  # healthfile's own project is not the app's
+    assert running.signal_and_wait(signal.SIGTERM) == 0
+
+
+def run_identity(tmp_path: Path, **given: str | None) -> tuple[str, str]:
+    """The (app_name, app_version) `healthfile run` reports for these options."""
+    options: dict[str, Any] = {
+        "database": str(tmp_path / "orders.db"),
+        "prometheus_file": None,
+        "pyproject": None,
+        "app_name": None,
+        "app_version": None,
+        **given,
+    }
+    return _run._identity(options)
+
+
+def test_run_identity_defaults_in_their_order(tmp_path: Path) -> None:
+    """--app-name, else the pyproject's name, else the Prometheus file's, else the database's."""
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "shop"\nversion = "3.1"\n', encoding="utf-8")
+    prometheus = str(tmp_path / "textfile" / "billing.prom")
+
+    assert run_identity(tmp_path) == ("orders", "unknown")
+    assert run_identity(tmp_path, prometheus_file=prometheus) == ("billing", "unknown")
+    assert run_identity(tmp_path, pyproject=str(pyproject)) == ("shop", "3.1")
+    assert run_identity(tmp_path, pyproject=str(pyproject), app_name="api", app_version="4") == (
+        "api",
+        "4",
+    )
+    assert run_identity(tmp_path, app_name="api") == ("api", "unknown")
+
+
+def make_run_command() -> list[str]:
+    """The `healthfile run` command line of the Makefile's run target, with this venv's bin."""
+    recipe = (REPOSITORY / "Makefile").read_text(encoding="utf-8").split("\nrun:", 1)[1]
+    recipe = recipe.split("\n\n", 1)[0].replace("\\\n", " ")
+    [line] = [line for line in recipe.splitlines() if "healthfile run" in line]
+    line = line.strip().lstrip("@").replace("$(BIN)", os.path.dirname(sys.executable))
+    return shlex.split(line)
+
+
+def test_make_run_reports_the_demo_identity_not_healthfiles(tmp_path: Path) -> None:
+    """`make run`'s command, in a checkout with healthfile's pyproject, reports the demo."""
+    shutil.copyfile(REPOSITORY / "pyproject.toml", tmp_path / "pyproject.toml")
+    subprocess.run(
+        [sys.executable, str(REPOSITORY / "examples" / "demo_db.py"), "data/app.db"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    command = make_run_command()
+    assert command[1:3] == ["run", "--database"]
+    running = RunningCli(command, cwd=tmp_path, env=child_environment())
+    try:
+        report = wait_for_report(
+            tmp_path / "data" / "health.json", is_online, alive=running.assert_alive
+        )
+        assert (report["app_name"], report["app_version"]) == ("demo", "1.0.0")
+        assert running.signal_and_wait(signal.SIGTERM) == 0
+    finally:
+        running.close()
 
 
 def test_run_takes_its_options_from_environment_variables(
@@ -579,7 +887,7 @@ def test_run_stops_promptly_while_its_first_cycle_hangs(
             *service_options(database, health_file, "--check-timeout", f"{check_timeout:g}"),
         )
         # Logged once the signal handlers are in place, just before start().
-        running.wait_for_stderr("writing ")
+        running.wait_for_stderr("checking every ")
         assert not health_file.exists(), "the first cycle finished on a locked database"
 
         signalled = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ def runner_of(*checks: Check, check_timeout: float = 5.0, start_period: float = 
     )
 
 
-def returning(name: str, *results: CheckResult, **options: int) -> FunctionCheck:
+def returning(name: str, *results: CheckResult, **options: Any) -> FunctionCheck:
     """A check that returns ``results`` one per run, the last one from then on."""
     left = list(results)
 

@@ -126,6 +126,14 @@ SELECTION_LISTS = [
     ["--only"],
     ["--only", "--nagios"],
     ["--ignore", ",", "--nagios"],
+    ["--group", "live"],
+    ["--group=live", "--nagios"],
+    ["--group", "live", "--group", "ready", "--json"],
+    ["--group", "redy", "--nagios"],
+    ["--group", "live", "--ignore", "heartbeat"],
+    ["--group", "live", "--only", "heartbeat"],
+    ["--group", ""],
+    ["--group"],
 ]
 
 
@@ -136,7 +144,7 @@ def test_fast_path_judges_only_and_ignore_as_the_full_parser(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """--only/--ignore, valid or not, alone or together, answer alike on both paths."""
+    """--only/--ignore/--group, valid or not, alone or together, answer alike on both paths."""
     path = tmp_path / "health.json"
     path.write_text(json.dumps(DEGRADED), encoding="utf-8")
     monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", str(path))
@@ -157,6 +165,10 @@ def test_fast_path_parses_only_and_ignore_itself() -> None:
     assert parsed is not None
     assert parsed[2]["ignore"] == ("cache",)
     assert _entry._parse_check(["--only", "a", "--ignore", "b"], {}) is None
+    parsed = _entry._parse_check(["--group", "live,ready", "--group", "live"], {})
+    assert parsed is not None
+    assert parsed[2]["groups"] == ("live", "ready")
+    assert _entry._parse_check(["--only", "a", "--group", "b"], {}) is None
 
 
 @pytest.mark.parametrize(

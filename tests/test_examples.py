@@ -187,16 +187,16 @@ def kubernetes_container() -> dict[str, Any]:
 
 def test_kubernetes_probes_are_healthfile_check_exec_probes() -> None:
     """Every probe runs `healthfile check` within a timeout; liveness (and startup) judge
-    event_loop and heartbeat alone, readiness everything; none allows degraded."""
+    the group live, readiness everything; none allows degraded."""
     container = kubernetes_container()
     probes = {kind: container[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     for probe in probes.values():
         assert probe["exec"]["command"][:2] == ["healthfile", "check"]
         assert probe["timeoutSeconds"] >= 1
         assert "--allow-degraded" not in probe["exec"]["command"]
-    only = ["healthfile", "check", "--only", "event_loop,heartbeat"]
-    assert probes["livenessProbe"]["exec"]["command"] == only
-    assert probes["startupProbe"]["exec"]["command"] == only
+    live = ["healthfile", "check", "--group", "live"]
+    assert probes["livenessProbe"]["exec"]["command"] == live
+    assert probes["startupProbe"]["exec"]["command"] == live
     assert probes["readinessProbe"]["exec"]["command"] == ["healthfile", "check"]
 
 
@@ -234,7 +234,12 @@ def test_kubernetes_probes_follow_the_worker_through_degraded_stuck_and_stopped(
     assert (python, script) == ("python", "/app/worker.py")
     worker = processes([sys.executable, str(EXAMPLES / "worker.py")], cwd=workdir, env=env)
     wait_for_status(health_file, "online")
-    assert set(report_on_disk(health_file)["checks"]) == {"database", "event_loop", "heartbeat"}
+    checks = report_on_disk(health_file)["checks"]
+    assert {name: check["groups"] for name, check in checks.items()} == {
+        "database": [],
+        "event_loop": ["live"],
+        "heartbeat": ["live"],
+    }
     assert [probe(k) for k in ("startupProbe", "livenessProbe", "readinessProbe")] == [0, 0, 0]
 
     take_away(database)
@@ -345,7 +350,11 @@ def write_report(
         started_at=now - timedelta(seconds=60),
         pid=os.getpid(),
         checks={
-            name: CheckResult(state, None if state == "pass" else f"{name} is {state}")  # type: ignore[arg-type]
+            name: CheckResult(
+                state,  # type: ignore[arg-type]  # pass, warn or fail, as strings
+                None if state == "pass" else f"{name} is {state}",
+                groups=("live",) if name in LIVE else (),
+            )
             for name, state in checks.items()
         },
         app_name="myapp",
@@ -361,9 +370,10 @@ def write_text(path: Path, text: str) -> Path:
 
 
 WORKER_CHECKS = {"database": "pass", "event_loop": "pass", "heartbeat": "pass"}
+LIVE = ("event_loop", "heartbeat")  # the worker's checks in the group live
 
 # name, how to make the file (None: no file), Consul state of "ready" (every check) and of
-# "alive" (--only event_loop,heartbeat)
+# "alive" (--group live)
 SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] = [
     ("online", lambda p: write_report(p, "online", WORKER_CHECKS), "passing", "passing"),
     (
@@ -373,8 +383,8 @@ SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] =
         "passing",
     ),
     (
-        "degraded-database-warns",
-        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "database": "warn"}),
+        "online-database-warns",
+        lambda p: write_report(p, "online", {**WORKER_CHECKS, "database": "warn"}),
         "warning",
         "passing",
     ),
@@ -385,8 +395,8 @@ SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] =
         "passing",
     ),
     (
-        "degraded-heartbeat-warns",
-        lambda p: write_report(p, "degraded", {**WORKER_CHECKS, "heartbeat": "warn"}),
+        "online-heartbeat-warns",
+        lambda p: write_report(p, "online", {**WORKER_CHECKS, "heartbeat": "warn"}),
         "warning",
         "warning",
     ),
@@ -411,10 +421,11 @@ SCRIPT_CHECK_STATES: list[tuple[str, Callable[[Path], Path | None], str, str]] =
         "critical",
     ),
     (
-        "no-heartbeat-check",
-        lambda p: write_report(p, "online", {"database": "pass"}),
-        "passing",
+        # Without a live check, liveness judges the writer alone: fresh, so alive.
+        "no-live-check",
+        lambda p: write_report(p, "degraded", {"database": "fail"}),
         "critical",
+        "passing",
     ),
 ]
 
@@ -459,7 +470,7 @@ def test_consul_and_nomad_checks_are_nagios_convention_script_checks() -> None:
         assert check["type"] == "script"
         assert [check["command"], *check["args"][:2]] == ["healthfile", "check", "--nagios"]
     assert nomad["ready"]["args"] == ["check", "--nagios"]
-    assert nomad["alive"]["args"][2:] == ["--only", "event_loop,heartbeat"]
+    assert nomad["alive"]["args"][2:] == ["--group", "live"]
     restart = re.search(r"check_restart \{(.*?)\}", (EXAMPLES / "nomad.hcl").read_text(), re.DOTALL)
     assert restart is not None
     assert "ignore_warnings = true" in restart[1]
@@ -560,7 +571,7 @@ async def test_alert_rules_fire_on_staleness_and_down_not_on_a_live_service(
         samples = parse_samples(textfile.read_text())
         assert firing(rules["HealthfileDown"]["expr"], samples, now) != []
         assert firing(rules["HealthfileCheckFailing"]["expr"], samples, now) == [
-            {"app": "myapp", "check": "database"}
+            {"app": "myapp", "check": "database", "critical": "true"}
         ]
         assert firing(rules["HealthfileStale"]["expr"], samples, now) == []
         assert firing(rules["HealthfileStale"]["expr"], samples, now + 600) != []
@@ -737,6 +748,20 @@ def test_starlette_lifespan_runs_the_service(database: Path, tmp_path: Path) -> 
         assert response.status_code == 200
         assert response.json() == report
     assert report_on_disk(health_file)["status"] == "stopped"
+
+
+def test_starlette_example_names_itself_not_healthfile(
+    database: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served from healthfile's own checkout, the example reports its identity, not healthfile's."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "pyproject.toml", "pyproject.toml")
+    example = load_example("starlette_app")
+    health_file = tmp_path / "health.json"
+    with TestClient(example.create_app(database, health_file=health_file)):
+        report = report_on_disk(health_file)
+    assert (report["app_name"], report["app_version"]) == (example.APP_NAME, example.APP_VERSION)
+    assert report["app_name"] != "healthfile"
 
 
 def test_starlette_health_route_is_503_when_degraded(tmp_path: Path) -> None:

@@ -149,18 +149,27 @@ def test_repr_shows_the_state() -> None:
         {"warn_after": -1},
         {"fail_after": math.nan},
         {"fail_after": math.inf},
-        {"warn_after": "1"},
         {"warn_after": 3, "fail_after": 2},
         {"name": ""},
         {"timeout": 0},
         {"failure_threshold": 0},
-        {"success_threshold": 1.5},
     ],
     ids=lambda options: "-".join(f"{key}={value}" for key, value in options.items()),
 )
 def test_bad_values_raise_value_error(options: dict[str, Any]) -> None:
-    """Non-positive or non-numeric bounds, warn_after over fail_after, bad thresholds fail."""
+    """Non-positive or infinite bounds, warn_after over fail_after, bad thresholds fail."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message is the check's to word
+        HeartbeatCheck(**options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"warn_after": "1"}, {"success_threshold": 1.5}, {"name": None}],
+    ids=lambda options: "-".join(f"{key}={value}" for key, value in options.items()),
+)
+def test_wrong_types_raise_type_error(options: dict[str, Any]) -> None:
+    """A bound given as a string, a fractional threshold or no name is a TypeError naming it."""
+    with pytest.raises(TypeError, match=r"warn_after|success_threshold|name"):
         HeartbeatCheck(**options)
 
 

@@ -121,7 +121,8 @@ def degraded_with(status: str) -> dict[str, Any]:
 VERDICTS: list[tuple[str, Callable[[], dict[str, Any] | str | None], str, int, int, str, int]] = [
     ("online", lambda: report("online"), "online", 0, 0, "OK", 0),
     ("starting", lambda: report("starting"), "starting", 0, 0, "WARNING", 1),
-    ("degraded-warn", lambda: degraded_with("warn"), "degraded", 1, 0, "WARNING", 1),
+    # Written by a writer before criticality: degraded is degraded, whatever its checks say.
+    ("degraded-warn", lambda: degraded_with("warn"), "degraded", 1, 0, "CRITICAL", 2),
     ("degraded-fail", lambda: degraded_with("fail"), "degraded", 1, 0, "CRITICAL", 2),
     ("stopped", lambda: report("stopped"), "stopped", 1, 1, "CRITICAL", 2),
     ("stale", lambda: report("online", age=100, expires_in=-40), "stale", 1, 1, "CRITICAL", 2),
@@ -661,6 +662,24 @@ def test_secrets_in_check_outputs_are_redacted_in_every_format(
         assert "password=***" in line
 
 
+def test_a_missing_relative_health_file_is_shown_absolute_too_in_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "missing" names the relative path as given and the absolute one it was read at."""
+    deep = tmp_path
+    while len(str(deep)) < 4000:  # a working directory about 4000 characters deep
+        deep /= "d" * min(200, 4000 - len(str(deep)))
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert main(["check", "--health-file", "data/health.json"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"missing: no health file at data/health.json ({tmp_path}")
+    assert out.count("\n") == 1
+    assert len(out.encode()) < 4096  # cut to the line's bound, as every verdict line is
+    assert main(["check", "--health-file", str(tmp_path / "absent.json")]) == 1
+    assert capsys.readouterr().out == f"missing: no health file at {tmp_path / 'absent.json'}\n"
+
+
 def test_health_file_from_environment_and_default(
     write: WriteFile,
     tmp_path: Path,
@@ -671,7 +690,8 @@ def test_health_file_from_environment_and_default(
     monkeypatch.chdir(tmp_path)
     status = main(["check"])
     assert status == 1
-    assert capsys.readouterr().out == "missing: no health file at data/health.json\n"
+    absolute = tmp_path / "data" / "health.json"
+    assert capsys.readouterr().out == f"missing: no health file at data/health.json ({absolute})\n"
     (tmp_path / "data").mkdir()
     write(report("online"), "data/health.json")
     assert main(["check"]) == 0
@@ -749,8 +769,8 @@ def test_console_script_judges_a_file(write: WriteFile) -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 1
-    assert done.stdout.startswith("HEALTHFILE WARNING - degraded: ")
+    assert done.returncode == 2
+    assert done.stdout.startswith("HEALTHFILE CRITICAL - degraded: ")
     assert done.stderr == ""
 
 
@@ -848,7 +868,7 @@ SELECTIONS = [
     ("degraded", LIVE_CHECKS, ["--ignore", "database"], "online", 0, 0, "OK"),
     ("degraded", LIVE_CHECKS, ["--only", "database"], "degraded", 1, 0, "CRITICAL"),
     ("degraded", LIVE_CHECKS, ["--ignore", "heartbeat"], "degraded", 1, 0, "CRITICAL"),
-    ("degraded", LATE_CHECKS, ["--only", "event_loop,heartbeat"], "degraded", 1, 0, "WARNING"),
+    ("degraded", LATE_CHECKS, ["--only", "event_loop,heartbeat"], "online", 0, 0, "WARNING"),
     ("degraded", HUNG_CHECKS, ["--only", "event_loop,heartbeat"], "degraded", 1, 0, "CRITICAL"),
     ("degraded", HUNG_CHECKS, ["--ignore", "database"], "degraded", 1, 0, "CRITICAL"),
     ("starting", LIVE_CHECKS, ["--only", "database"], "starting", 0, 0, "WARNING"),
@@ -875,8 +895,9 @@ def test_only_and_ignore_judge_the_status_from_the_named_checks(
     allowing: int,
     state: str,
 ) -> None:
-    """The status comes from the judged checks alone: online if they all pass, starting while
-    the file says starting, else degraded; a named check the file lacks is unknown_check."""
+    """The status comes from the judged checks alone: online if none fails (a warning is
+    Nagios' WARNING), starting while the file says starting, else degraded; a named check
+    the file lacks is unknown_check."""
     path = write(report(status, checks=checks))
     named = {options[0][2:]: split(options[1])}
     assert judge(path, only=named.get("only"), ignore=named.get("ignore")).verdict == verdict
@@ -928,7 +949,9 @@ def test_selected_line_says_what_was_judged_and_what_the_file_says(
     assert line.endswith(" (only event_loop; the file says degraded)"), line
     assert "OperationalError" not in line
     _, line = check(path, capsys, "--ignore", "database", "--nagios")
-    assert "(ignoring database); heartbeat warn: last beat 1.4 s ago |" in line
+    assert (
+        "(ignoring database; the file says degraded); heartbeat warn: last beat 1.4 s ago |" in line
+    )
     assert "OperationalError" not in line
     assert line.endswith("event_loop_duration=1.25ms heartbeat_duration=1.25ms"), line
 

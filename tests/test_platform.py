@@ -878,7 +878,8 @@ def test_dir_fd_route_is_kept_where_the_platform_has_it(
 
 
 def test_ci_workflow_runs_the_suite_and_the_type_checks_on_every_platform() -> None:
-    """ci.yml: 3 OSes x Python 3.10-3.13, make's commands, SHA-pinned actions, no credentials."""
+    """ci.yml: 3 OSes x Python 3.10-3.15 (prereleases taken), exactly the classifiers,
+    make's commands, SHA-pinned actions, no credentials."""
     yaml = pytest.importorskip("yaml")
     root = Path(__file__).resolve().parent.parent
     workflow = yaml.safe_load((root / ".github" / "workflows" / "ci.yml").read_text())
@@ -887,22 +888,32 @@ def test_ci_workflow_runs_the_suite_and_the_type_checks_on_every_platform() -> N
         r'"Programming Language :: Python :: (3\.\d+)"', (root / "pyproject.toml").read_text()
     )
     nox_pythons = classifiers  # noxfile.py reads the same classifiers
-    assert nox_pythons == ["3.10", "3.11", "3.12", "3.13"]
+    assert nox_pythons == ["3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
 
     assert workflow["permissions"] == {}
     matrix = workflow["jobs"]["test"]["strategy"]["matrix"]
     assert set(matrix["os"]) == {"ubuntu-latest", "macos-latest", "windows-latest"}
-    assert matrix["python"] == nox_pythons
+    assert matrix["python"] == nox_pythons  # the classifiers claim only what CI runs
+    [setup] = [
+        step
+        for step in workflow["jobs"]["test"]["steps"]
+        if step.get("uses", "").startswith("actions/setup-python@")
+    ]
+    assert setup["with"]["python-version"] == "${{ matrix.python }}"
+    assert setup["with"]["allow-prereleases"] is True  # 3.15 before its final reaches runners
     test_commands = "\n".join(step.get("run", "") for step in workflow["jobs"]["test"]["steps"])
     for command in (
         "ruff check .",
         "ruff format --check .",
         "mypy --platform win32 src",
         "mypy --platform darwin src",
-        "pytest -n 3 --cov --cov-report= --cov-fail-under=0 -q",
     ):
         assert command in test_commands, command
         assert command in makefile, command
+    # The workflow runs every test; make test leaves the slow ones to make matrix.
+    covered = "--cov --cov-report= --cov-fail-under=0 -q"
+    assert f"pytest -n 3 {covered}" in test_commands
+    assert f'pytest -n 3 -m "not slow" {covered}' in makefile
     for job in workflow["jobs"].values():
         for step in job["steps"]:
             uses = step.get("uses")
@@ -912,3 +923,28 @@ def test_ci_workflow_runs_the_suite_and_the_type_checks_on_every_platform() -> N
             assert re.fullmatch(r"[0-9a-f]{40}", ref), uses
             if uses.startswith("actions/checkout@"):
                 assert step["with"]["persist-credentials"] is False
+
+
+def test_noxfile_runs_the_supported_pythons_present_and_names_the_rest(tmp_path: Path) -> None:
+    """make matrix: nox takes the classifiers' Pythons found on PATH, the newest of them for
+    debug and foreign runs, and names the ones it leaves to CI."""
+    pytest.importorskip("nox")
+    root = Path(__file__).resolve().parent.parent
+    for version in ("3.10", "3.12"):
+        fake = tmp_path / f"python{version}"
+        fake.write_text("#!/bin/sh\nexit 0\n")
+        fake.chmod(0o755)
+    if shutil.which("python3.10", path=str(tmp_path)) is None:
+        pytest.skip("this platform finds no script without an extension on PATH (Windows)")
+    script = "import noxfile; print(noxfile.PRESENT, noxfile.NEWEST)"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env={**os.environ, "PATH": str(tmp_path), "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split("\n")[0] == "['3.10', '3.12'] 3.12"
+    assert "Python 3.11, 3.13, 3.14, 3.15 not installed here: left to CI" in done.stderr

@@ -54,13 +54,20 @@ def expected_samples(document: dict[str, Any]) -> Samples:
     expected: Samples = {("healthfile_up", ()): 1.0 if status == "online" else 0.0}
     for name in ("starting", "online", "degraded", "stopped"):
         expected[("healthfile_status", (("status", name),))] = 1.0 if status == name else 0.0
+    groups: dict[str, float] = {}
     for name, result in document["checks"].items():
         label = (("check", name),)
-        expected[("healthfile_check_up", label)] = 1.0 if result["status"] == "pass" else 0.0
+        critical = (("check", name), ("critical", "true" if result["critical"] else "false"))
+        expected[("healthfile_check_up", critical)] = 1.0 if result["status"] == "pass" else 0.0
+        for group in result["groups"]:
+            ok = groups.get(group, 1.0) and result["status"] != "fail"
+            groups[group] = 1.0 if ok else 0.0
         expected[("healthfile_check_duration_seconds", label)] = result["duration_ms"] / 1000
         expected[("healthfile_check_consecutive_failures", label)] = float(
             result["consecutive_failures"]
         )
+    for group, value in groups.items():
+        expected[("healthfile_group_up", (("group", group),))] = value
     expected[("healthfile_report_timestamp_seconds", ())] = float(timestamp)
     info = (("api_version", document["api_version"]), ("app_version", document["app_version"]))
     expected[("healthfile_info", info)] = 1.0
@@ -105,7 +112,10 @@ async def test_textfile_values_equal_the_json_report_of_the_same_cycle(
     service = make_service(
         prometheus_file=textfile,
         app_version="2.5.0",
-        checks=[healthfile.check("cache", failing), healthfile.check("queue", lambda: True)],
+        checks=[
+            healthfile.check("cache", failing, critical=False, groups=("ready",)),
+            healthfile.check("queue", lambda: True, groups=("ready", "live")),
+        ],
     )
     await service.start()
     assert_textfile_matches(textfile, health_file)
@@ -115,9 +125,11 @@ async def test_textfile_values_equal_the_json_report_of_the_same_cycle(
         assert document["sequence"] == report.sequence  # both files are of this cycle
         assert_textfile_matches(textfile, health_file)
     samples = read_samples(textfile)
-    assert samples[("healthfile_status", (("status", "degraded"),))] == 1.0
+    assert samples[("healthfile_status", (("status", "online"),))] == 1.0  # cache: not critical
+    assert samples[("healthfile_group_up", (("group", "ready"),))] == 0.0
+    assert samples[("healthfile_group_up", (("group", "live"),))] == 1.0
     assert samples[("healthfile_check_consecutive_failures", (("check", "cache"),))] == 3.0
-    assert samples[("healthfile_check_up", (("check", "database"),))] == 1.0
+    assert samples[("healthfile_check_up", (("check", "database"), ("critical", "true")))] == 1.0
     await service.stop()
     assert_textfile_matches(textfile, health_file)
     assert read_samples(textfile)[("healthfile_status", (("status", "stopped"),))] == 1.0
@@ -192,7 +204,9 @@ def test_construction_without_prometheus_client_raises_a_clear_import_error(
 ) -> None:
     """prometheus_file without prometheus_client fails at construction, naming the extra."""
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(ImportError, match=r"pip install 'healthfile\[prometheus\]'"):
+    with pytest.raises(
+        ImportError, match=r"\(the extra healthfile\[prometheus\]\): pip install prometheus_client$"
+    ):
         healthfile.AsyncHealthService(
             tmp_path / "app.db",
             health_file=tmp_path / "health.json",
@@ -284,8 +298,8 @@ def test_run_prometheus_file_without_prometheus_client_exits_2_with_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
-        "healthfile run: error: --prometheus-file needs prometheus_client: "
-        "pip install 'healthfile[prometheus]'\n"
+        "healthfile run: error: --prometheus-file needs prometheus_client (the "
+        "extra healthfile[prometheus]): pip install prometheus_client\n"
     )
     assert started_with == []
 

@@ -17,19 +17,23 @@ EXPECTED_ALL = {
     "Check",
     "CheckResult",
     "CheckStillRunning",
+    "CommandCheck",
     "DiskSpaceCheck",
+    "FileAgeCheck",
     "FunctionCheck",
+    "HTTPCheck",
     "HealthCheckService",
     "HealthReport",
     "HeartbeatCheck",
     "LoopLagCheck",
     "SQLiteCheck",
+    "TCPCheck",
     "UnsafeDirectoryError",
     "__version__",
     "cancel_on_signals",
     "check",
 }
-HEAVY_MODULES = ["asyncio", "aiosqlite", "aiofiles"]
+HEAVY_MODULES = ["asyncio", "aiosqlite", "aiofiles", "aiohttp"]
 
 
 def test_all_is_the_expected_set() -> None:
@@ -113,8 +117,21 @@ def test_a_fresh_interpreter_does_not_import_the_heavy_modules() -> None:
 
 
 def test_import_healthfile_does_not_import_asyncio_aiosqlite_or_aiofiles() -> None:
-    """`import healthfile` alone pulls in neither asyncio, aiosqlite nor aiofiles."""
+    """`import healthfile` alone pulls in neither asyncio, aiosqlite, aiofiles nor aiohttp."""
     assert modules_after("import healthfile") == []
+
+
+def test_the_check_modules_are_imported_on_first_use() -> None:
+    """The sidecar's checks are not imported by `import healthfile`; touching one imports it."""
+    code = (
+        "import healthfile\n"
+        "modules = ('healthfile._network', 'healthfile._command', 'healthfile._file_age')\n"
+        "assert not any(name in sys.modules for name in modules), sys.modules.keys()\n"
+        "healthfile.TCPCheck\n"
+        "assert 'healthfile._network' in sys.modules\n"
+    )
+    # A TCPCheck needs asyncio, never aiohttp: that comes with the first HTTPCheck made.
+    assert modules_after(code) == ["asyncio"]
 
 
 def test_version_and_report_do_not_import_asyncio() -> None:

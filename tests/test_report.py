@@ -16,11 +16,13 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from healthfile import CheckResult, HealthReport
+from healthfile._limits import MAX_FILE_BYTES
 from healthfile._redact import MAX_OUTPUT_CHARS
 from healthfile._report import (
     ceil_to_second,
     clean_output,
     describe_exception,
+    fit_report,
     format_timestamp,
 )
 from helpers import CONTRACT_KEYS
@@ -125,6 +127,7 @@ def test_as_dict_values_are_the_report_fields() -> None:
                 "groups": [],
             }
         },
+        "changes": [],
     }
 
 
@@ -167,6 +170,31 @@ def test_to_json_with_database_check_alone_is_under_4_kib() -> None:
     )
 
     assert len(report.to_json().encode("utf-8")) < 4096
+
+
+def test_database_check_alone_with_a_full_history_of_changes_is_under_4_kib() -> None:
+    """Ten changes with the longest non-ASCII whys still leave the file under 4 KiB: the
+    whys are shortened to fit their budget, and the file says so with an ellipsis."""
+    from healthfile._changes import MAX_CHANGES_BYTES, Change
+
+    failing = CheckResult("fail", "é" * 1000, duration_ms=3000.0, last_success=MOMENT)
+    report = make_report(
+        status="degraded",
+        database="disconnected",
+        sequence=2**53,
+        checks={"database": failing},
+        changes=(Change(MOMENT, "degraded", "online", "é" * 200),) * 10,
+    )
+
+    written, data = fit_report(report, MAX_FILE_BYTES)
+
+    assert len(data) < 4096
+    changes = json.loads(data)["changes"]
+    assert len(changes) == 10
+    assert all(change["why"].endswith("…") for change in changes)
+    rendered = json.dumps({"changes": changes}, indent=2).encode()
+    assert len(rendered) - 4 <= MAX_CHANGES_BYTES
+    assert written.changes[0].why == changes[0]["why"]
 
 
 def test_report_is_frozen() -> None:
@@ -340,7 +368,7 @@ def test_schema_rejects_what_breaks_the_contract(validator: Any, data: dict[str,
 
 
 # app_name came after 0.1.0: v1 files written before it lack it, so the schema cannot require it.
-ADDED_KEYS = ["app_name"]
+ADDED_KEYS = ["app_name", "changes"]
 
 
 @pytest.mark.parametrize("key", [key for key in CONTRACT_KEYS if key not in ADDED_KEYS])
@@ -470,6 +498,32 @@ def test_clean_output_redacts_each_secret_form(text: str, expected: str | None) 
         assert cleaned == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("(password=hunter2, token=abc123)", "(password=***, token=***)"),
+        ("connect(password=hunter2)", "connect(password=***)"),
+        ("[token=abc123]", "[token=***]"),
+        ("{token: abc123}", "{token: ***}"),
+        ("<token=abc123>", "<token=***>"),
+        ("((token=abc123))", "((token=***))"),
+        ("(password='hunter2')", "(password='***')"),
+        ('(password="hunter2")', '(password="***")'),
+        ("'password=hunter2'", "'password=***'"),
+        ('"password=hunter2"', '"password=***"'),
+        ('{"password": "x", "user": "app"}', '{"password": "***", "user": "app"}'),
+        ("(postgresql://app:hunter2@db/x)", "(postgresql://app:***@db/x)"),
+        ("GET /v1?token=abc123&page=2)", "GET /v1?token=***&page=2)"),
+        ("(GET /v1?token=abc123)", "(GET /v1?token=***)"),
+        ("(password=pa(ss))", "(password=***)"),
+        ("password=hunter2)", "password=***"),
+    ],
+)
+def test_redaction_keeps_the_brackets_and_quotes_around_a_secret(text: str, expected: str) -> None:
+    """A closing bracket or quote after a secret stays; one the secret holds is hidden with it."""
+    assert clean_output(text) == expected
+
+
 def test_clean_output_keeps_the_url_user() -> None:
     """A URL's user stays readable while its password is hidden."""
     cleaned = clean_output("postgresql://user:secret@host/db")
@@ -574,6 +628,25 @@ def test_secret_value_never_appears_in_clean_output(
 
     assert cleaned is not None
     assert secret not in cleaned
+
+
+@given(
+    secret=st.text(alphabet=string.ascii_letters + string.digits + "._~+-!$%*", min_size=4),
+    key=KEYS,
+    opening=st.sampled_from(["(", "[", "{", "<"]),
+)
+def test_secret_in_brackets_never_appears_and_its_bracket_stays(
+    secret: str, key: str, opening: str
+) -> None:
+    """For any bracket-free secret in `(key=secret)`, the secret is hidden, the bracket kept."""
+    closing = {"(": ")", "[": "]", "{": "}", "<": ">"}[opening]
+    text = f"{opening}{key}={secret}{closing}"
+
+    cleaned = clean_output(text)
+
+    assert cleaned is not None
+    assert secret not in cleaned
+    assert cleaned == f"{opening}{key}=***{closing}"
 
 
 @given(

@@ -150,26 +150,100 @@ def error_records(logs: pytest.LogCaptureFixture, text: str) -> list[logging.Log
         {"interval": float("nan")},
         {"interval": float("inf")},
         {"interval": 1e12},
-        {"interval": True},
-        {"interval": "30"},
         {"check_timeout": 0},
         {"check_timeout": -0.5},
-        {"check_timeout": True},
         {"start_period": -1.0},
-        {"start_period": False},
         {"file_mode": -1},
         {"file_mode": 0o10000},
-        {"file_mode": "644"},
-        {"file_mode": True},
+        {"file_mode": 0o1644},
+        {"file_mode": 0o244},
+        {"file_mode": 0},
         {"app_version": ""},
         {"app_version": "   "},
     ],
     ids=repr,
 )
 def test_bad_option_raises_value_error(tmp_path: Path, options: dict[str, Any]) -> None:
-    """A bad duration, file mode or app_version is refused at construction with ValueError."""
+    """A duration, file mode or app_version out of range is refused with ValueError."""
     with pytest.raises(ValueError, match=next(iter(options))):
         AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"interval": True},
+        {"interval": "30"},
+        {"check_timeout": True},
+        {"start_period": False},
+        {"file_mode": "644"},
+        {"file_mode": True},
+        {"app_version": 1},
+        {"on_change": "print"},
+    ],
+    ids=repr,
+)
+def test_option_of_the_wrong_type_raises_type_error(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    """An option of the wrong type (a string for seconds, a bool) is refused with TypeError."""
+    with pytest.raises(TypeError, match=next(iter(options))):
+        AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", **options)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o644, 0o664, 0o400, 0o777])
+def test_owner_readable_file_modes_up_to_0o777_are_accepted(tmp_path: Path, mode: int) -> None:
+    """Any mode from 0o400 to 0o777 with the owner's read bit is accepted as given."""
+    AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", file_mode=mode)
+
+
+@pytest.mark.parametrize(("mode", "meant"), [(644, "0o644"), (600, "0o600"), (640, "0o640")])
+def test_decimal_file_mode_is_refused_naming_the_octal(
+    tmp_path: Path, mode: int, meant: str
+) -> None:
+    """file_mode=644 (decimal, 0o1204: the owner could not read) is refused, naming 0o644."""
+    with pytest.raises(ValueError, match=rf"file_mode={mode} is .*did you mean {meant}"):
+        AsyncHealthService(tmp_path / "app.db", health_file=tmp_path / "h.json", file_mode=mode)
+
+
+def test_one_file_twice_is_named_as_the_caller_gave_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same-file refusal names an argument, a variable, or a default, as each was given."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HEALTHFILE_DATABASE", raising=False)
+    monkeypatch.delenv("HEALTHFILE_HEALTH_FILE", raising=False)
+    with pytest.raises(ValueError, match="same file") as caught:
+        AsyncHealthService("data/health.json")
+    assert str(caught.value).startswith(
+        "database='data/health.json' and health_file='data/health.json' (the default) are "
+    )
+    monkeypatch.setenv("HEALTHFILE_HEALTH_FILE", "app.db")
+    with pytest.raises(ValueError, match="same file") as caught:
+        AsyncHealthService(tmp_path / "app.db")
+    assert str(caught.value).startswith(
+        f"database={str(tmp_path / 'app.db')!r} and HEALTHFILE_HEALTH_FILE='app.db' are "
+    )
+
+
+def test_a_single_check_for_checks_says_to_wrap_it_in_a_list(tmp_path: Path) -> None:
+    """checks=<one check> raises TypeError saying checks is a list, not "not iterable"."""
+    with pytest.raises(
+        TypeError, match=r"checks must be a list of checks.*wrap one check in a list"
+    ):
+        AsyncHealthService(tmp_path / "app.db", checks=ProbeCheck())  # type: ignore[arg-type]
+
+
+def test_a_function_in_checks_points_at_healthfile_check(tmp_path: Path) -> None:
+    """checks=[a_function] raises TypeError naming its place and healthfile.check(name, fn)."""
+
+    def cache_alive() -> bool:
+        return True
+
+    with pytest.raises(
+        TypeError, match=r"checks\[1\] is a function .*healthfile\.check\(name, fn\)"
+    ):
+        AsyncHealthService(tmp_path / "app.db", checks=[ProbeCheck(), cache_alive])  # type: ignore[list-item]
 
 
 def test_zero_start_period_is_accepted(tmp_path: Path) -> None:
@@ -460,10 +534,10 @@ async def test_stop_during_start_makes_start_return(
 async def test_cancelled_start_propagates_and_leaves_service_stopped(
     make_service: ServiceFactory, health_file: Path
 ) -> None:
-    """Cancelling the task awaiting start() raises CancelledError; a later start() works."""
+    """Cancelling start() raises CancelledError after writing stopped; a later start() works."""
     database = ProbeCheck("database")
     database.hang = True
-    service = make_service(database, check_timeout=60.0)
+    service = make_service(database, check_timeout=60.0, app_name="app")
     starting = asyncio.ensure_future(service.start())
     await asyncio.wait_for(database.entered.wait(), 10)
     starting.cancel()
@@ -471,6 +545,9 @@ async def test_cancelled_start_propagates_and_leaves_service_stopped(
         await starting
     assert not service.running
     assert healthfile_tasks() == []
+    stopped = read_health(health_file)  # as a stop signal through cancel_on_signals leaves it
+    assert stopped["status"] == "stopped"
+    assert stopped["app_name"] == "app"
     database.hang = False
     await asyncio.wait_for(service.start(), 10)
     assert service.running
@@ -667,6 +744,52 @@ async def test_cycle_that_raises_is_logged_and_loop_goes_on(
 
 
 @pytest.mark.asyncio
+async def test_unwritable_health_file_still_gives_the_report_made_and_says_why(
+    database: Path, tmp_path: Path
+) -> None:
+    """Unwritable file: the README pattern reads last_report; last_write_error says why."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a directory")
+    health_file = blocked / "health.json"
+    async with AsyncHealthService(
+        database, health_file=health_file, pyproject=None, interval=30.0
+    ) as service:
+        assert service.last_report is not None
+        assert service.last_report.status == "online"  # the README's first example
+        assert service.writing  # the file is this service's to write, and it tries
+        error = service.last_write_error
+        assert error is not None
+        assert error.startswith(f"cannot write {health_file}: NotADirectoryError")
+        blocked.unlink()
+        report = await service.check_now()
+        assert service.last_write_error is None
+        assert service.last_report == report
+        assert read_health(health_file)["sequence"] == report.sequence
+    assert service.last_write_error is None
+    assert read_health(health_file)["status"] == "stopped"
+
+
+@pytest.mark.asyncio
+async def test_final_report_that_cannot_be_written_leaves_last_write_error(
+    database: Path, tmp_path: Path
+) -> None:
+    """A stopped report that cannot be written is last_report; last_write_error says why."""
+    directory = tmp_path / "out"
+    health_file = directory / "health.json"
+    service = AsyncHealthService(database, health_file=health_file, pyproject=None)
+    await service.start()
+    assert service.last_write_error is None
+    os.rename(directory, tmp_path / "moved")
+    directory.write_text("now a file")
+    await service.stop()
+    assert service.last_report is not None
+    assert service.last_report.status == "stopped"
+    assert service.last_write_error is not None
+    assert str(health_file) in service.last_write_error
+    assert not service.writing
+
+
+@pytest.mark.asyncio
 async def test_write_failure_is_logged_once_and_recovery_is_logged(
     make_service: ServiceFactory, healthfile_logs: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
@@ -684,9 +807,10 @@ async def test_write_failure_is_logged_once_and_recovery_is_logged(
     assert len(errors) == 1
     assert errors[0].levelno == logging.ERROR
     assert str(health_file) in errors[0].getMessage()
-    assert service.last_report is None
+    assert service.last_write_error is not None
+    assert service.last_write_error.startswith(f"cannot write {health_file}: ")
     blocked.unlink()
-    await wait_until_async(lambda: service.last_report is not None, timeout=20.0)
+    await wait_until_async(lambda: service.last_write_error is None, timeout=20.0)
     assert read_health(health_file)["status"] == "online"
     await probe.wait_runs(len(probe.starts) + 3)
     assert len(error_records(healthfile_logs, "cannot write")) == 1

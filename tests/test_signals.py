@@ -59,7 +59,10 @@ def readme_example() -> str:
     example: str = blocks[0]
     assert "cancel_on_signals()" in example
     assert "asyncio.run(main())" in example
-    return example
+    # The launcher's run_my_app says when the app runs; the README defines its own.
+    own = re.search(r"^async def run_my_app\(\).*?(?=^\S)", example, re.DOTALL | re.MULTILINE)
+    assert own is not None, "the README's example defines run_my_app"
+    return example.replace(own.group(0), "")
 
 
 # The launcher runs one program on a chosen loop, optionally a loop whose add_signal_handler
@@ -68,7 +71,8 @@ def readme_example() -> str:
 #   argv: LOOP PATH GATE PROGRAM [ARGS...]
 #   LOOP: asyncio | uvloop | default   PATH: add_signal_handler | refuse
 #   GATE: a file; while it exists, every os.fsync waits (or "-")
-#   PROGRAM: readme (ARGS: the example's file) | outside | run (ARGS: healthfile's argv)
+#   PROGRAM: readme (ARGS: the example's file) | readme-slow (the same, its first cycle
+#            takes 2 s) | outside | run (ARGS: healthfile's argv)
 LAUNCHER = r"""
 import asyncio
 import os
@@ -127,8 +131,25 @@ async def outside():
     await asyncio.Event().wait()
 
 
+async def slow_first_check():
+    print("first check running", file=sys.stderr, flush=True)
+    await asyncio.sleep(2)
+    return True
+
+
 before = handlers()
 status = 0
+if program == "readme-slow":
+    # The README's example as written, its service with a 2 s check: start() takes 2 s.
+    import healthfile
+
+    class SlowStart(healthfile.AsyncHealthService):
+        def __init__(self, *args, **options):
+            slow = healthfile.check("slow", slow_first_check, timeout=10)
+            super().__init__(*args, checks=[slow], **options)
+
+    healthfile.AsyncHealthService = SlowStart
+    program = "readme"
 if program == "readme":
     with open(args[0], encoding="utf-8") as file:
         exec(compile(file.read(), "README example", "exec"), {"run_my_app": run_my_app})
@@ -218,6 +239,61 @@ def test_readme_example_writes_stopped_and_exits_0_on_signal(
     assert final["pid"] == running.process.pid
     assert "handlers restored" in running.stderr
     assert "Traceback" not in running.stderr
+
+
+@posix_signals
+@pytest.mark.parametrize("loop", LOOPS)
+def test_readme_example_signalled_during_start_writes_stopped_and_exits_0(
+    loop: str, start: Callable[..., RunningCli], tmp_path: Path, workdir: Path
+) -> None:
+    """SIGTERM while the README's start() runs a 2 s first check ends it: stopped, exit 0."""
+    example = tmp_path / "readme_example.py"
+    example.write_text(readme_example(), encoding="utf-8")
+    running = start(loop, "add_signal_handler", "readme-slow", str(example))
+    running.wait_for_stderr("first check running")
+    health_file = workdir / "data" / "health.json"
+    assert read_report(health_file) is None  # start() has not returned
+
+    assert running.signal_and_wait(signal.SIGTERM) == 0, running.stderr
+    final = read_report(health_file)
+    assert final is not None
+    assert final["status"] == "stopped"
+    assert final["pid"] == running.process.pid
+    assert final["app_name"] != "unknown"
+    assert "app running" not in running.stderr  # the app itself never started
+    assert "handlers restored" in running.stderr
+    assert "Traceback" not in running.stderr
+
+
+# The order the README warns against: the block inside the `async with`, entered only once
+# start() has returned.
+BLOCK_INSIDE = """
+import asyncio
+import healthfile
+
+
+async def main() -> None:
+    async with healthfile.AsyncHealthService("data/app.db") as service:
+        with healthfile.cancel_on_signals():
+            await run_my_app()
+
+
+asyncio.run(main())
+"""
+
+
+@posix_signals
+def test_block_inside_the_async_with_leaves_a_signal_during_start_to_the_default(
+    start: Callable[..., RunningCli], tmp_path: Path, workdir: Path
+) -> None:
+    """With cancel_on_signals inside the `async with`, SIGTERM during start() kills: 143-style."""
+    example = tmp_path / "inside.py"
+    example.write_text(BLOCK_INSIDE, encoding="utf-8")
+    running = start("asyncio", "add_signal_handler", "readme-slow", str(example))
+    running.wait_for_stderr("first check running")
+
+    assert running.signal_and_wait(signal.SIGTERM) == -signal.SIGTERM
+    assert read_report(workdir / "data" / "health.json") is None
 
 
 @posix_signals

@@ -134,7 +134,7 @@ async def test_ready_waits_for_the_first_report_that_reaches_the_disk(
     service = make_service(notify_systemd=True)
     await service.start()
     await service.check_now()
-    assert service.last_report is None
+    assert service.last_write_error is not None
     assert path_listener.pending() == []
     os.rmdir(health_file)
     report = await service.check_now()

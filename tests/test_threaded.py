@@ -135,11 +135,54 @@ def test_default_health_file_is_data_health_json_in_the_working_directory(
 def test_bad_option_raises_value_error_in_the_callers_thread(
     options: dict[str, Any], tmp_path: Path
 ) -> None:
-    """A bad option raises ValueError from the constructor, before any thread starts."""
+    """A bad option raises ValueError naming it as the caller wrote it, before any thread."""
     before = service_threads()
-    with pytest.raises(ValueError):  # noqa: PT011 - the message is the service's to word
+    with pytest.raises(ValueError, match=rf"^{next(iter(options))} must be"):
         HealthCheckService(health_file=tmp_path / "health.json", **options)
     assert service_threads() == before
+
+
+def test_check_interval_of_the_wrong_type_is_a_type_error_naming_it(tmp_path: Path) -> None:
+    """check_interval="5" raises TypeError naming check_interval, not the service's interval."""
+    with pytest.raises(TypeError, match=r"^check_interval must be a number of seconds"):
+        HealthCheckService("5", tmp_path / "health.json")  # type: ignore[arg-type]
+
+
+def test_database_path_as_second_argument_says_which_argument_went_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HealthCheckService(5, "data/app.db") names health_file, the default database, database=."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="same file") as caught:
+        HealthCheckService(5, "data/app.db")
+    message = str(caught.value)
+    assert message.startswith(
+        "database='data/app.db' (the default) and health_file='data/app.db' "
+        "(HealthCheckService's second argument) are the same file"
+    )
+    assert message.endswith("did you mean database='data/app.db'?")
+    assert not (tmp_path / "data").exists()
+
+
+def test_database_given_twice_is_named_without_a_guess(tmp_path: Path) -> None:
+    """With database= given too, the message names both as written and guesses nothing."""
+    database = str(tmp_path / "app.db")
+    with pytest.raises(ValueError, match="same file") as caught:
+        HealthCheckService(5, database, database=database)
+    assert str(caught.value).startswith(
+        f"database={database!r} and health_file={database!r} are the same file"
+    )
+    assert "did you mean" not in str(caught.value)
+
+
+def test_running_is_is_running(make_facade: Facade) -> None:
+    """The facade's running (AsyncHealthService's name) is its is_running, before and after."""
+    facade = make_facade()
+    assert facade.running is facade.is_running is False
+    facade.start()
+    assert facade.running is facade.is_running is True
+    facade.stop(timeout=DEADLINE)
+    assert facade.running is facade.is_running is False
 
 
 def test_start_returns_before_the_first_report(
@@ -863,6 +906,23 @@ def test_wait_ready_after_a_failed_first_write_turns_true_when_a_write_succeeds(
     health_file.rmdir()
     assert facade.wait_ready(DEADLINE) is True
     assert status_of(health_file) == "online"
+
+
+def test_facade_tells_the_report_made_and_why_it_is_not_on_disk(
+    make_facade: Facade, health_file: Path
+) -> None:
+    """The facade has the service's last_report, last_write_error and writing, from any thread."""
+    health_file.mkdir(parents=True)  # a directory where the file should be: writes fail
+    facade = make_facade(check_interval=0.1)
+    facade.start()
+    wait_until(lambda: facade.last_write_error is not None, "a write fails")
+    assert facade.last_report is not None  # made, not written
+    assert facade.writing
+    assert facade.last_write_error == facade.service.last_write_error
+    assert f"cannot write {health_file}" in (facade.last_write_error or "")
+    health_file.rmdir()
+    assert facade.wait_ready(DEADLINE) is True
+    assert facade.last_write_error is None
 
 
 def test_wait_ready_is_false_when_stopped_before_the_first_report(

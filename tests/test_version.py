@@ -338,6 +338,34 @@ def test_identity_name_without_project_name_is_the_program(tmp_path: Path) -> No
     assert read_app_identity(tmp_path / "missing.toml").name == program_name()
 
 
+@pytest.mark.parametrize("name", ["healthfile", "HealthFile", " healthfile "])
+def test_healthfiles_own_pyproject_is_not_an_apps_identity(tmp_path: Path, name: str) -> None:
+    """A pyproject whose project is healthfile itself gives the fallback name and no version."""
+    path = write_pyproject(tmp_path, f'[project]\nname = "{name}"\nversion = "9.9"\n')
+
+    assert read_app_identity(path) == AppIdentity(program_name(), UNKNOWN_VERSION)
+    assert read_app_identity(path, fallback_name=lambda: "billing") == AppIdentity(
+        "billing", UNKNOWN_VERSION
+    )
+
+
+def test_fallback_name_is_asked_only_without_a_project_name(tmp_path: Path) -> None:
+    """fallback_name is called when the pyproject names no project, and not otherwise."""
+    named = write_pyproject(tmp_path, '[project]\nname = "shop"\nversion = "2.0"\n')
+    asked: list[str] = []
+
+    def fallback() -> str:
+        asked.append("asked")
+        return "watched"
+
+    assert read_app_identity(named, fallback_name=fallback) == AppIdentity("shop", "2.0")
+    assert asked == []
+    assert read_app_identity(None, fallback_name=fallback) == AppIdentity(
+        "watched", UNKNOWN_VERSION
+    )
+    assert asked == ["asked"]
+
+
 def run_program_name(*argv: str, cwd: Path) -> str:
     """The app_name a fresh interpreter started with ``argv`` finds for itself."""
     done = subprocess.run([*argv], capture_output=True, text=True, timeout=60, check=False, cwd=cwd)
@@ -440,12 +468,21 @@ async def test_app_name_without_pyproject_is_the_program(
     assert read_json(health_file)["app_name"] == program_name() != ""
 
 
-@pytest.mark.parametrize("value", ["", "   ", 3, b"app", "a" * 129])
+@pytest.mark.parametrize("value", ["", "   ", "a" * 129])
 def test_bad_app_name_is_refused_at_construction(value: Any) -> None:
     """app_name must be a non-empty string of at most 128 characters or None, like app_version."""
     with pytest.raises(ValueError, match="app_name"):
         AsyncHealthService(app_name=value)
     with pytest.raises(ValueError, match="app_version"):
+        AsyncHealthService(app_version=value)
+
+
+@pytest.mark.parametrize("value", [3, b"app", 1.0])
+def test_app_name_of_the_wrong_type_is_a_type_error(value: Any) -> None:
+    """app_name and app_version that are not strings raise TypeError naming the argument."""
+    with pytest.raises(TypeError, match="app_name must be a string or None"):
+        AsyncHealthService(app_name=value)
+    with pytest.raises(TypeError, match="app_version must be a string or None"):
         AsyncHealthService(app_version=value)
 
 

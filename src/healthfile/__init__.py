@@ -20,7 +20,10 @@ if TYPE_CHECKING:
         LoopLagCheck,
         check,
     )
+    from ._command import CommandCheck
+    from ._file_age import FileAgeCheck
     from ._heartbeat import HeartbeatCheck
+    from ._network import HTTPCheck, TCPCheck
     from ._report import CheckResult, HealthReport
     from ._service import AsyncHealthService
     from ._signals import cancel_on_signals
@@ -35,13 +38,17 @@ __all__ = [
     "Check",
     "CheckResult",
     "CheckStillRunning",
+    "CommandCheck",
     "DiskSpaceCheck",
+    "FileAgeCheck",
     "FunctionCheck",
+    "HTTPCheck",
     "HealthCheckService",
     "HealthReport",
     "HeartbeatCheck",
     "LoopLagCheck",
     "SQLiteCheck",
+    "TCPCheck",
     "UnsafeDirectoryError",
     "__version__",
     "cancel_on_signals",
@@ -54,13 +61,17 @@ _HOMES = {
     "Check": "._checks",
     "CheckResult": "._report",
     "CheckStillRunning": "._threads",
+    "CommandCheck": "._command",
     "DiskSpaceCheck": "._checks",
+    "FileAgeCheck": "._file_age",
     "FunctionCheck": "._checks",
+    "HTTPCheck": "._network",
     "HealthCheckService": "._threaded",
     "HealthReport": "._report",
     "HeartbeatCheck": "._heartbeat",
     "LoopLagCheck": "._checks",
     "SQLiteCheck": "._sqlite",
+    "TCPCheck": "._network",
     "UnsafeDirectoryError": "._writer",
     "cancel_on_signals": "._signals",
     "check": "._checks",

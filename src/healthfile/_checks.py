@@ -8,14 +8,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ._options import LIVE, CheckOptions, absolute, validate_seconds
+from ._options import LIVE, CheckOptions, CommonOptions, absolute, validate_seconds
 from ._report import CheckResult, display_path
 from ._sqlite import SQLiteCheck, sqlite_readonly_uri
 from ._threads import CheckStillRunning, DaemonThreadRunner, call_off_loop, is_async_callable
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = [
     "Check",
@@ -68,23 +75,11 @@ class FunctionCheck(CheckOptions):
         self,
         name: str,
         fn: Callable[[], object],
-        *,
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         if not callable(fn):
             raise TypeError(f"check {name!r} needs a callable, not {type(fn).__name__}")
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        super().__init__(name=name, **options)
         self.fn = fn
         self._is_async = is_async_callable(fn)
         self._runner = DaemonThreadRunner(self.name)
@@ -101,12 +96,7 @@ class FunctionCheck(CheckOptions):
 def check(
     name: str,
     fn: Callable[[], object] | Callable[[], Awaitable[object]],
-    *,
-    timeout: float | None = None,
-    critical: bool = True,
-    groups: Iterable[str] = (),
-    failure_threshold: int = 1,
-    success_threshold: int = 1,
+    **options: Unpack[CommonOptions],
 ) -> FunctionCheck:
     """Make a check from a function, sync or async, that takes no arguments.
 
@@ -121,15 +111,7 @@ def check(
     :param failure_threshold: consecutive failures before the check reads fail (warn before).
     :param success_threshold: consecutive passes before a failed check reads pass again.
     """
-    return FunctionCheck(
-        name,
-        fn,
-        timeout=timeout,
-        critical=critical,
-        groups=groups,
-        failure_threshold=failure_threshold,
-        success_threshold=success_threshold,
-    )
+    return FunctionCheck(name, fn, **options)
 
 
 class DiskSpaceCheck(CheckOptions):
@@ -147,26 +129,27 @@ class DiskSpaceCheck(CheckOptions):
         min_free_bytes: int | None = None,
         min_free_ratio: float | None = None,
         name: str = "disk",
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         if min_free_bytes is None and min_free_ratio is None:
             min_free_ratio = 0.05
-        if min_free_bytes is not None and not _is_count(min_free_bytes):
-            raise ValueError(f"min_free_bytes must be an integer >= 0, not {min_free_bytes!r}")
-        if min_free_ratio is not None and not _is_ratio(min_free_ratio):
-            raise ValueError(f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r}")
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        if min_free_bytes is not None:
+            if not _is_int(min_free_bytes):
+                raise TypeError(
+                    f"min_free_bytes must be an int, not {min_free_bytes!r} "
+                    f"({type(min_free_bytes).__name__})"
+                )
+            if min_free_bytes < 0:
+                raise ValueError(f"min_free_bytes must be >= 0, not {min_free_bytes!r}")
+        if min_free_ratio is not None:
+            if not _is_number(min_free_ratio):
+                raise TypeError(
+                    f"min_free_ratio must be a number from 0 to 1, not {min_free_ratio!r} "
+                    f"({type(min_free_ratio).__name__})"
+                )
+            if not 0 <= min_free_ratio <= 1:
+                raise ValueError(f"min_free_ratio must be from 0 to 1, not {min_free_ratio!r}")
+        super().__init__(name=name, **options)
         self.path = absolute(path)  # once: a later os.chdir() changes nothing
         self.min_free_bytes = min_free_bytes
         self.min_free_ratio = min_free_ratio
@@ -194,12 +177,12 @@ class DiskSpaceCheck(CheckOptions):
         return CheckResult("pass", summary)
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_ratio(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _format_bytes(count: float) -> str:
@@ -219,6 +202,9 @@ class LoopLagCheck(CheckOptions):
 
     :param warn_after: seconds of lateness from which the check warns.
     :param fail_after: seconds of lateness from which it fails.
+
+    It also takes the keyword arguments every check takes (:class:`CheckOptions`); its
+    ``groups`` default to ``("live",)``: a wedged loop is what a restart cures.
     """
 
     def __init__(
@@ -227,24 +213,14 @@ class LoopLagCheck(CheckOptions):
         warn_after: float = 0.1,
         fail_after: float = 1.0,
         name: str = "event_loop",
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (LIVE,),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         self.warn_after = validate_seconds("warn_after", warn_after)
         self.fail_after = validate_seconds("fail_after", fail_after)
         if self.warn_after > self.fail_after:
             raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        options.setdefault("groups", (LIVE,))
+        super().__init__(name=name, **options)
         self._period = max(0.01, min(0.1, self.warn_after / 2))
         self._handle: asyncio.TimerHandle | None = None
         self._expected = 0.0

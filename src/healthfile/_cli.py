@@ -78,7 +78,7 @@ def _text(text: str) -> str:
 
 
 def _check_names(text: str) -> tuple[str, ...]:
-    """The names of an --only/--ignore value (the judge's own splitting)."""
+    """The names of an --only/--ignore/--group value (the judge's own splitting)."""
     from ._judge import split_check_names
 
     names = split_check_names(text)
@@ -88,7 +88,7 @@ def _check_names(text: str) -> tuple[str, ...]:
 
 
 def _merged(values: list[tuple[str, ...]] | None) -> tuple[str, ...] | None:
-    """The names of a repeated --only/--ignore, in order, each once; None when not given."""
+    """The names of a repeated --only/--ignore/--group, in order, each once; None if not given."""
     if values is None:
         return None
     return tuple(dict.fromkeys(name for names in values for name in names))
@@ -107,19 +107,31 @@ def _output_path(text: str) -> str:
     return text
 
 
-# (option, parser of its value, help); each is also read from HEALTHFILE_<NAME>.
+# (option, parser of its value, help); each is also read from HEALTHFILE_<NAME>, and every
+# one but --config from the config file.
 _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
+    (
+        "--config",
+        _text,
+        "TOML file of these options and [[check]] tables, or a pyproject.toml with "
+        "[tool.healthfile] (the command line and the environment win over it)",
+    ),
     ("--database", _text, "SQLite database to probe, read-only (default: data/app.db)"),
     ("--health-file", _output_path, "health file to keep (default: data/health.json)"),
     ("--interval", _seconds(allow_zero=False), "seconds between cycles (default: 30)"),
     ("--check-timeout", _seconds(allow_zero=False), "seconds a check may take (default: 3)"),
-    ("--pyproject", _text, "pyproject.toml to read app_version from (default: pyproject.toml)"),
-    ("--app-version", _text, "app_version to report; wins over --pyproject"),
+    (
+        "--pyproject",
+        _text,
+        "pyproject.toml to read app_name and app_version from (default: none is read)",
+    ),
+    ("--app-version", _text, "app_version to report (default: from --pyproject, else unknown)"),
     (
         "--app-name",
         _text,
         "app_name to report and the Prometheus label app (default: [project].name of "
-        "--pyproject, else the installed distribution or script that runs)",
+        "--pyproject, else the name of --prometheus-file without its suffix, else that of "
+        "--database)",
     ),
     (
         "--start-period",
@@ -135,19 +147,36 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
 ]
 
 _RUN_DEFAULTS: dict[str, Any] = {
+    "config": None,
     "database": "data/app.db",
     "health_file": "data/health.json",
     "interval": 30.0,
     "check_timeout": 3.0,
-    "pyproject": "pyproject.toml",
+    "pyproject": None,
     "app_version": None,
     "app_name": None,
     "start_period": 0.0,
     "prometheus_file": None,
 }
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off", "")
+
+_RUN_DESCRIPTION = """\
+Run the health service in the foreground until SIGINT or SIGTERM, then write the final
+'stopped' report. Every option can also be given as an environment variable
+HEALTHFILE_<NAME> (e.g. HEALTHFILE_INTERVAL=5); the command line wins.
+
+It logs one line per change of status. -v logs every cycle too, -vv also the database
+driver's (aiosqlite's) debug lines; HEALTHFILE_VERBOSE=1 or 2 does the same. Switches in
+the environment take 1/0, true/false, yes/no or on/off.
+
+exit status
+0    stopped by a signal, and the health file says stopped (or another process keeps it)
+1    the final 'stopped' report could not be written (the log says why)
+2    a bad option or environment variable (one line on stderr)
+130  a stop signal again, a second or more after the first: the stop was not waited for
+"""
 
 _CHECK_DESCRIPTION = """\
 Judge a health file and exit with the verdict, for Docker HEALTHCHECK, Kubernetes exec probes
@@ -155,28 +184,69 @@ and Nagios/Icinga. The file is stale once the current time is past its expires_a
 --max-age, once its timestamp is older than that). Prints one line (under 4 KiB).
 
 exit status    default (Docker, Kubernetes)         --nagios
-online         0                                    0 OK
+online         0 (warnings included)                0 OK; 1 WARNING with a warning or a
+                                                    non-critical failure
 starting       0                                    1 WARNING
-degraded       1 (0 with --allow-degraded)          1 WARNING, 2 CRITICAL if a check fails
+degraded       1 (0 with --allow-degraded)          2 CRITICAL
 stopped        1                                    2 CRITICAL
 stale          1                                    2 CRITICAL
-unknown_check  1                                    3 UNKNOWN
+unknown_check, 1                                    3 UNKNOWN
+unknown_group
 clock          1                                    3 UNKNOWN
 (timestamp more than 60 s, or --max-age, in the future)
 missing,       1                                    3 UNKNOWN
 unreadable,
 not a health file
 
---only NAME[,NAME...] / --ignore NAME[,NAME...] judge the status from those checks alone:
-online when they all pass, starting while the file says starting, else degraded (a
-liveness probe on --only event_loop,heartbeat; readiness on everything). Staleness,
-stopped and the contract still count; a named check the file does not hold is the verdict
-unknown_check. They cannot be used together.
+The file's status is degraded only when a critical check fails: a warning (a damped
+failure, a loop lag past its warn bound) or a non-critical failure leaves it online.
+
+--group NAME[,NAME...] judges the checks of those groups, --only NAME[,NAME...] those checks,
+--ignore NAME[,NAME...] all checks but those: every selected check counts, critical or not
+(online when none fails, starting while the file says starting, else degraded). Liveness
+probes run --group live: where no check is in the group live, it judges the writer alone
+(fresh, not stopped). Staleness, stopped and the contract still count; a check or group
+(other than live) the file does not hold is unknown_check / unknown_group. --only cannot be
+used with --ignore or --group.
 """
 
 
 def _env_name(option: str) -> str:
     return ENV_PREFIX + option.lstrip("-").replace("-", "_").upper()
+
+
+def _env_count(name: str, environ: dict[str, str], *, count: bool = False) -> int:
+    """A switch (or, with ``count``, a count) from the environment: 1/0, true/false,
+    yes/no, on/off (a count also 2, 3, ...); true is 1."""
+    raw = environ.get(name, "0").strip().lower()
+    if raw.isdigit() and (count or int(raw) <= 1):
+        return int(raw)
+    if raw in _TRUE + _FALSE:
+        return int(raw in _TRUE)
+    numbers = "0, 1, 2" if count else "1, 0"
+    raise _OptionError(f"{name}: expected {numbers}, true, false, yes, no, on or off, not {raw!r}")
+
+
+def _metavar(option: str, parse: Callable[[str], Any]) -> str:
+    """What an option's value is, in help and usage: SECONDS, PATH or TEXT (as `check` says)."""
+    if getattr(parse, "__name__", "") == "seconds":
+        return "SECONDS"
+    if option.endswith("-file") or option in ("--database", "--pyproject", "--config"):
+        return "PATH"
+    return "TEXT"
+
+
+class _Version(argparse.Action):
+    """``--version``: read the installed version only when asked (the probe never pays)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print healthfile's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"healthfile {version('healthfile')}\n")  # as argparse's own: stdout
+        parser.exit(0)
 
 
 def _build_parser(*, nagios_usage: bool = False) -> _Parser:
@@ -185,21 +255,22 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         prog="healthfile",
         description="Keep a JSON health file for monitors, or judge one.",
     )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     run = commands.add_parser(
         "run",
         help="run the health service in the foreground until SIGINT or SIGTERM",
-        description=(
-            "Run the health service in the foreground until SIGINT or SIGTERM, then write "
-            "the final 'stopped' report and exit 0. Every option can also be given as an "
-            "environment variable HEALTHFILE_<NAME> (e.g. HEALTHFILE_INTERVAL=5); the "
-            "command line wins."
-        ),
+        description=_RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for option, parse, text in _RUN_OPTIONS:
         run.add_argument(
-            option, type=parse, default=None, help=f"{text} [env: {_env_name(option)}]"
+            option,
+            type=parse,
+            default=None,
+            metavar=_metavar(option, parse),
+            help=f"{text} [env: {_env_name(option)}]",
         )
     run.add_argument(
         "--notify-systemd",
@@ -215,7 +286,8 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         "--verbose",
         action="count",
         default=None,
-        help="log every cycle, not only status changes [env: HEALTHFILE_VERBOSE=1]",
+        help="log every cycle, not only status changes; -vv also aiosqlite's debug lines "
+        "[env: HEALTHFILE_VERBOSE=1 or 2]",
     )
     check = commands.add_parser(
         "check",
@@ -248,7 +320,7 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         type=_check_names,
         action="append",
         metavar="NAME[,NAME...]",
-        help="judge the status from these checks alone (e.g. event_loop,heartbeat for liveness)",
+        help="judge the status from these checks alone",
     )
     check.add_argument(
         "--ignore",
@@ -256,6 +328,14 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
         action="append",
         metavar="NAME[,NAME...]",
         help="judge the status from all checks but these",
+    )
+    check.add_argument(
+        "--group",
+        type=_check_names,
+        action="append",
+        dest="groups",
+        metavar="NAME[,NAME...]",
+        help="judge the status from the checks of these groups (e.g. live for liveness)",
     )
     check.add_argument(
         "--nagios",
@@ -272,8 +352,12 @@ def _build_parser(*, nagios_usage: bool = False) -> _Parser:
     return parser
 
 
-def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
-    """Fill options not given on the command line from HEALTHFILE_* variables, then defaults."""
+def _resolve_run_options(
+    args: argparse.Namespace, environ: dict[str, str], config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fill options not given on the command line from HEALTHFILE_* variables, then from the
+    ``config`` file's options, then defaults."""
+    config = config or {}
     values: dict[str, Any] = {}
     for option, parse, _ in _RUN_OPTIONS:
         key = option.lstrip("-").replace("-", "_")
@@ -284,24 +368,62 @@ def _resolve_run_options(args: argparse.Namespace, environ: dict[str, str]) -> d
                 value = parse(environ[env])
             except argparse.ArgumentTypeError as exc:
                 raise _OptionError(f"{env}: {exc}") from None
+        if value is None:
+            value = config.get(key)
         values[key] = _RUN_DEFAULTS[key] if value is None else value
     verbose = args.verbose
-    if verbose is None:
-        raw = environ.get("HEALTHFILE_VERBOSE", "0")
-        if not raw.isdigit():
-            raise _OptionError(f"HEALTHFILE_VERBOSE: expected 0, 1 or 2, not {raw!r}")
-        verbose = int(raw)
-    values["verbose"] = verbose
+    if verbose is None and "HEALTHFILE_VERBOSE" in environ:
+        verbose = _env_count("HEALTHFILE_VERBOSE", environ, count=True)
+    values["verbose"] = config.get("verbose", 0) if verbose is None else verbose
     notify = args.notify_systemd
-    if notify is None:
-        raw = environ.get("HEALTHFILE_NOTIFY_SYSTEMD", "0").strip().lower()
-        if raw not in _TRUE + _FALSE:
-            raise _OptionError(
-                f"HEALTHFILE_NOTIFY_SYSTEMD: expected 1, 0, true or false, not {raw!r}"
-            )
-        notify = raw in _TRUE
-    values["notify_systemd"] = notify
+    if notify is None and "HEALTHFILE_NOTIFY_SYSTEMD" in environ:
+        notify = _env_count("HEALTHFILE_NOTIFY_SYSTEMD", environ) > 0
+    values["notify_systemd"] = config.get("notify_systemd", False) if notify is None else notify
     return values
+
+
+def _run_option_parsers() -> dict[str, Callable[[str], Any]]:
+    """Each ``run`` option's parser by its key (``health_file``): what a config may set."""
+    return {option.lstrip("-").replace("-", "_"): parse for option, parse, _ in _RUN_OPTIONS}
+
+
+def _with_config(
+    args: argparse.Namespace, environ: dict[str, str], options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run options with those of the config file and its checks (``--config``), and how
+    the config gave the options it gave (``health_file in sidecar.toml``)."""
+    from ._config import load_config, with_config_checks
+
+    path = options["config"]
+    config = load_config(path, _run_option_parsers())
+    options = _resolve_run_options(args, environ, config.options)
+    given_by = "--database" if args.database is not None else None
+    if given_by is None and "HEALTHFILE_DATABASE" in environ:
+        given_by = "HEALTHFILE_DATABASE"
+    given = {key: f"{key} = {value!r} in {path}" for key, value in config.options.items()}
+    if config.database is not None:
+        given["database"] = f"{config.database_key} in {path}"
+    return with_config_checks(config, options, database_given_by=given_by), given
+
+
+def _given_as(
+    args: argparse.Namespace,
+    environ: dict[str, str],
+    key: str,
+    value: object,
+    config: dict[str, str] | None = None,
+) -> str:
+    """How the user gave a ``run`` option: ``--health-file PATH``, ``HEALTHFILE_…=PATH``, in
+    the ``config`` file, or not."""
+    flag = "--" + key.replace("_", "-")
+    if getattr(args, key) is not None:
+        return f"{flag} {value}"
+    env = _env_name(flag)
+    if env in environ:
+        return f"{env}={value}"
+    if config and key in config:
+        return config[key]
+    return f"{flag} {value} (the default)"
 
 
 def _check_health_file(args: argparse.Namespace, environ: dict[str, str]) -> str:
@@ -339,9 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             health_file = _check_health_file(args, dict(os.environ))
         except _OptionError as exc:
             _check_usage_error(str(exc), nagios=args.nagios)
-        only, ignore = _merged(args.only), _merged(args.ignore)
+        only, ignore, groups = _merged(args.only), _merged(args.ignore), _merged(args.groups)
         if only is not None and ignore is not None:
             _check_usage_error("--only and --ignore cannot be used together", nagios=args.nagios)
+        if only is not None and groups is not None:
+            _check_usage_error("--only and --group cannot be used together", nagios=args.nagios)
         # Only the judge: no service, no asyncio (a probe runs every few seconds).
         from ._judge import run_check
 
@@ -353,11 +477,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             as_json=args.as_json,
             only=only,
             ignore=ignore,
+            groups=groups,
         )
     if args.command == "run":
+        environ = dict(os.environ)
+        config_given: dict[str, str] = {}
         try:
-            options = _resolve_run_options(args, dict(os.environ))
-        except _OptionError as exc:
+            options = _resolve_run_options(args, environ)
+            if options["config"] is None:
+                del options["config"]
+            else:
+                options, config_given = _with_config(args, environ, options)
+        except (_OptionError, ValueError) as exc:  # ValueError: _config.ConfigError
             parser.exit(2, f"healthfile run: error: {exc}\n")
         if options["prometheus_file"] is not None:
             from ._prometheus import require_prometheus_client
@@ -367,14 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ImportError:
                 parser.exit(
                     2,
-                    "healthfile run: error: --prometheus-file needs prometheus_client: "
-                    "pip install 'healthfile[prometheus]'\n",
+                    "healthfile run: error: --prometheus-file needs prometheus_client (the "
+                    "extra healthfile[prometheus]): pip install prometheus_client\n",
                 )
-        from ._service import refuse_shared_files
+        from ._settings import refuse_shared_files
 
         try:
             refuse_shared_files(
-                options["database"], options["health_file"], options["prometheus_file"]
+                getattr(options["database"], "path", options["database"]),  # a config's check
+                options["health_file"],
+                options["prometheus_file"],
+                labels={
+                    key: _given_as(args, environ, key, options[key], config_given)
+                    for key in ("database", "health_file", "prometheus_file")
+                },
             )
         except ValueError as exc:
             parser.exit(2, f"healthfile run: error: {exc}\n")

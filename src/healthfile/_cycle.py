@@ -7,16 +7,19 @@ bounded by its timeout, and judges the run into the statuses a report is built f
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ._checks import Check
+from ._checks import Check, SQLiteCheck
 from ._limits import SETTLE_SECONDS
-from ._options import Options
+from ._options import Options, options_of
 from ._report import (
     CheckResult,
     CheckStatus,
@@ -27,7 +30,14 @@ from ._report import (
 )
 from ._threads import CheckStillRunning, unwrap_thread_exception
 
-__all__ = ["CheckRunner", "CheckState", "Observation", "Outcome", "judge_run"]
+__all__ = [
+    "CheckRunner",
+    "CheckState",
+    "Observation",
+    "Outcome",
+    "collect_checks",
+    "judge_run",
+]
 
 logger = logging.getLogger("healthfile")
 
@@ -297,3 +307,62 @@ def judge_run(task: asyncio.Task[CheckResult]) -> tuple[CheckResult, DatabaseSta
             "disconnected",
         )
     return value, "disconnected" if value.status == "fail" else "connected"
+
+
+def collect_checks(
+    database: object,
+    checks: Iterable[Check],
+    default_timeout: float,
+) -> tuple[list[Check], Check, list[Options]]:
+    """Order the checks (database first), find the database check, validate their options.
+
+    Returns the checks, the database check, and each check's options validated (its name
+    redacted); two names that read alike once redacted are refused like duplicates.
+    """
+    extra = _check_list(checks)
+    if database is None:
+        named = [check for check in extra if check.name == "database"]
+        if not named:
+            raise ValueError("database=None needs a check named 'database' in checks")
+        database_check = named[0]
+        extra.remove(database_check)
+    elif isinstance(database, Check):
+        database_check = _require_check(database)
+    elif isinstance(database, (str, os.PathLike)):
+        database_check = SQLiteCheck(database)
+    elif callable(database):
+        database_check = _require_check(database)  # raises, pointing at healthfile.check()
+    else:
+        raise TypeError(f"database must be a path or a Check, not {database!r}")
+    ordered = [database_check, *extra]
+    options = [options_of(check, default_timeout) for check in ordered]
+    names = [option.name for option in options]
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
+    return ordered, database_check, options
+
+
+def _check_list(checks: object) -> list[Check]:
+    """The checks of ``checks=``: a list (any iterable) of checks, never one check alone."""
+    if isinstance(checks, Check) or not isinstance(checks, Iterable) or isinstance(checks, str):
+        raise TypeError(
+            f"checks must be a list of checks, not {checks!r}; wrap one check in a list: "
+            "checks=[check]"
+        )
+    return [_require_check(check, f"checks[{index}]") for index, check in enumerate(checks)]
+
+
+def _require_check(check: object, what: str = "database") -> Check:
+    """Refuse objects that are not checks, or whose run() is not async."""
+    if isinstance(check, Check) and inspect.iscoroutinefunction(check.run):
+        return check
+    if isinstance(check, type):
+        name = check.__name__
+        raise TypeError(f"{what} is the class {name}, not a check: {name}(...) makes one")
+    if callable(check):
+        raise TypeError(
+            f"{what} is a function ({check!r}), not a check: wrap it with "
+            "healthfile.check(name, fn)"
+        )
+    raise TypeError(f"{what}: a check needs a name and an async run() method, not {check!r}")

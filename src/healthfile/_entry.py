@@ -44,8 +44,8 @@ def _parse_check(
 ) -> tuple[str, float | None, dict[str, Any]] | None:
     """Parse a well-formed ``check`` command line; None for anything the full parser should see.
 
-    Returns the health file, ``--max-age`` and the flags (with ``only``/``ignore`` when
-    given) as ``run_check`` keywords.
+    Returns the health file, ``--max-age`` and the flags (with ``only``/``ignore``/``groups``
+    when given) as ``run_check`` keywords.
     """
     health_file = environ.get("HEALTHFILE_HEALTH_FILE", "data/health.json")
     max_age: float | None = None
@@ -56,7 +56,7 @@ def _parse_check(
         if name in _FLAGS and not equals:
             flags[_FLAGS[name]] = True
             continue
-        if name not in ("--health-file", "--max-age", "--only", "--ignore"):
+        if name not in ("--health-file", "--max-age", "--only", "--ignore", "--group"):
             return None
         if not equals:
             value = next(rest, "")
@@ -65,13 +65,13 @@ def _parse_check(
         if name == "--health-file":
             health_file = value
             continue
-        if name in ("--only", "--ignore"):
+        if name in ("--only", "--ignore", "--group"):
             from ._judge import split_check_names
 
             names = split_check_names(value)
             if not names:
                 return None
-            key = name[2:]
+            key = "groups" if name == "--group" else name[2:]
             flags[key] = tuple(dict.fromkeys((*flags.get(key, ()), *names)))
             continue
         try:
@@ -80,6 +80,6 @@ def _parse_check(
             return None
         if not MIN_SECONDS <= max_age <= MAX_SECONDS:  # also refuses nan
             return None
-    if not health_file.strip() or ("only" in flags and "ignore" in flags):
+    if not health_file.strip() or ("only" in flags and ("ignore" in flags or "groups" in flags)):
         return None  # the full parser words the error
     return health_file, max_age, flags

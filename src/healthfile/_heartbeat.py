@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ._checks import graded
-from ._options import LIVE, CheckOptions, validate_seconds
+from ._options import LIVE, CheckOptions, CommonOptions, validate_seconds
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 from ._report import CheckResult
 
 __all__ = ["HeartbeatCheck"]
@@ -23,13 +30,10 @@ class HeartbeatCheck(CheckOptions):
     :param name: the check's name in the report.
     :param warn_after: seconds without a beat from which the check warns.
     :param fail_after: seconds without a beat from which it fails.
-    :param timeout: seconds the check may take (it takes microseconds); ``None`` means the
-        service's ``check_timeout``.
-    :param critical: whether its failure makes the report ``degraded`` (default True).
-    :param groups: the groups it belongs to; by default ``("live",)``, so that
+    :param options: the keyword arguments every check takes (:class:`CheckOptions`:
+        ``timeout``, ``critical``, ``groups``, ``failure_threshold``,
+        ``success_threshold``); ``groups`` default to ``("live",)``, so that
         ``healthfile check --group live`` (the liveness probe) judges it.
-    :param failure_threshold: consecutive failures before it reads fail (flap damping).
-    :param success_threshold: consecutive passes before a failed check reads pass again.
     :raises ValueError: for non-positive bounds, or ``warn_after`` above ``fail_after``.
 
     Before the first beat the check fails ("no beat yet"): it never passes on no evidence.
@@ -41,24 +45,14 @@ class HeartbeatCheck(CheckOptions):
         *,
         warn_after: float = 1.0,
         fail_after: float = 5.0,
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (LIVE,),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
         self.warn_after = validate_seconds("warn_after", warn_after)
         self.fail_after = validate_seconds("fail_after", fail_after)
         if self.warn_after > self.fail_after:
             raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        options.setdefault("groups", (LIVE,))
+        super().__init__(name=name, **options)
         self._last_beat: float | None = None
 
     def __repr__(self) -> str:

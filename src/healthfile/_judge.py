@@ -55,6 +55,9 @@ MISSING = "missing"
 UNREADABLE = "unreadable"
 INVALID = "invalid"
 UNKNOWN_CHECK = "unknown_check"
+UNKNOWN_GROUP = "unknown_group"
+# The one group with a meaning of its own (see judge()); _options.LIVE, without its imports.
+LIVE = "live"
 
 _STATUSES = ("starting", "online", "degraded", "stopped")
 _DATABASE_STATES = ("connected", "disconnected", "timeout")
@@ -98,15 +101,16 @@ class Verdict:
 
     ``verdict`` is one of ``online``, ``starting``, ``degraded``, ``stopped``, ``stale``,
     ``clock`` (the report's timestamp lies in the future), ``unknown_check``
-    (``--only``/``--ignore`` named a check the file does not hold), ``missing``,
-    ``unreadable`` or ``invalid``; ``status`` is the file's own status (``None``
-    when it could not be read); ``age`` the whole seconds since the report's ``timestamp``
-    (``None`` likewise); ``reason`` the one-line, redacted summary; ``failing`` whether a
-    judged check reads ``fail``; ``durations`` each judged check's name and duration in
-    milliseconds.
+    (``--only``/``--ignore`` named a check the file does not hold), ``unknown_group``
+    (``--group`` named a group no check carries), ``missing``, ``unreadable`` or
+    ``invalid``; ``status`` is the file's own status (``None`` when it could not be read);
+    ``age`` the whole seconds since the report's ``timestamp`` (``None`` likewise);
+    ``reason`` the one-line, redacted summary; ``warning`` whether a judged check warns,
+    or a non-critical one fails (Nagios' WARNING for an online verdict); ``durations`` each
+    judged check's name and duration in milliseconds.
     """
 
-    __slots__ = ("age", "durations", "failing", "health_file", "reason", "status", "verdict")
+    __slots__ = ("age", "durations", "health_file", "reason", "status", "verdict", "warning")
 
     def __init__(
         self,
@@ -116,7 +120,7 @@ class Verdict:
         health_file: str,
         status: str | None = None,
         age: int | None = None,
-        failing: bool = False,
+        warning: bool = False,
         durations: tuple[tuple[str, float], ...] = (),
     ) -> None:
         self.verdict = verdict
@@ -124,7 +128,7 @@ class Verdict:
         self.health_file = health_file
         self.status = status
         self.age = age
-        self.failing = failing
+        self.warning = warning
         self.durations = durations
 
     def __repr__(self) -> str:
@@ -133,17 +137,17 @@ class Verdict:
     def exit_code(self, *, nagios: bool = False, allow_degraded: bool = False) -> int:
         """The exit status in the Docker/Kubernetes convention, or the Nagios one.
 
-        Docker/Kubernetes: 0 for online and starting (and degraded with ``allow_degraded``),
-        1 for everything else. Nagios: 0 online; 1 starting, or degraded with no check at
-        fail; 2 degraded with a check at fail, stopped, stale; 3 clock, unknown_check,
-        missing, unreadable, invalid (a report from the future says nothing sure about the
-        writer: it may be alive with a wrong clock, or dead). ``allow_degraded`` does not
-        change the Nagios convention.
+        Docker/Kubernetes: 0 for online and starting, warnings included (and degraded with
+        ``allow_degraded``), 1 for everything else. Nagios: 0 online with every judged check
+        passing; 1 online with a warning or a non-critical failure, or starting; 2 degraded,
+        stopped, stale; 3 clock, unknown_check, unknown_group, missing, unreadable, invalid
+        (a report from the future says nothing sure about the writer: it may be alive with
+        a wrong clock, or dead). ``allow_degraded`` does not change the Nagios convention.
         """
         if nagios:
             if self.verdict == ONLINE:
-                return 0
-            if self.verdict == STARTING or (self.verdict == DEGRADED and not self.failing):
+                return 1 if self.warning else 0
+            if self.verdict == STARTING:
                 return 1
             if self.verdict in (DEGRADED, STOPPED, STALE):
                 return 2
@@ -160,6 +164,7 @@ def judge(
     max_age: float | None = None,
     only: tuple[str, ...] | None = None,
     ignore: tuple[str, ...] | None = None,
+    groups: tuple[str, ...] | None = None,
 ) -> Verdict:
     """Read the health file at ``path`` and judge it.
 
@@ -168,12 +173,19 @@ def judge(
         before its ``expires_at``, or ``None``. It bounds the absolute age: a timestamp
         further in the future than this is a clock problem too.
     :param only: judge the status from these checks alone (``--only``), or ``None``.
-    :param ignore: judge the status from all checks but these (``--ignore``), or ``None``.
-        With either, the status is recomputed from the judged checks: ``online`` when they
-        all pass, else ``starting`` when the file says ``starting``, else ``degraded``.
-        Staleness, ``stopped`` and the contract still count, and a named check the file
-        does not hold is the verdict ``unknown_check``.
-    :raises ValueError: for ``only`` and ``ignore`` together.
+    :param ignore: judge the status from all checks but these (``--ignore``), or ``None``;
+        with ``groups``, all checks of those groups but these.
+    :param groups: judge the status from the checks of these groups (``--group``), or
+        ``None``. A group no check carries is the verdict ``unknown_group``, except
+        ``live``: without live checks, ``--group live`` judges the writer alone (the file
+        is fresh, not stopped, the contract), so that liveness never restarts a healthy
+        writer.
+        With any of the three, every selected check counts, critical or not: the status is
+        ``online`` when none of them fails (warnings included), else ``starting`` when the
+        file says ``starting``, else ``degraded``. Staleness, ``stopped`` and the contract
+        still count, and a named check the file does not hold is the verdict
+        ``unknown_check``.
+    :raises ValueError: for ``only`` with ``ignore`` or with ``groups``.
 
     A timestamp more than :data:`CLOCK_TOLERANCE_SECONDS` (or ``max_age``, when smaller) in
     the future is the verdict ``clock``: a writer whose clock ran fast, then died, must not
@@ -181,6 +193,8 @@ def judge(
     """
     if only is not None and ignore is not None:
         raise ValueError("--only and --ignore cannot be used together")
+    if only is not None and groups is not None:
+        raise ValueError("--only and --group cannot be used together")
     health_file = os.fspath(path)
     if now is None:
         now = time.time()
@@ -192,11 +206,15 @@ def judge(
         reason = f"not a health file: {health_file}: {exc}"
         return Verdict(INVALID, _clean(reason), health_file=health_file)
     age = math.floor(now - report.timestamp)
-    named = only if only is not None else ignore
+    selected = only is not None or ignore is not None or groups is not None
     judged = report.checks
-    if named is not None:
-        judged = [item for item in report.checks if (item[0] in named) == (only is not None)]
-    judged_names = {name for name, _, _ in judged}
+    if groups is not None:
+        judged = [item for item in judged if any(group in item.groups for group in groups)]
+    if only is not None:
+        judged = [item for item in judged if item.name in only]
+    if ignore is not None:
+        judged = [item for item in judged if item.name not in ignore]
+    judged_names = {item.name for item in judged}
 
     def verdict(name: str, reason: str) -> Verdict:
         return Verdict(
@@ -205,7 +223,10 @@ def judge(
             health_file=health_file,
             status=report.status,
             age=age,
-            failing=any(status == "fail" for _, status, _ in judged),
+            warning=any(
+                item.status == "warn" or (item.status == "fail" and not item.critical)
+                for item in judged
+            ),
             durations=tuple(item for item in report.durations if item[0] in judged_names),
         )
 
@@ -238,32 +259,78 @@ def judge(
             f"older than --max-age {max_age:g} s",
         )
     status, scope = report.status, ""
-    if named is not None:
-        held = {name for name, _, _ in report.checks}
-        absent = [name for name in named if name not in held]
-        option = "--only" if only is not None else "--ignore"
-        if absent:
-            return verdict(
-                UNKNOWN_CHECK,
-                f"unknown check: {option} names {_names(absent)}, which the file does not "
-                f"hold (it holds {_names(sorted(held)) or 'none'}; status {report.status})",
-            )
+    if selected:
+        unknown = _unknown_selection(report.checks, only=only, ignore=ignore, groups=groups)
+        if unknown is not None:
+            return verdict(unknown[0], f"{unknown[1]}; status {report.status})")
         status = _judged_status(report.status, judged)
         said = "" if status == report.status else f"; the file says {report.status}"
-        scope = f" ({'only' if only is not None else 'ignoring'} {_names(named)}{said})"
+        scope = f" ({_scope(only=only, ignore=ignore, groups=groups, judged=judged)}{said})"
     problems = "".join(
-        f"; {_cut(name, _MAX_LABEL_CHARS)} {check_status}"
-        + ("" if output is None else f": {_cut(_clean(output), MAX_OUTPUT_CHARS)}")
-        for name, check_status, output in judged
-        if check_status != "pass"
+        f"; {_cut(item.name, _MAX_LABEL_CHARS)} {item.status}"
+        + ("" if item.critical else " (not critical)")
+        + ("" if item.output is None else f": {_cut(_clean(item.output), MAX_OUTPUT_CHARS)}")
+        for item in judged
+        if item.status != "pass"
     )
     return verdict(status, f"{status}: {described}, updated {_ago(age)}{scope}{problems}")
 
 
-def _judged_status(status: str, judged: list[tuple[str, str, str | None]]) -> str:
-    """The status the judged checks alone give: online when they all pass, else starting
-    while the file says starting (its failing checks have never passed), else degraded."""
-    if all(check_status == "pass" for _, check_status, _ in judged):
+def _unknown_selection(
+    checks: list[_Check],
+    *,
+    only: tuple[str, ...] | None,
+    ignore: tuple[str, ...] | None,
+    groups: tuple[str, ...] | None,
+) -> tuple[str, str] | None:
+    """The verdict and reason for a selection naming what the file does not hold, or None."""
+    held = [item.name for item in checks]
+    named = only if only is not None else ignore
+    if named is not None:
+        absent = [name for name in named if name not in held]
+        if absent:
+            option = "--only" if only is not None else "--ignore"
+            return (
+                UNKNOWN_CHECK,
+                f"unknown check: {option} names {_names(absent)}, which the file does not "
+                f"hold (it holds {_names(sorted(held)) or 'none'}",
+            )
+    if groups is not None:
+        carried = {group for item in checks for group in item.groups}
+        absent = [group for group in groups if group not in carried and group != LIVE]
+        if absent:
+            return (
+                UNKNOWN_GROUP,
+                f"unknown group: --group names {_names(absent)}, which no check in the file "
+                f"carries (it has {_names(sorted(carried)) or 'none'}",
+            )
+    return None
+
+
+def _scope(
+    *,
+    only: tuple[str, ...] | None,
+    ignore: tuple[str, ...] | None,
+    groups: tuple[str, ...] | None,
+    judged: list[_Check],
+) -> str:
+    """What a selection judged, for the summary line."""
+    parts = []
+    if groups is not None:
+        parts.append(f"group {_names(groups)}")
+        if not judged:
+            parts.append("no check: the writer is alive")
+    if only is not None:
+        parts.append(f"only {_names(only)}")
+    if ignore is not None:
+        parts.append(f"ignoring {_names(ignore)}")
+    return ", ".join(parts)
+
+
+def _judged_status(status: str, judged: list[_Check]) -> str:
+    """The status the judged checks alone give: online when none fails (warnings are fine),
+    else starting while the file says starting, else degraded."""
+    if all(item.status != "fail" for item in judged):
         return ONLINE
     return STARTING if status == STARTING else DEGRADED
 
@@ -274,8 +341,8 @@ def _names(names: list[str] | tuple[str, ...]) -> str:
 
 
 def split_check_names(text: str) -> tuple[str, ...]:
-    """The check names in an ``--only``/``--ignore`` value: comma-separated, blanks around a
-    name dropped, empty items and repeats skipped (so ``()`` when it names none)."""
+    """The names in an ``--only``/``--ignore``/``--group`` value: comma-separated, blanks
+    around a name dropped, empty items and repeats skipped (so ``()`` when it names none)."""
     return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
@@ -316,9 +383,10 @@ def run_check(
     as_json: bool = False,
     only: tuple[str, ...] | None = None,
     ignore: tuple[str, ...] | None = None,
+    groups: tuple[str, ...] | None = None,
 ) -> int:
     """Judge the file, print the verdict's line on stdout, and return the exit status."""
-    verdict = judge(path, max_age=max_age, only=only, ignore=ignore)
+    verdict = judge(path, max_age=max_age, only=only, ignore=ignore, groups=groups)
     encoding = _stream_encoding(sys.stdout)
     line = render(
         verdict, nagios=nagios, allow_degraded=allow_degraded, as_json=as_json, encoding=encoding
@@ -345,6 +413,21 @@ def parse_timestamp(text: object) -> int | None:
     if hour > 23 or minute > 59 or second > 59:
         return None
     return _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+
+
+class _Check:
+    """One check of a report, as the judge uses it."""
+
+    __slots__ = ("critical", "groups", "name", "output", "status")
+
+    def __init__(
+        self, name: str, status: str, output: str | None, critical: bool, groups: tuple[str, ...]
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.output = output
+        self.critical = critical
+        self.groups = groups
 
 
 class _Report:
@@ -384,7 +467,7 @@ class _Report:
         checks = data["checks"]
         if not isinstance(checks, dict):
             raise _NotTheContract(f"checks is {_json_type(checks)}, not an object")
-        self.checks: list[tuple[str, str, str | None]] = []
+        self.checks: list[_Check] = []
         self.durations: list[tuple[str, float]] = []
         for name, result in checks.items():
             where = f"check {_show(name)}"
@@ -405,8 +488,19 @@ class _Report:
             _integer(result, "consecutive_failures", minimum=0, where=where)
             if result["last_success"] is not None:
                 _timestamp(result, "last_success", where)
-            self.checks.append((name, status, output))
+            critical = result.get("critical", True)  # files before criticality: all critical
+            if not isinstance(critical, bool):
+                raise _NotTheContract(f"{where}: critical is {_json_type(critical)}, not a boolean")
+            groups = result.get("groups", [])
+            if not isinstance(groups, list) or not all(
+                isinstance(group, str) and group for group in groups
+            ):
+                raise _NotTheContract(f"{where}: groups is not an array of names")
+            self.checks.append(_Check(name, status, output, critical, tuple(groups)))
             self.durations.append((name, duration))
+        changes = data.get("changes", [])  # written since it was added; v1 files before lack it
+        if not isinstance(changes, list) or not all(isinstance(item, dict) for item in changes):
+            raise _NotTheContract("changes is not an array of objects")
 
 
 def _read_json(path: str) -> object:
@@ -423,7 +517,9 @@ def _read_json(path: str) -> object:
             fd = os.open(path, _OPEN_FLAGS | getattr(os, "O_BINARY", 0))
             break
         except FileNotFoundError:
-            raise NotAHealthFile(MISSING, f"missing: no health file at {path}") from None
+            # A relative path says relative to what: the probe's working directory.
+            where = path if os.path.isabs(path) else f"{path} ({os.path.abspath(path)})"
+            raise NotAHealthFile(MISSING, f"missing: no health file at {where}") from None
         except PermissionError as exc:
             if not retry_delays:
                 raise NotAHealthFile(UNREADABLE, f"unreadable: {path}: {_os_error(exc)}") from None

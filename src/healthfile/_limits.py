@@ -20,9 +20,9 @@ __all__ = [
 ]
 
 # The largest health file the probe reads, and so the largest the service writes: a report
-# of 1000 checks with names of 20 characters takes about 175 KB. Anything larger is not a
+# of 1000 checks with names of 20 characters takes about 230 KB. Anything larger is not a
 # health file (a log, /dev/zero), and is never read whole.
-MAX_FILE_BYTES = 256 * 1024
+MAX_FILE_BYTES = 512 * 1024
 # The longest check name: a file key, a Prometheus label value, a Nagios perfdata label.
 MAX_NAME_CHARS = 64
 # The longest app_name and app_version: far past any real one, and small enough that the

@@ -4,24 +4,39 @@ Built-in checks take these as keyword arguments (through :class:`CheckOptions`);
 check may set them as attributes, which the service reads and validates alike through
 :func:`options_of`. Names of checks and groups are given back by ``--only``, ``--ignore``
 and ``--group``, comma-separated: neither may hold a comma or begin or end with blanks.
+
+Python's convention, everywhere in healthfile: a value of the wrong type raises
+``TypeError``, a value of the right type that is out of range raises ``ValueError``; both
+name the argument and show what the caller passed.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from ._limits import MAX_NAME_CHARS, MAX_SECONDS, MIN_SECONDS
 from ._redact import redact
 
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        pass
+    else:
+        pass
+
 __all__ = [
     "LIVE",
     "CheckOptions",
+    "CommonOptions",
     "Options",
     "absolute",
     "options_of",
+    "validate_critical",
+    "validate_file_mode",
     "validate_groups",
     "validate_name",
     "validate_seconds",
@@ -39,8 +54,10 @@ def validate_name(name: object, what: str = "check name") -> str:
 
     ``what`` names the argument in the message (``check name``, ``group name``).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"a {what} must be a non-empty string, not {name!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"a {what} must be a string, not {name!r} ({type(name).__name__})")
+    if not name.strip():
+        raise ValueError(f"a {what} must not be empty or blank, not {name!r}")
     if len(name) > MAX_NAME_CHARS:
         raise ValueError(
             f"a {what} is at most {MAX_NAME_CHARS} characters, not {len(name)}: {name[:20]!r}…"
@@ -61,9 +78,16 @@ def validate_name(name: object, what: str = "check name") -> str:
 
 
 def validate_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Validate a duration in seconds: at least 1 ms (or exactly zero) and at most a year."""
+    """Validate a duration in seconds: at least 1 ms (or exactly zero) and at most a year.
+
+    :raises TypeError: for anything but an int or a float (a string ``"0.1"`` too).
+    :raises ValueError: for a number out of range (or NaN).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+        raise TypeError(
+            f"{name} must be a number of seconds (int or float), not {value!r} "
+            f"({type(value).__name__})"
+        )
     if not (value >= MIN_SECONDS or (allow_zero and value == 0)):
         lowest = f"0 or >= {MIN_SECONDS:g}" if allow_zero else f">= {MIN_SECONDS:g}"
         raise ValueError(f"{name} must be {lowest} seconds, not {value!r}")
@@ -79,7 +103,9 @@ def validate_timeout(timeout: object, what: str = "timeout") -> float | None:
 
 def validate_threshold(name: str, value: object) -> int:
     """A flap-damping threshold: an integer of at least 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r} ({type(value).__name__})")
+    if value < 1:
         raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
     return value
 
@@ -87,7 +113,7 @@ def validate_threshold(name: str, value: object) -> int:
 def validate_critical(value: object, what: str = "critical") -> bool:
     """``critical`` is a bool: a truthy string or number would hide a typo."""
     if not isinstance(value, bool):
-        raise ValueError(f"{what} must be True or False, not {value!r}")
+        raise TypeError(f"{what} must be True or False, not {value!r} ({type(value).__name__})")
     return value
 
 
@@ -97,9 +123,32 @@ def validate_groups(groups: object, what: str = "groups") -> tuple[str, ...]:
     ``groups="live"`` would otherwise be four groups of one letter each.
     """
     if isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
-        raise ValueError(f"{what} must be a tuple of group names such as ('live',), not {groups!r}")
+        raise TypeError(f"{what} must be a tuple of group names such as ('live',), not {groups!r}")
     names = tuple(validate_name(group, "group name") for group in groups)
     return tuple(dict.fromkeys(names))
+
+
+def validate_file_mode(mode: object, what: str = "file_mode") -> int:
+    """Permission bits for a file the service writes: at most ``0o777``, owner may read.
+
+    A decimal ``644`` (``0o1204``: the owner could not read its own file) is refused with
+    the octal the caller most likely meant.
+
+    :raises TypeError: for anything but an int.
+    :raises ValueError: for bits above ``0o777``, or without the owner's read bit.
+    """
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise TypeError(
+            f"{what} must be an int such as 0o644, not {mode!r} ({type(mode).__name__})"
+        )
+    if 0 <= mode <= 0o777 and mode & 0o400:
+        return mode
+    meant = ""
+    digits = str(mode)
+    if set(digits) <= set("01234567") and int(digits, 8) <= 0o777 and int(digits, 8) & 0o400:
+        meant = f"; did you mean 0o{digits} (octal)?"
+    problem = "above 0o777" if not 0 <= mode <= 0o777 else "without the owner's read bit 0o400"
+    raise ValueError(f"{what}={mode} is {oct(mode)}: {problem}{meant}")
 
 
 def absolute(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
@@ -107,8 +156,20 @@ def absolute(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
     return Path(os.path.abspath(os.fsdecode(path)))
 
 
+class CommonOptions(TypedDict, total=False):
+    """The keyword arguments every built-in check takes besides its name (see CheckOptions)."""
+
+    timeout: float | None
+    critical: bool
+    groups: Iterable[str]
+    failure_threshold: int
+    success_threshold: int
+
+
 class CheckOptions:
     """The keyword arguments every built-in check takes, validated and kept as attributes.
+
+    A check class takes them as ``**options: Unpack[CommonOptions]`` and hands them on.
 
     :param name: the check's name: its key in the file, its label, what ``--only`` names.
     :param timeout: seconds one run may take, or ``None`` for the service's

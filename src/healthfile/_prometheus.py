@@ -22,7 +22,8 @@ def require_prometheus_client() -> None:
         import prometheus_client  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            "prometheus_file needs prometheus_client: pip install 'healthfile[prometheus]'"
+            "prometheus_file needs prometheus_client (the extra healthfile[prometheus]): "
+            "pip install prometheus_client"
         ) from exc
 
 
@@ -43,17 +44,34 @@ def render_textfile(report: HealthReport) -> bytes:
     status = gauge("healthfile_status", "1 for the current status, 0 for the others", ("status",))
     for name in _STATUSES:
         status.labels(app=app, status=name).set(1 if report.status == name else 0)
-    up = gauge("healthfile_check_up", "1 when the check passes, else 0", ("check",))
+    up = gauge(
+        "healthfile_check_up",
+        "1 when the check passes, else 0; critical: whether its failure degrades the app",
+        ("check", "critical"),
+    )
     duration = gauge(
         "healthfile_check_duration_seconds", "How long the check took in this cycle", ("check",)
     )
     failures = gauge(
         "healthfile_check_consecutive_failures", "Failures of the check in a row", ("check",)
     )
+    groups: dict[str, bool] = {}
     for name, result in report.checks.items():
-        up.labels(app=app, check=name).set(1 if result.status == "pass" else 0)
+        critical = "true" if result.critical else "false"
+        up.labels(app=app, check=name, critical=critical).set(1 if result.status == "pass" else 0)
+        for group in result.groups:
+            groups[group] = groups.get(group, True) and result.status != "fail"
         duration.labels(app=app, check=name).set(result.duration_ms / 1000)
         failures.labels(app=app, check=name).set(result.consecutive_failures)
+    if groups:  # a family without samples would only be noise
+        group_up = gauge(
+            "healthfile_group_up",
+            "1 when no check of the group fails (warnings included), else 0: the verdict of "
+            "healthfile check --group on a fresh file",
+            ("group",),
+        )
+        for group, group_ok in groups.items():
+            group_up.labels(app=app, group=group).set(1 if group_ok else 0)
     gauge(
         "healthfile_report_timestamp_seconds", "When the report was made, in Unix seconds"
     ).labels(app=app).set(report.timestamp.timestamp())

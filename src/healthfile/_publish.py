@@ -13,10 +13,12 @@ import concurrent.futures
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from ._changes import ChangeLog, why_changed
 from ._limits import MAX_FILE_BYTES
 from ._lock import WriterLock
 from ._prometheus import render_textfile, require_prometheus_client
@@ -97,6 +99,8 @@ class Publisher:
         self._previous: HealthReport | None = None
         self._last_report: HealthReport | None = None
         self._write_errors: dict[Path, str] = {}
+        self._history = ChangeLog()  # this file's recent changes, carried over a restart
+        self._app_name: str | None = None
 
     @property
     def writing(self) -> bool:
@@ -105,8 +109,14 @@ class Publisher:
 
     @property
     def last_report(self) -> HealthReport | None:
-        """The last report written (a standby: the last one it made), or ``None``."""
+        """The last report made, written or not (as written: outputs maybe shortened)."""
         return self._last_report
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write of the health file failed; None once one succeeds, or standing by."""
+        error = self._write_errors.get(self.writer.path)
+        return None if error is None else f"cannot write {self.writer.path}: {error}"
 
     @property
     def previous(self) -> HealthReport | None:
@@ -173,7 +183,18 @@ class Publisher:
         if retiring is not None:
             concurrent.futures.wait([retiring], timeout=_RELEASE_WAIT)
         self._take_lock()
-        return read_identity()
+        identity = read_identity()
+        self._app_name = identity.name
+        if self.writing:
+            self._carry_over()
+        return identity
+
+    def _carry_over(self) -> None:
+        """Take the recent changes of the file this writer replaces, if the same app's (worker)."""
+        if self._app_name is not None and self._history.carry_over(
+            self.writer.path, self._app_name
+        ):
+            logger.debug("carried over the recent changes of %s", self.writer.path)
 
     def _take_lock(self) -> None:
         """Try once to become the file's writer; on becoming it, sweep (in the worker)."""
@@ -233,22 +254,34 @@ class Publisher:
         if removed:
             logger.info("removed %d stale temporary file(s) of a killed writer", removed)
 
-    async def publish(self, report: HealthReport, *, final: bool = False) -> None:
+    async def publish(self, report: HealthReport, *, final: bool = False) -> HealthReport:
         """Write the report (and its Prometheus twin), log changes, tell systemd and on_change.
 
-        Only the file's one writer writes; a standby keeps the report as its own view.
+        Only the file's one writer writes, the file's recent changes added to the report; a
+        standby keeps the report as its own view. Returns the report as published.
         """
         previous, self._previous = self._previous, report
         if await self._may_write(final):
+            report = replace(
+                report,
+                changes=self._history.record(
+                    report.status, report.timestamp, partial(_why, previous, report)
+                ),
+            )
             self._sequence = report.sequence
             rendering = _Rendering(report)
-            if await self._write(self.writer, rendering):
-                self._last_report = rendering.report  # as written: outputs maybe shortened
+            written = await self._write(self.writer, rendering)
+            # Made, written or not (a failed write is in write_error): as written, outputs
+            # maybe shortened, when the write got as far as rendering it.
+            self._last_report = rendering.report
+            if written:
                 self._notify_alive()
             if self.prometheus_writer is not None:
                 await self._write(self.prometheus_writer, partial(render_textfile, report))
         else:
             self._last_report = report
+            # A standby writes nothing, so none of its writes is failing.
+            self._write_errors.pop(self.writer.path, None)
             self._notify_alive()  # alive, and the file is another process's to keep
         if _changed(previous, report):
             _log_change(previous, report)
@@ -258,6 +291,7 @@ class Publisher:
             logger.debug(
                 "report %d: %s (database %s)", report.sequence, report.status, report.database
             )
+        return report
 
     async def _write(self, writer: AtomicWriter, render: Callable[[], bytes]) -> bool:
         """Replace one output file; log a failure once per distinct error, and the recovery."""
@@ -288,6 +322,8 @@ class Publisher:
                 before = self._lock_state
                 await self.off_loop(self._take_lock)
                 self.report_lock(before)
+                if self.writing:
+                    await self.off_loop(self._carry_over)
         return self.writing
 
     def _notify_alive(self) -> None:
@@ -332,6 +368,17 @@ class Publisher:
             )
         except Exception as exc:
             logger.error("on_change callback failed: %s", format_exception(exc))
+
+
+def _why(previous: HealthReport | None, current: HealthReport) -> str:
+    """Why the status of ``current`` differs from ``previous``: the checks that changed."""
+    before = (
+        None
+        if previous is None
+        else {name: (result.status, result.output) for name, result in previous.checks.items()}
+    )
+    now = {name: (result.status, result.output) for name, result in current.checks.items()}
+    return why_changed(before, now, current.status)
 
 
 def _nothing() -> None:

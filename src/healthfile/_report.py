@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
-from ._limits import SHORTENED
+from ._changes import MAX_CHANGES, MAX_CHANGES_BYTES, MAX_WHY_CHARS, Change, fit_changes
+from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS, SHORTENED
 from ._redact import MAX_OUTPUT_CHARS, clean_output, redact
 
 __all__ = [
@@ -23,10 +24,12 @@ __all__ = [
     "HealthStatus",
     "clean_output",
     "display_path",
+    "first_line",
     "fit_report",
     "format_exception",
     "format_timestamp",
     "redact",
+    "refuse_oversized",
     "worst_case_bytes",
 ]
 
@@ -54,6 +57,14 @@ def display_path(path: str | os.PathLike[str]) -> str:
     UTF-8 file or log can hold. They are shown as ``\\xff``.
     """
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def first_line(data: bytes) -> str:
+    """The first non-blank line of what a program or a server said, decoded, stripped."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 def format_exception(exc: BaseException) -> str:
@@ -123,7 +134,8 @@ class CheckResult:
 class HealthReport:
     """One cycle's report: exactly what the health file holds (contract v1).
 
-    ``app_name`` says who wrote it (the service fills it in). ``timestamp``, ``expires_at``
+    ``app_name`` says who wrote it, ``changes`` the file's last status changes, newest
+    first (the service fills both in). ``timestamp``, ``expires_at``
     and ``started_at`` are aware UTC datetimes; ``as_dict()``
     returns the JSON object with every key of the contract, in order, and ``to_json()`` the
     text written to the file.
@@ -140,8 +152,9 @@ class HealthReport:
     pid: int
     checks: dict[str, CheckResult] = field(default_factory=dict)
     api_version: str = API_VERSION
-    # Last, with a default: added after 0.1.0, and api_version stays v1.
+    # Last, with defaults: added after 0.1.0, and api_version stays v1.
     app_name: str = UNKNOWN_APP_NAME
+    changes: tuple[Change, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Return the health file's JSON object, keys in contract order."""
@@ -158,6 +171,7 @@ class HealthReport:
             "started_at": format_timestamp(self.started_at),
             "pid": self.pid,
             "checks": {name: result.as_dict() for name, result in self.checks.items()},
+            "changes": [change.as_dict() for change in self.changes],
         }
 
     def to_json(self) -> str:
@@ -197,6 +211,9 @@ def fit_report(report: HealthReport, max_bytes: int) -> tuple[HealthReport, byte
     fits with no output left but the mark is returned in that form, even if still too large
     (the service refuses such a check list at construction).
     """
+    changes = fit_changes(report.changes, MAX_CHANGES_BYTES)
+    if changes is not report.changes:
+        report = replace(report, changes=changes)
     data = report.to_json().encode("utf-8")
     if len(data) <= max_bytes:
         return report, data
@@ -214,19 +231,37 @@ def fit_report(report: HealthReport, max_bytes: int) -> tuple[HealthReport, byte
     return best, best_data
 
 
-def worst_case_bytes(names: list[str], *, app_version: str, app_name: str, interval: float) -> int:
+def worst_case_bytes(
+    names: list[str],
+    *,
+    app_version: str,
+    app_name: str,
+    interval: float,
+    groups: list[tuple[str, ...]] | None = None,
+) -> int:
     """The size of the largest report these checks can make once outputs are shortened.
 
-    Every check fails with a shortened output, its numbers at their longest; the top-level
-    fields take their longest values.
+    Every check fails with a shortened output, its numbers at their longest, its groups
+    ``groups`` (one tuple per name); the top-level fields take their longest values and
+    ``changes`` is full, at its byte budget.
     """
     moment = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
-    result = CheckResult(
-        "fail",
-        SHORTENED,
-        duration_ms=123456789012.345,  # past a year in milliseconds: past any timeout
-        consecutive_failures=10**15,
-        last_success=moment,
+    all_groups = groups if groups is not None else [()] * len(names)
+    results = {
+        name: CheckResult(
+            "fail",
+            SHORTENED,
+            duration_ms=123456789012.345,  # past a year in milliseconds: past any timeout
+            consecutive_failures=10**15,
+            last_success=moment,
+            critical=False,
+            groups=check_groups,
+        )
+        for name, check_groups in zip(names, all_groups, strict=True)
+    }
+    changes = fit_changes(
+        (Change(moment, "degraded", "starting", "x" * MAX_WHY_CHARS),) * MAX_CHANGES,
+        MAX_CHANGES_BYTES,
     )
     report = HealthReport(
         status="degraded",
@@ -239,6 +274,35 @@ def worst_case_bytes(names: list[str], *, app_version: str, app_name: str, inter
         sequence=10**15,
         started_at=moment,
         pid=2**31,
-        checks=dict.fromkeys(names, result),
+        checks=results,
+        changes=changes,
     )
     return len(report.to_json().encode("utf-8"))
+
+
+def refuse_oversized(
+    names: list[str],
+    groups: list[tuple[str, ...]],
+    *,
+    app_version: str | None,
+    app_name: str | None,
+    interval: float,
+) -> None:
+    """Refuse checks too many to fit in the health file even with outputs shortened.
+
+    ``app_version`` and ``app_name`` of ``None`` (read at start) count at their longest.
+    :raises ValueError: saying how large a report may grow.
+    """
+    largest = worst_case_bytes(
+        names,
+        groups=groups,
+        app_version=app_version or "x" * MAX_IDENTITY_CHARS,
+        app_name=app_name or "x" * MAX_IDENTITY_CHARS,
+        interval=interval,
+    )
+    if largest > MAX_FILE_BYTES:
+        raise ValueError(
+            f"{len(names)} checks cannot fit in the health file: with every output "
+            f"shortened a report may take {largest} bytes, and `healthfile check` reads "
+            f"at most {MAX_FILE_BYTES}; use fewer checks or shorter names"
+        )

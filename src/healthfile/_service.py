@@ -8,21 +8,18 @@ Start and stop, the grid of cycle start times, one cycle at a time. Running the 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import math
 import os
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from ._checks import Check, SQLiteCheck
-from ._cycle import CheckRunner
-from ._limits import MAX_FILE_BYTES, MAX_IDENTITY_CHARS
-from ._options import Options, absolute, options_of, validate_seconds
+from ._checks import Check
+from ._cycle import CheckRunner, collect_checks
+from ._limits import MAX_IDENTITY_CHARS
 from ._publish import OnChange, Publisher
 from ._report import (
     UNKNOWN_APP_NAME,
@@ -32,11 +29,12 @@ from ._report import (
     HealthStatus,
     ceil_to_second,
     format_exception,
-    worst_case_bytes,
+    refuse_oversized,
 )
+from ._settings import UNSET, Unset, refuse_shared_files, resolve_settings
 from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
 
-__all__ = ["AsyncHealthService", "OnChange", "refuse_shared_files", "serve_until"]
+__all__ = ["AsyncHealthService", "OnChange", "serve_until"]
 
 logger = logging.getLogger("healthfile")
 
@@ -75,13 +73,18 @@ class AsyncHealthService:
     stands by: it runs its checks (``last_report`` is then its own, unwritten view), writes
     nothing, logs once which pid writes, and takes over when that one stops or dies.
 
-    :param database: the SQLite database to probe (a path), or any :class:`Check` whose
-        outcome feeds the report's ``database`` field, or ``None`` when ``checks`` holds a
-        check named ``"database"``.
-    :param health_file: the JSON file to keep (its directory is created when missing).
-    :param interval: seconds between the starts of two cycles.
+    Arguments not passed are read from the environment the command line reads too
+    (``HEALTHFILE_DATABASE``, ``_HEALTH_FILE``, ``_INTERVAL``, ``_CHECK_TIMEOUT``,
+    ``_APP_NAME``, ``_APP_VERSION``, ``_PROMETHEUS_FILE``), else take their defaults.
+
+    :param database: the SQLite database to probe (a path; default ``data/app.db``), or any
+        :class:`Check` whose outcome feeds the report's ``database`` field, or ``None`` when
+        ``checks`` holds a check named ``"database"``.
+    :param health_file: the JSON file to keep (its directory is created when missing;
+        default ``data/health.json``).
+    :param interval: seconds between the starts of two cycles (default 30).
     :param check_timeout: seconds a check may run before it counts as timed out (checks may
-        set their own ``timeout``); also bounds ``on_change``.
+        set their own ``timeout``); also bounds ``on_change`` (default 3).
     :param pyproject: the pyproject.toml to read ``app_version`` from, or ``None``.
     :param app_version: a version string that wins over ``pyproject``.
     :param app_name: who writes the file (the report's ``app_name``, the Prometheus label
@@ -92,16 +95,22 @@ class AsyncHealthService:
     :param checks: more checks to run every cycle.
     :param on_change: ``callback(previous, current)``, sync or async, called when the status
         or a check's status changes. Sync callbacks run in a daemon thread.
-    :param file_mode: the health file's permission bits, whatever the umask.
+    :param file_mode: the health file's permission bits, whatever the umask: at most
+        ``0o777``, with the owner's read bit.
     :param prometheus_file: also write every report there in the Prometheus text format, for
         node_exporter's textfile collector (needs the extra ``healthfile[prometheus]``).
     :param notify_systemd: send ``READY=1``, ``WATCHDOG=1`` and ``STOPPING=1`` to
         ``NOTIFY_SOCKET`` when it is set.
     :raises ImportError: for ``prometheus_file`` without prometheus_client installed.
-    :raises ValueError: for a non-positive interval or check_timeout, a negative
-        start_period, duplicate or bad check names (empty, unprintable, over 64
-        characters), two of database / health_file / prometheus_file that are one file, or
-        checks too many to fit in the health file even with their outputs shortened.
+    :raises TypeError: for an argument of the wrong type (``interval="5"``, a check that is
+        a plain function, ``checks=`` one check rather than a list, ``critical="yes"``).
+    :raises ValueError: for a value out of range: a non-positive interval or check_timeout,
+        a negative start_period, a ``file_mode`` above ``0o777`` or without the owner's read
+        bit, duplicate or bad check names (empty, unprintable, over 64 characters, a comma,
+        blanks around), bad check options (a timeout or threshold out of range), two of
+        database / health_file / prometheus_file that are one file, checks too many to fit
+        in the health file even with their outputs shortened, or a bad value in one of the
+        variables above (the message names it).
 
     Every path is made absolute once, at construction: a later ``os.chdir()`` changes
     nothing.
@@ -109,11 +118,11 @@ class AsyncHealthService:
 
     def __init__(
         self,
-        database: str | os.PathLike[str] | Check | None = "data/app.db",
+        database: str | os.PathLike[str] | Check | Unset | None = UNSET,
         *,
-        health_file: str | os.PathLike[str] = "data/health.json",
-        interval: float = 30.0,
-        check_timeout: float = 3.0,
+        health_file: str | os.PathLike[str] | None = None,
+        interval: float | None = None,
+        check_timeout: float | None = None,
         pyproject: str | os.PathLike[str] | None = "pyproject.toml",
         app_version: str | None = None,
         start_period: float = 0.0,
@@ -124,59 +133,54 @@ class AsyncHealthService:
         notify_systemd: bool = False,
         app_name: str | None = None,
     ) -> None:
-        self._interval = validate_seconds("interval", interval)
-        self._check_timeout = validate_seconds("check_timeout", check_timeout)
-        self._start_period = validate_seconds("start_period", start_period, allow_zero=True)
-        if not _is_file_mode(file_mode):
-            raise ValueError(f"file_mode must be permission bits like 0o644, not {file_mode!r}")
-        for option, value in (("app_version", app_version), ("app_name", app_name)):
-            if not _is_optional_text(value):
-                raise ValueError(f"{option} must be a non-empty string or None, not {value!r}")
+        self._settings = settings = resolve_settings(
+            database=database,
+            health_file=health_file,
+            interval=interval,
+            check_timeout=check_timeout,
+            start_period=start_period,
+            pyproject=pyproject,
+            app_version=app_version,
+            app_name=app_name,
+            file_mode=file_mode,
+            prometheus_file=prometheus_file,
+        )
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
-        # Every path is made absolute once, here: a later os.chdir() changes nothing.
-        self._health_file = absolute(health_file)
-        self._pyproject = None if pyproject is None else absolute(pyproject)
-        self._app_version_override = app_version
-        self._app_name_override = app_name
-        checks_in_order, database_check, options = _collect_checks(
-            database, checks, self._check_timeout
+        checks_in_order, database_check, options = collect_checks(
+            settings.database, checks, settings.check_timeout
         )
-        names = [option.name for option in options]
-        self._prometheus_file = None if prometheus_file is None else absolute(prometheus_file)
         refuse_shared_files(
-            getattr(database_check, "path", None), self._health_file, self._prometheus_file
+            getattr(database_check, "path", None),
+            settings.health_file,
+            settings.prometheus_file,
+            labels=settings.given,
+        )
+        refuse_oversized(
+            [option.name for option in options],
+            [option.groups for option in options],
+            app_version=settings.app_version,
+            app_name=settings.app_name,
+            interval=settings.interval,
         )
         self._publisher = Publisher(
-            self._health_file,
-            self._prometheus_file,
-            file_mode=file_mode,
+            settings.health_file,
+            settings.prometheus_file,
+            file_mode=settings.file_mode,
             notify_systemd=notify_systemd,
             on_change=on_change,
-            callback_timeout=self._check_timeout,
+            callback_timeout=settings.check_timeout,
             live=lambda: self._state in ("starting", "running"),
         )
         self._runner = CheckRunner(
             checks_in_order,
             options,
             database_check=database_check,
-            start_period=self._start_period,
+            start_period=settings.start_period,
         )
-        largest = worst_case_bytes(
-            names,
-            app_version=app_version or "x" * MAX_IDENTITY_CHARS,
-            app_name=app_name or "x" * MAX_IDENTITY_CHARS,
-            interval=interval,
-        )
-        if largest > MAX_FILE_BYTES:
-            raise ValueError(
-                f"{len(names)} checks cannot fit in the health file: with every output "
-                f"shortened a report may take {largest} bytes, and `healthfile check` reads "
-                f"at most {MAX_FILE_BYTES}; use fewer checks or shorter names"
-            )
         # A report stays fresh for one interval, the longest check, and a second of slack
         # for the write and the rounding of the timestamps.
-        self._freshness = timedelta(seconds=self._interval + self._runner.longest_timeout + 1.0)
+        self._freshness = timedelta(seconds=settings.interval + self._runner.longest_timeout + 1.0)
 
         self._state: _State = "stopped"
         self._generation = 0  # counts start() calls, so a start() that stop() overtook knows
@@ -199,32 +203,32 @@ class AsyncHealthService:
     @property
     def interval(self) -> float:
         """Seconds between the starts of two cycles."""
-        return self._interval
+        return self._settings.interval
 
     @property
     def check_timeout(self) -> float:
         """Seconds a check without its own ``timeout`` may run; also bounds ``on_change``."""
-        return self._check_timeout
+        return self._settings.check_timeout
 
     @property
     def start_period(self) -> float:
         """Seconds after :meth:`start` in which never-passed failing checks read ``starting``."""
-        return self._start_period
+        return self._settings.start_period
 
     @property
     def health_file(self) -> Path:
         """The health file, absolute."""
-        return self._health_file
+        return self._settings.health_file
 
     @property
     def prometheus_file(self) -> Path | None:
         """The Prometheus textfile, absolute, or ``None``."""
-        return self._prometheus_file
+        return self._settings.prometheus_file
 
     @property
     def pyproject(self) -> Path | None:
         """The pyproject.toml ``app_version`` (and ``app_name``) are read from, or ``None``."""
-        return self._pyproject
+        return self._settings.pyproject
 
     @property
     def running(self) -> bool:
@@ -233,16 +237,27 @@ class AsyncHealthService:
 
     @property
     def last_report(self) -> HealthReport | None:
-        """The last report written to the health file, or ``None``.
+        """The last report made, written or not; ``None`` only before the first :meth:`start`.
 
-        On a service standing by (another process holds the file's lock), the last report
-        its own cycle made, which is not on disk.
+        Whether it reached the disk: :attr:`last_write_error` is None and :attr:`writing` is
+        True (a service standing by for another process makes reports it does not write).
         """
         return self._publisher.last_report
 
     @property
+    def last_write_error(self) -> str | None:
+        """Why the last write of the health file failed (``"cannot write …: …"``), or None.
+
+        None once a write succeeds, and while the service stands by for another process.
+        """
+        return self._publisher.write_error
+
+    @property
     def writing(self) -> bool:
-        """True while this service writes the file; False while it stands by for another."""
+        """True while this service holds the file (writes it, or tries to); False otherwise.
+
+        False while it stands by for another process that holds the file, and when stopped.
+        """
         return self._publisher.writing
 
     @property
@@ -265,7 +280,8 @@ class AsyncHealthService:
     async def start(self) -> None:
         """Run the first cycle, then keep running cycles in a background task.
 
-        Returns once the first report is on disk (or its write failed and was logged).
+        Returns once the first report is on disk, or its write failed and was logged
+        (:attr:`last_write_error` then says why; :attr:`last_report` is the report made).
         :raises RuntimeError: if the service is already started.
         """
         if self._state != "stopped":
@@ -290,6 +306,13 @@ class AsyncHealthService:
             await self._run_cycle()
         except _Stopped:
             return  # stop() was called while starting: it has written the final report
+        except asyncio.CancelledError:
+            # The caller was cancelled while starting (a stop signal through
+            # cancel_on_signals() around the `async with`): stop as stop() does, so that the
+            # file says "stopped", then let the cancellation go on.
+            if self._generation == generation and self._state == "starting":
+                await self._stop_while_starting()
+            raise
         except BaseException:
             if self._generation == generation and self._state == "starting":
                 self._runner.close()
@@ -302,6 +325,15 @@ class AsyncHealthService:
         self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
         self._loop_task.add_done_callback(_report_loop_death)
         logger.debug("health service started: %r", self)
+
+    async def _stop_while_starting(self) -> None:
+        """Stop a start() its caller cancelled: the final report with the app's identity."""
+        assert self._preparing is not None
+        # The lock and the identity are decided there; the final report needs both.
+        await asyncio.wait({self._preparing})
+        if not self._preparing.cancelled() and self._preparing.exception() is None:
+            self._app_name, self._app_version = self._preparing.result()
+        await self.stop()
 
     async def check_now(self) -> HealthReport:
         """Run one extra cycle now and return its report.
@@ -356,9 +388,9 @@ class AsyncHealthService:
 
     def _read_identity(self) -> AppIdentity:
         """Read app_name and app_version once (in the worker), the pyproject at most once."""
-        name, version = self._app_name_override, self._app_version_override
+        name, version = self._settings.app_name, self._settings.app_version
         if name is None or version is None:
-            read = read_app_identity(self._pyproject)
+            read = read_app_identity(self._settings.pyproject)
             name = _identity("app_name", read.name) if name is None else name
             version = _identity("app_version", read.version) if version is None else version
         return AppIdentity(name, version)
@@ -370,7 +402,7 @@ class AsyncHealthService:
             now = loop.time()
             due = (
                 self._grid_origin
-                + (math.floor((now - self._grid_origin) / self._interval) + 1) * self._interval
+                + (math.floor((now - self._grid_origin) / self.interval) + 1) * self.interval
             )
             # stop() cancels this task: the sleep is the stop wait, and a cancellation can
             # only end it, never be swallowed by it (unlike wait_for on 3.10/3.11, gh-86296).
@@ -408,8 +440,7 @@ class AsyncHealthService:
         """Run every check, build the report, publish it."""
         outcome = await self._runner.run()
         report = self._new_report(outcome.status, outcome.database, outcome.checks, outcome.now)
-        await self._publisher.publish(report)
-        return report
+        return await self._publisher.publish(report)
 
     def _new_report(
         self,
@@ -426,7 +457,7 @@ class AsyncHealthService:
             timestamp=now,
             app_version=self._app_version,
             app_name=self._app_name,
-            interval_seconds=self._interval,
+            interval_seconds=self._settings.interval,
             expires_at=ceil_to_second(expires),
             sequence=self._publisher.sequence + 1,  # counted when written
             started_at=self._started_at,
@@ -445,18 +476,6 @@ class AsyncHealthService:
         )
 
 
-def _is_file_mode(value: object) -> bool:
-    """Tell whether ``value`` is permission bits (an int from 0 to 0o7777)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777
-
-
-def _is_optional_text(value: object) -> bool:
-    """Tell whether ``value`` is None or a non-blank string short enough for the file."""
-    return value is None or (
-        isinstance(value, str) and bool(value.strip()) and len(value) <= MAX_IDENTITY_CHARS
-    )
-
-
 def _identity(what: str, value: str) -> str:
     """Keep a name or version read from the project, unless it is too long for the file."""
     if len(value) <= MAX_IDENTITY_CHARS:
@@ -468,90 +487,6 @@ def _identity(what: str, value: str) -> str:
         UNKNOWN_VERSION,
     )
     return UNKNOWN_VERSION
-
-
-def _collect_checks(
-    database: str | os.PathLike[str] | Check | None,
-    checks: Iterable[Check],
-    default_timeout: float,
-) -> tuple[list[Check], Check, list[Options]]:
-    """Order the checks (database first), find the database check, validate their options.
-
-    Returns the checks, the database check, and each check's options validated (its name
-    redacted); two names that read alike once redacted are refused like duplicates.
-    """
-    extra = list(checks)
-    for check in extra:
-        _require_check(check)
-    if database is None:
-        named = [check for check in extra if check.name == "database"]
-        if not named:
-            raise ValueError("database=None needs a check named 'database' in checks")
-        database_check = named[0]
-        extra.remove(database_check)
-    elif isinstance(database, Check):
-        database_check = _require_check(database)
-    elif isinstance(database, (str, os.PathLike)):
-        database_check = SQLiteCheck(database)
-    else:
-        raise TypeError(f"database must be a path or a Check, not {type(database).__name__}")
-    ordered = [database_check, *extra]
-    options = [options_of(check, default_timeout) for check in ordered]
-    names = [option.name for option in options]
-    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
-    return ordered, database_check, options
-
-
-def refuse_shared_files(
-    database: object,
-    health_file: str | os.PathLike[str],
-    prometheus_file: str | os.PathLike[str] | None,
-) -> None:
-    """Refuse any two of database / health file / Prometheus file that are one file.
-
-    The same path once made absolute or once symlinks are resolved, or the same existing
-    file (device and inode: a hard link too). Writing the health file over the database
-    would destroy the application's data. ``database`` that is not a path is left out.
-
-    :raises ValueError: naming both.
-    """
-    named = [
-        (what, absolute(path))
-        for what, path in (
-            ("database", database),
-            ("health_file", health_file),
-            ("prometheus_file", prometheus_file),
-        )
-        if isinstance(path, (str, os.PathLike))
-    ]
-    for index, (first, first_path) in enumerate(named):
-        for second, second_path in named[index + 1 :]:
-            if _same_file(first_path, second_path):
-                raise ValueError(
-                    f"{first} and {second} are the same file ({str(first_path)!r} and "
-                    f"{str(second_path)!r}): the service would overwrite it"
-                )
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    """Tell whether two absolute paths name one file, existing or not."""
-    if os.path.normcase(first) == os.path.normcase(second):
-        return True
-    if os.path.normcase(os.path.realpath(first)) == os.path.normcase(os.path.realpath(second)):
-        return True
-    try:
-        return os.path.samefile(first, second)  # st_dev and st_ino: hard links too
-    except OSError:
-        return False  # one of them does not exist (yet): the path comparisons decided
-
-
-def _require_check(check: object) -> Check:
-    """Refuse objects that are not checks, or whose run() is not async."""
-    if not isinstance(check, Check) or not inspect.iscoroutinefunction(check.run):
-        raise TypeError(f"a check needs a name and an async run() method, not {check!r}")
-    return check
 
 
 def _report_loop_death(task: asyncio.Task[None]) -> None:

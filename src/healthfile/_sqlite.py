@@ -24,20 +24,27 @@ import os
 import secrets
 import sqlite3
 import stat
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path, PurePath, PureWindowsPath
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import aiosqlite
 
 from ._limits import SETTLE_SECONDS
-from ._options import CheckOptions, absolute
+from ._options import CheckOptions, CommonOptions, absolute
 from ._report import CheckResult, describe_exception, display_path
 from ._threads import CheckStillRunning
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = ["SQLiteCheck", "sqlite_readonly_uri"]
 
@@ -457,20 +464,9 @@ class SQLiteCheck(CheckOptions):
         path: str | os.PathLike[str],
         *,
         name: str = "database",
-        timeout: float | None = None,
-        critical: bool = True,
-        groups: Iterable[str] = (),
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
+        **options: Unpack[CommonOptions],
     ) -> None:
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            critical=critical,
-            groups=groups,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-        )
+        super().__init__(name=name, **options)
         self.path = absolute(path)  # once: a later os.chdir() changes nothing
         self._uri = sqlite_readonly_uri(self.path)
         self._probe: asyncio.Task[CheckResult] | None = None

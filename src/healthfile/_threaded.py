@@ -14,8 +14,10 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._checks import Check
+from ._options import validate_seconds
 from ._report import HealthReport
 from ._service import AsyncHealthService, OnChange
+from ._settings import ENVIRONMENT, refuse_shared_files
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -28,6 +30,9 @@ __all__ = ["HealthCheckService", "ServiceOptions"]
 logger = logging.getLogger("healthfile")
 
 THREAD_NAME = "HealthCheckThread"
+
+# AsyncHealthService's default database, which a health_file given alone must not be.
+_DEFAULT_DATABASE = "data/app.db"
 
 # How often a caller blocked in check_now() looks whether the service thread has died under
 # it (a cycle submitted as the loop closed is never run, so its future never resolves).
@@ -45,7 +50,7 @@ class ServiceOptions(TypedDict, total=False):
     """
 
     database: str | os.PathLike[str] | Check | None
-    check_timeout: float
+    check_timeout: float | None
     pyproject: str | os.PathLike[str] | None
     app_version: str | None
     app_name: str | None
@@ -118,19 +123,21 @@ class HealthCheckService:
     ``last_report``, :meth:`check_now` and :meth:`wait_ready` are safe to call from any
     thread but the service's own; :meth:`stop` also from a signal handler, at any moment.
 
-    :param check_interval: seconds between the starts of two cycles.
-    :param health_file: the JSON file to keep; ``None`` means ``data/health.json``.
+    :param check_interval: seconds between the starts of two cycles; ``None``:
+        ``HEALTHFILE_INTERVAL``, else 30.
+    :param health_file: the JSON file to keep; ``None``: ``HEALTHFILE_HEALTH_FILE``, else
+        ``data/health.json``.
     :param loop_factory: makes the event loop the service runs on (``uvloop.new_event_loop``,
         say); ``None`` means asyncio's default.
     :param options: the keyword options of :class:`AsyncHealthService` (``database``,
         ``check_timeout``, ``pyproject``, ``app_version``, ``checks``, ``on_change``, ...;
-        see :class:`ServiceOptions`). Bad values raise ``ValueError`` here, in the caller's
-        thread.
+        see :class:`ServiceOptions`). Bad values raise here, in the caller's thread:
+        ``TypeError`` for a wrong type, ``ValueError`` for a value out of range.
     """
 
     def __init__(
         self,
-        check_interval: float = 30,
+        check_interval: float | None = None,
         health_file: str | os.PathLike[str] | None = None,
         *,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
@@ -140,13 +147,15 @@ class HealthCheckService:
             raise TypeError("HealthCheckService takes check_interval=, not interval=")
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(f"loop_factory must be callable, not {type(loop_factory).__name__}")
+        # Validated here, so that a message names check_interval as the caller wrote it.
+        interval = None
+        if check_interval is not None:
+            interval = validate_seconds("check_interval", check_interval)
+        if health_file is not None:
+            _refuse_health_file_as_database(health_file, options)
         # A plain dict: the options are typed at this signature, for the caller.
         passed: dict[str, Any] = dict(options)
-        self._service = AsyncHealthService(
-            interval=check_interval,
-            health_file="data/health.json" if health_file is None else health_file,
-            **passed,
-        )
+        self._service = AsyncHealthService(interval=interval, health_file=health_file, **passed)
         self._loop_factory = loop_factory
         self._start_lock = threading.Lock()
         self._run: _Run | None = None
@@ -164,17 +173,33 @@ class HealthCheckService:
 
     @property
     def is_running(self) -> bool:
-        """True while the background thread runs."""
+        """True while the background thread runs: from :meth:`start` until :meth:`stop` ends it."""
         run = self._run
         return run is not None and run.is_alive()
 
     @property
-    def last_report(self) -> HealthReport | None:
-        """The last report written to the health file, or ``None``; safe from any thread.
+    def running(self) -> bool:
+        """The same as :attr:`is_running` (the name :class:`AsyncHealthService` uses)."""
+        return self.is_running
 
-        A GUI polls this from its own loop (Tk's ``after``) to show the status.
+    @property
+    def last_report(self) -> HealthReport | None:
+        """The last report made, written or not, or ``None`` before the first; any thread.
+
+        A GUI polls this from its own loop (Tk's ``after``) to show the status; whether the
+        report reached the disk, :attr:`last_write_error` says.
         """
         return self._service.last_report
+
+    @property
+    def last_write_error(self) -> str | None:
+        """Why the last write of the health file failed, or None once one succeeds; any thread."""
+        return self._service.last_write_error
+
+    @property
+    def writing(self) -> bool:
+        """True while this service holds the health file; False while another process does."""
+        return self._service.writing
 
     def start(self) -> None:
         """Launch the daemon thread ``HealthCheckThread``; return without waiting for a cycle.
@@ -382,14 +407,46 @@ class HealthCheckService:
             await asyncio.wait(helpers)
 
     async def _mark_ready(self, run: _Run, baseline: HealthReport | None) -> None:
-        """Mark the run ready once a report of its own is on disk (polls only while writes fail)."""
+        """Mark the run ready once a report of its own is on disk (polls only while writes fail).
+
+        A service standing by for another process is ready with its first report made: the
+        file on disk is the other's to keep.
+        """
+        service = self._service
         while True:
-            report = self._service.last_report
-            if report is not baseline and report is not None and report.status != "stopped":
+            report = service.last_report
+            new = report is not baseline and report is not None and report.status != "stopped"
+            if new and service.last_write_error is None:
                 break
             await asyncio.sleep(_READY_POLL)
         run.first_report = True
         run.ready.set()
+
+
+def _refuse_health_file_as_database(
+    health_file: str | os.PathLike[str], options: ServiceOptions
+) -> None:
+    """Refuse a health_file that is the default database, saying which argument went where.
+
+    ``HealthCheckService(5, "data/app.db")`` passes the database's path as the second
+    argument, which is the health file's (as in the original design). A database given
+    (as ``database=`` or ``HEALTHFILE_DATABASE``) is AsyncHealthService's to compare.
+    """
+    if "database" in options or ENVIRONMENT["database"] in os.environ:
+        return
+    try:
+        refuse_shared_files(
+            _DEFAULT_DATABASE,
+            health_file,
+            None,
+            labels={
+                "database": f"database={_DEFAULT_DATABASE!r} (the default)",
+                "health_file": f"health_file={os.fspath(health_file)!r} (HealthCheckService's "
+                "second argument)",
+            },
+        )
+    except ValueError as exc:
+        raise ValueError(f"{exc}; did you mean database={os.fspath(health_file)!r}?") from None
 
 
 def _run_on_new_loop(

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
+import re
 import sys
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised by the 3.10 CI session
-    import tomli as tomllib
+from ._toml import MAX_NESTING, MAX_PYPROJECT_BYTES, TOMLFileError, read_toml
 
 __all__ = [
+    "MAX_NESTING",
+    "MAX_PYPROJECT_BYTES",
     "UNKNOWN_VERSION",
     "AppIdentity",
     "program_name",
@@ -25,16 +25,8 @@ __all__ = [
 ]
 
 UNKNOWN_VERSION = "unknown"
-# A pyproject.toml larger than this is not a project file worth parsing.
-MAX_PYPROJECT_BYTES = 1 << 20
-# A dotted key or table header this deep is not a project file; tomllib would take time
-# quadratic in its depth (minutes for 100 KB of `a.a.a...`).
-MAX_KEY_DEPTH = 64
-# Arrays and inline tables nested this deep are not a project file either; tomllib would
-# recurse towards the interpreter's limit, where any finalizer run by the garbage collector
-# on that deep stack fails too.
-MAX_NESTING = 64
-_ALL_BUT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+# This package's own distribution name, as _normalized() gives it.
+_OWN_NAME = "healthfile"
 
 logger = logging.getLogger("healthfile")
 
@@ -46,17 +38,30 @@ class AppIdentity(NamedTuple):
     version: str
 
 
-def read_app_identity(pyproject: str | os.PathLike[str] | None) -> AppIdentity:
+def read_app_identity(
+    pyproject: str | os.PathLike[str] | None, *, fallback_name: Callable[[], str] | None = None
+) -> AppIdentity:
     """Read ``pyproject`` once and return the application's name and version.
 
-    The name is ``[project].name``, else :func:`program_name`; the version is as
-    :func:`read_app_version` says. Never raises.
+    The name is ``[project].name``, else ``fallback_name()`` (by default
+    :func:`program_name`); the version is as :func:`read_app_version` says. healthfile's own
+    pyproject.toml (a checkout of healthfile, where its examples run) names no application
+    that uses healthfile: it is not read (name from the fallback, version ``unknown``).
+    Never raises.
     """
     project = {} if pyproject is None else _read_project_table(Path(pyproject))
     name = project.get("name")
+    if isinstance(name, str) and _normalized(name) == _OWN_NAME:
+        logger.info("app_name: %s is healthfile's own project, not the application's", pyproject)
+        project, name = {}, None
     if isinstance(name, str) and name.strip():
         return AppIdentity(name.strip(), _version_of(project))
-    return AppIdentity(program_name(), _version_of(project))
+    return AppIdentity((fallback_name or program_name)(), _version_of(project))
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as PyPI compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def read_app_version(pyproject: str | os.PathLike[str] | None) -> str:
@@ -144,67 +149,9 @@ def _owning_distribution(script: Path, package: str | None) -> str | None:
 def _read_project_table(path: Path) -> dict[str, Any]:
     """Return the ``[project]`` table of a pyproject file, or ``{}`` when it cannot be had."""
     try:
-        # O_NONBLOCK: a FIFO at the path must not hang start(); it is refused below. (Windows
-        # has neither it nor FIFOs on disk, and needs O_BINARY for a byte-exact read.)
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        logger.info("app_version: cannot read %s: %s", path, exc.strerror or exc)
-        return {}
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        logger.warning("app_version: %s is not a regular file; ignored", path)
-        return {}
-    with os.fdopen(fd, "rb") as file:
-        try:
-            raw = file.read(MAX_PYPROJECT_BYTES + 1)
-        except OSError as exc:
-            logger.info("app_version: cannot read %s: %s", path, exc.strerror or exc)
-            return {}
-    if len(raw) > MAX_PYPROJECT_BYTES:
-        logger.warning(
-            "app_version: %s is larger than %d bytes; ignored", path, MAX_PYPROJECT_BYTES
-        )
-        return {}
-    if _has_absurdly_deep_key(raw):
-        # tomllib takes time quadratic in the depth of a dotted key or table header.
-        logger.warning("app_version: %s has absurdly deep dotted keys; ignored", path)
-        return {}
-    if _has_absurd_nesting(raw):
-        logger.warning("app_version: %s has absurdly deep nested arrays or tables; ignored", path)
-        return {}
-    try:
-        document = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
-        logger.warning("app_version: %s is not valid TOML: %s", path, exc)
+        document = read_toml(path)
+    except TOMLFileError as exc:
+        (logger.info if exc.unreadable else logger.warning)("app_version: %s; ignored", exc)
         return {}
     project = document.get("project")
     return project if isinstance(project, dict) else {}
-
-
-def _has_absurdly_deep_key(raw: bytes) -> bool:
-    """Tell whether a key or table header on some line is MAX_KEY_DEPTH levels deep."""
-    for line in raw.splitlines():
-        if line.count(b".") < MAX_KEY_DEPTH:
-            continue
-        stripped = line.lstrip()
-        key = stripped if stripped.startswith(b"[") else stripped.split(b"=", 1)[0]
-        if not stripped.startswith(b"#") and key.count(b".") >= MAX_KEY_DEPTH:
-            return True
-    return False
-
-
-def _has_absurd_nesting(raw: bytes) -> bool:
-    """Tell whether brackets or braces open MAX_NESTING levels deep (strings not told apart)."""
-    brackets = raw.translate(None, _ALL_BUT_BRACKETS)
-    if len(brackets) < MAX_NESTING:
-        return False
-    depth = 0
-    for byte in brackets:
-        if byte in b"[{":
-            depth += 1
-            if depth >= MAX_NESTING:
-                return True
-        elif depth:
-            depth -= 1
-    return False

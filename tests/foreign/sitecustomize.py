@@ -6,7 +6,8 @@ it, subprocesses included, runs healthfile's fallbacks instead of its POSIX path
 - ``os.supports_dir_fd`` is empty and a ``dir_fd`` argument raises NotImplementedError;
 - ``os.open`` of a directory fails with PermissionError (EACCES);
 - ``os.stat``/``os.lstat``/``os.fstat`` report every writable directory as mode 0o40777;
-- ``os.fchmod``, ``os.O_NONBLOCK``, ``os.statvfs``, ``socket.AF_UNIX`` and
+- ``os.fchmod``, ``os.killpg``, ``os.setsid`` (no process groups to kill: a command
+  check kills its program alone), ``os.O_NONBLOCK``, ``os.statvfs``, ``socket.AF_UNIX`` and
   ``socket.SOCK_CLOEXEC`` are gone (``shutil.disk_usage`` and ``socket.socketpair`` keep
   working, as Windows has its own);
 - every event loop's ``add_signal_handler``/``remove_signal_handler`` raises
@@ -197,6 +198,8 @@ def _hide() -> None:
         _wrap_dir_fd(name)
     for module, name in (
         (os, "fchmod"),
+        (os, "killpg"),
+        (os, "setsid"),
         (os, "O_NONBLOCK"),
         (os, "statvfs"),
         (socket, "AF_UNIX"),

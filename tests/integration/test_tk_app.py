@@ -10,9 +10,8 @@ HEALTHFILE_REQUIRE_INTEGRATION=1 (set by .ci/run), when they fail.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,46 +23,20 @@ from typing import Any
 
 import pytest
 
-from helpers import (
-    integration_unavailable,
-    make_database,
-    read_report,
-    require_module,
-    require_program,
-    wait_for_report,
-)
+from helpers import make_database, read_report, require_program, wait_for_report
+from x11 import DEADLINE, find_window, request_close, x_run, xvfb_display
 
-DEADLINE = 30.0  # generous: slow CI machines, coverage
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tk_app.py"
-TITLE = "healthfile demo"
+TITLE = "Example app status"
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "tk_app.png"
 
 
 @pytest.fixture(scope="module")
 def x_display() -> Iterator[str]:
-    """A private Xvfb display (the server picks a free number), not listening on TCP."""
-    require_module("tkinter", "the interpreter's Tk support, e.g. python3-tk")
-    xvfb = require_program("Xvfb", package="xvfb")
-    require_program("xdotool", package="xdotool")
+    """A private X display, with ImageMagick's import for the screenshots."""
     require_program("import", package="imagemagick")
-    read_end, write_end = os.pipe()
-    server = subprocess.Popen(
-        [xvfb, "-displayfd", str(write_end), "-nolisten", "tcp", "-screen", "0", "800x600x24"],
-        pass_fds=(write_end,),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        with os.fdopen(read_end) as announced:
-            number = announced.readline().strip()
-        if not number.isdigit():
-            integration_unavailable(f"Xvfb did not start (exit {server.poll()})")
-        yield f":{number}"
-    finally:
-        server.terminate()
-        server.wait(DEADLINE)
+    with xvfb_display() as display:
+        yield display
 
 
 class TracedApp:
@@ -118,13 +91,13 @@ class TracedApp:
         self.wait_line(lambda line: line.startswith(f"button {key}: "), f"the {key} button")
         since = len(self.lines)
         for _ in range(2):
-            self.wait_line(lambda line: line.startswith("label updated: "), "a report", since)
+            self.wait_line(lambda line: line.startswith("report "), "a report", since)
             with self._changed:
                 since = (
                     next(
                         index
                         for index in range(since, len(self.lines))
-                        if self.lines[index].startswith("label updated: ")
+                        if self.lines[index].startswith("report ")
                     )
                     + 1
                 )
@@ -132,19 +105,6 @@ class TracedApp:
             line = [line for line in self.lines if line.startswith(f"button {key}: ")][-1]
         x, y = line.split(": ")[1].split()
         return int(x), int(y)
-
-
-def x_run(display: str, *command: str) -> str:
-    """Run an X client program on ``display``; its stdout."""
-    completed = subprocess.run(
-        command,
-        env={**os.environ, "DISPLAY": display},
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=True,
-    )
-    return completed.stdout
 
 
 def click(display: str, position: tuple[int, int]) -> None:
@@ -160,76 +120,20 @@ def screenshot(display: str, window: str, path: Path) -> Path:
     return path
 
 
-class _ClientMessage(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_int),
-        ("serial", ctypes.c_ulong),
-        ("send_event", ctypes.c_int),
-        ("display", ctypes.c_void_p),
-        ("window", ctypes.c_ulong),
-        ("message_type", ctypes.c_ulong),
-        ("format", ctypes.c_int),
-        ("data", ctypes.c_long * 5),
-    ]
-
-
-class _XEvent(ctypes.Union):
-    _fields_ = [("xclient", _ClientMessage), ("pad", ctypes.c_long * 24)]
-
-
-def request_close(display: str, window: int) -> None:
-    """Send the window WM_DELETE_WINDOW, as a window manager does for the close button.
-
-    xdotool's windowclose destroys the window instead, and wmctrl needs a window manager.
-    """
-    library = ctypes.util.find_library("X11")
-    if library is None:
-        integration_unavailable("libX11 not found")
-    xlib: Any = ctypes.cdll.LoadLibrary(library)
-    xlib.XOpenDisplay.restype = ctypes.c_void_p
-    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
-    xlib.XInternAtom.restype = ctypes.c_ulong
-    xlib.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-    xlib.XSendEvent.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_ulong,
-        ctypes.c_int,
-        ctypes.c_long,
-        ctypes.POINTER(_XEvent),
-    ]
-    xlib.XFlush.argtypes = [ctypes.c_void_p]
-    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
-    connection = xlib.XOpenDisplay(display.encode())
-    assert connection, f"cannot open display {display}"
-    try:
-        event = _XEvent()
-        event.xclient.type = 33  # ClientMessage
-        event.xclient.window = window
-        event.xclient.message_type = xlib.XInternAtom(connection, b"WM_PROTOCOLS", False)
-        event.xclient.format = 32
-        event.xclient.data[0] = xlib.XInternAtom(connection, b"WM_DELETE_WINDOW", False)
-        event.xclient.data[1] = 0  # CurrentTime
-        assert xlib.XSendEvent(connection, window, False, 0, ctypes.byref(event))
-        xlib.XFlush(connection)
-    finally:
-        xlib.XCloseDisplay(connection)
-
-
 def heartbeat_is(status: str) -> Callable[[dict[str, Any]], bool]:
-    """The report is degraded and its heartbeat check reads ``status``."""
-    return lambda report: (
-        report["status"] == "degraded" and report["checks"]["heartbeat"]["status"] == status
-    )
+    """The report's heartbeat check reads ``status``."""
+    return lambda report: report["checks"]["heartbeat"]["status"] == status
 
 
-def test_tk_window_shows_the_health_and_stops_the_service_when_closed(
+def test_tk_window_is_a_status_panel_in_plain_words_and_stops_the_service_when_closed(
     x_display: str, tmp_path: Path
 ) -> None:
-    """The window shows online, a frozen Tk thread degrades the file, a lost database the window.
-
-    Then closing the window writes ``stopped`` and the process exits 0.
-    """
+    """The window says what works in plain words; after a freeze it shows a fresh check at
+    once, never the reports made while it was frozen; a lost database reads "can't reach it
+    since HH:MM" with the change listed; "Check now" leaves no stale note; closing the
+    window writes ``stopped`` and the process exits 0."""
     database = make_database(tmp_path / "app.db")
+    away = tmp_path / "app.db.away"
     health_file = tmp_path / "out" / "health.json"
     process = subprocess.Popen(
         [
@@ -253,38 +157,60 @@ def test_tk_window_shows_the_health_and_stops_the_service_when_closed(
     )
     app = TracedApp(process)
     try:
-        app.label("status", "Status: online")
-        app.label("check database", "database: pass")
-        app.label("check heartbeat", "heartbeat: pass")
-        [window, *_] = x_run(
-            x_display, "xdotool", "search", "--sync", "--name", f"^{TITLE}$"
-        ).split()
-        online_png = screenshot(x_display, window, tmp_path / "tk_app-online.png")
-        if os.environ.get("HEALTHFILE_UPDATE_SCREENSHOT") == "1":
-            shutil.copyfile(online_png, DOCS_IMAGE)
+        app.label("status", "Everything is working")
+        app.label("check database", "Database: connected")
+        app.label("check heartbeat", "This window: responding")
+        app.label("updated", "Last checked at ")
+        app.label("changes", "Started")
+        window = str(find_window(x_display, "--name", f"^{TITLE}$"))
 
-        # "Check now": a cycle run from a worker thread, picked up by the poll.
+        # "Check now": a cycle run from a worker thread, picked up by the poll; its note goes.
+        since = len(app.lines)
         click(x_display, app.button("check-now"))
-        app.label("check-now", "checked now: report")
-        app.label("check-now", ", online")
+        app.label("check-now", "Checking…", since)
+        app.wait_line(lambda line: line == "label check-now: ", "the note cleared", since)
 
         # A frozen Tk thread: healthfile's thread goes on, and the heartbeat tells.
         click(x_display, app.button("freeze"))
         app.wait_line(lambda line: line == "freezing", "the freeze starting")
         wait_for_report(health_file, heartbeat_is("warn"), "the heartbeat warning")
         wait_for_report(health_file, heartbeat_is("fail"), "the heartbeat failing")
-        since = len(app.lines)
-        app.label("check heartbeat", "heartbeat: pass", since)  # the window is back
-        app.label("status", "Status: online", since)
+        thawed = app.lines.index(app.wait_line(lambda line: line == "thawed", "the thaw"))
+        shown = app.wait_line(lambda line: line.startswith("report "), "a fresh check", thawed)
+        assert shown.endswith(" online"), shown
+        between = app.lines[thawed : app.lines.index(shown, thawed)]
+        assert not [line for line in between if line.startswith("label ")], between
 
-        # The database disappears: the window says degraded, and why.
+        # The database goes away: the window says what is wrong, since when, and lists it.
         since = len(app.lines)
-        database.unlink()
-        app.label("status", "Status: degraded", since)
-        app.label("check database", "unable to open database file", since)
-        reason = app.label("check database", "database: fail", since)
-        assert "OperationalError" in reason
-        screenshot(x_display, window, tmp_path / "tk_app-degraded.png")
+        database.rename(away)
+        app.label("status", "Something is not working", since)
+        reason = app.label("check database", "Database: can't reach it since ", since)
+        assert re.fullmatch(
+            r"label check database: Database: can't reach it since \d\d:\d\d", reason
+        )
+        app.label("changes", "Not working: can't reach the database", since)
+        assert [line for line in app.lines if line.startswith("label check-now: ")][-1] == (
+            "label check-now: "
+        )
+        # It comes back: working again, the outage still in the recent changes.
+        since = len(app.lines)
+        away.rename(database)
+        app.label("status", "Everything is working", since)
+        changes = app.label("changes", "Working again", since)
+        newest, *older = changes.removeprefix("label changes: ").split(" | ")
+        assert newest.endswith("  Working again"), changes
+        assert any(line.endswith("  Not working: can't reach the database") for line in older)
+        for jargon in ("OperationalError", "report ", "heartbeat", str(tmp_path)):
+            said = [
+                line
+                for line in app.lines
+                if line.startswith("label ") and jargon in line.partition(": ")[2]
+            ]
+            assert not said, jargon
+        png = screenshot(x_display, window, tmp_path / "tk_app.png")
+        if os.environ.get("HEALTHFILE_UPDATE_SCREENSHOT") == "1":
+            shutil.copyfile(png, DOCS_IMAGE)
 
         # The window's close button.
         request_close(x_display, int(window))

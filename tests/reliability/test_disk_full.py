@@ -128,7 +128,9 @@ async def test_start_on_a_full_disk_returns_and_the_first_file_appears_when_spac
         await service.check_now()
 
     assert service.running
-    assert service.last_report is None
+    assert service.last_report is not None  # made, not written
+    assert service.last_write_error is not None
+    assert "No space left on device" in service.last_write_error
     assert names(tmpfs) == {"filler"}
     assert len(messages(healthfile_logs, "cannot write")) == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -422,9 +423,13 @@ def test_a_link_to_the_database_is_refused_as_the_health_file(
     else:
         os.link(database, alias)
 
-    with pytest.raises(ValueError, match="database and health_file are the same file"):
+    same = re.escape(
+        f" and health_file='{alias}' are the same file "
+        f"('{database}' and '{alias}', two names of one file)"
+    )
+    with pytest.raises(ValueError, match=f"^database='{re.escape(str(database))}'{same}"):
         healthfile.AsyncHealthService(database, health_file=alias)
-    with pytest.raises(ValueError, match="database and health_file are the same file"):
+    with pytest.raises(ValueError, match=f"^database=<SQLiteCheck .*>{same}"):
         healthfile.AsyncHealthService(healthfile.SQLiteCheck(database), health_file=alias)
 
 
@@ -455,7 +460,9 @@ def test_healthfile_run_refuses_the_database_as_health_file_and_keeps_it(
     assert done.returncode == 2
     assert done.stdout == b""
     assert done.stderr.count(b"\n") == 1
-    assert done.stderr.startswith(b"healthfile run: error: database and health_file are the same")
+    assert done.stderr.startswith(
+        b"healthfile run: error: --database app.db and --health-file ./app.db are the same file"
+    )
     assert database.read_bytes() == before
 
 

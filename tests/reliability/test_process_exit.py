@@ -193,7 +193,7 @@ def test_ctrl_c_during_a_hung_first_cycle_exits_0_promptly_with_stopped(
     )
     try:
         # Logged once the signal handlers are in place, just before start().
-        run.wait_for_line("writing ")
+        run.wait_for_line("checking every ")
         time.sleep(0.2)
         assert not health_file.exists(), "the first cycle finished on a locked database"
         pressed = time.monotonic()
