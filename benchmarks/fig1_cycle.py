@@ -341,6 +341,7 @@ async def run(ctx: Context) -> FigureResult:
     floor_write_t = sum(pieces_write.values())
     fsyncs = pieces_write["fsync(temp file)"] + pieces_write["fsync(directory)"]
     result.facts = {
+        "target": TARGET,
         "floor_median": floor_med,
         "floor_probe": floor_probe_t,
         "floor_write": floor_write_t,
