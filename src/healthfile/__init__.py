@@ -19,7 +19,6 @@ if TYPE_CHECKING:
         DiskSpaceCheck,
         FunctionCheck,
         LoopLagCheck,
-        SQLiteCheck,
         check,
     )
     from ._command import CommandCheck
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from ._report import CheckResult, HealthReport
     from ._service import AsyncHealthService
     from ._signals import cancel_on_signals
+    from ._sqlite import SQLiteCheck
     from ._threaded import HealthCheckService
     from ._threads import CheckStillRunning
     from ._writer import AtomicWriter, UnsafeDirectoryError
@@ -72,7 +72,7 @@ _HOMES = {
     "HealthReport": "._report",
     "HeartbeatCheck": "._heartbeat",
     "LoopLagCheck": "._checks",
-    "SQLiteCheck": "._checks",
+    "SQLiteCheck": "._sqlite",
     "TCPCheck": "._network",
     "UnsafeDirectoryError": "._writer",
     "asgi_app": "._asgi",

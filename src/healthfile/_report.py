@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "clean_output",
+    "display_path",
     "first_line",
     "fit_report",
     "format_exception",
@@ -46,6 +48,15 @@ def describe_exception(exc: BaseException) -> str:
     message = str(exc)
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return clean_output(text) or type(exc).__name__
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid Unicode text for outputs and logs: bytes that are not UTF-8 escaped.
+
+    POSIX allows any bytes in a file name; Python keeps those as lone surrogates, which no
+    UTF-8 file or log can hold. They are shown as ``\\xff``.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def first_line(data: bytes) -> str:
