@@ -202,6 +202,14 @@ def floor_probe(uri: str) -> None:
         connection.close()
 
 
+def fresh_connection_per_cycle(service: object) -> None:
+    """Make a service (not started yet) read its database as the check's fallback does: a
+    fresh aiosqlite connection, so a new thread, per cycle (the design before the long-lived
+    connection; what an SQLite that cannot attach by URI gets)."""
+    check = service.checks[0]  # type: ignore[attr-defined]
+    check._refused = "a fresh connection per cycle, for comparison"
+
+
 def floor_write(directory: Path, name: str, data: bytes) -> None:
     """The file half of the floor: O_EXCL temp, write, fchmod, fsync, rename, fsync the dir."""
     dir_fd = os.open(directory, _DIR_FLAGS)

@@ -4,6 +4,11 @@ The floor does the same work inline, in the calling thread: a read-only URI conn
 schema read, close; then the durable atomic replacement (O_EXCL temp, write, fchmod, fsync,
 rename, directory fsync). healthfile must do that work too (a durable file, a real read);
 what it adds on top is the price of keeping it off the event loop.
+
+Two services run side by side, in interleaved blocks with the floor: healthfile as it is
+(the database attached per cycle to one long-lived connection) and healthfile reading the
+database as its fallback does (a fresh aiosqlite connection, so a new thread, per cycle: the
+design before the long-lived connection).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from _common import (
     floor_cycle,
     floor_probe,
     fmt_time,
+    fresh_connection_per_cycle,
     make_database,
     markdown_table,
     mean,
@@ -40,7 +46,6 @@ from _common import (
 )
 
 import healthfile
-from healthfile._checks import SQLiteCheck
 from healthfile._report import HealthReport
 from healthfile._writer import AtomicWriter
 
@@ -91,7 +96,7 @@ def _sqlite3_pieces(uri: str) -> dict[str, float]:
 
 
 async def _aiosqlite_pieces(uri: str) -> dict[str, float]:
-    """One aiosqlite probe as SQLiteCheck does it, timed piece by piece (private attributes)."""
+    """One plain aiosqlite probe (a fresh connection), timed piece by piece (private attributes)."""
     t0 = time.perf_counter()
     connection = aiosqlite.connect(uri, uri=True, timeout=0.01)
     t1 = time.perf_counter()
@@ -110,6 +115,17 @@ async def _aiosqlite_pieces(uri: str) -> dict[str, float]:
         "query hop": t4 - t3,
         "close: close hop + thread-stop hop": t5 - t4,
     }
+
+
+def _attached_pieces(memory: sqlite3.Connection, uri: str) -> dict[str, float]:
+    t0 = time.perf_counter()
+    memory.execute("ATTACH DATABASE ? AS probe", (uri,))
+    t1 = time.perf_counter()
+    memory.execute("SELECT count(*) FROM probe.sqlite_master").fetchall()
+    t2 = time.perf_counter()
+    memory.execute("DETACH DATABASE probe")
+    t3 = time.perf_counter()
+    return {"ATTACH (opens the file)": t1 - t0, "schema query": t2 - t1, "DETACH": t3 - t2}
 
 
 async def _aiosqlite_probe(uri: str) -> None:
@@ -182,20 +198,27 @@ async def _pieces_median(fn: object, repeat: int, is_async: bool = False) -> dic
     return {key: median(values) for key, values in samples.items()}
 
 
+def _service(database: Path, health_file: Path) -> healthfile.AsyncHealthService:
+    return healthfile.AsyncHealthService(
+        database,
+        health_file=health_file,
+        interval=3600.0,
+        pyproject=None,
+        app_version="1.0.0",
+    )
+
+
 async def run(ctx: Context) -> FigureResult:
     result = FigureResult("1. Cycle cost against the synchronous floor")
     loop = asyncio.get_running_loop()
     with work_dir(ctx.root) as directory:
         database = make_database(directory / "app.db")
         uri = readonly_uri(database)
-        service = healthfile.AsyncHealthService(
-            database,
-            health_file=directory / "health.json",
-            interval=3600.0,
-            pyproject=None,
-            app_version="1.0.0",
-        )
+        service = _service(database, directory / "health.json")
+        fresh = _service(database, directory / "fresh.json")
+        fresh_connection_per_cycle(fresh)
         await service.start()
+        await fresh.start()
         try:
             report = service.last_report
             assert report is not None
@@ -204,14 +227,17 @@ async def run(ctx: Context) -> FigureResult:
             def floor() -> None:
                 floor_cycle(uri, directory, "floor.json", data)
 
-            # Interleaved blocks, so that drift of the machine hits both sides alike.
+            # Interleaved blocks, so that drift of the machine hits every side alike.
             rounds, block = ctx.n(10, 3), ctx.n(100, 40)
             await atimed(service.check_now, 0, warmup=50)
+            await atimed(fresh.check_now, 0, warmup=50)
             timed(floor, 0, warmup=50)
             cycles: list[float] = []
+            fresh_cycles: list[float] = []
             floors: list[float] = []
             for _ in range(rounds):
                 cycles += await atimed(service.check_now, block, warmup=0)
+                fresh_cycles += await atimed(fresh.check_now, block, warmup=0)
                 floors += timed(floor, block, warmup=0)
 
             # Where the time goes inside real cycles, and how long the loop is busy.
@@ -221,10 +247,18 @@ async def run(ctx: Context) -> FigureResult:
                 for _ in range(n_in):
                     await service.check_now()
                 in_cycle = (time.perf_counter() - started) / n_in
+            with LoopBusyMeter(loop) as fresh_meter:
+                for _ in range(n_in):
+                    await fresh.check_now()
 
             # Each piece timed on its own.
             n = ctx.n(300, 80)
             pieces_sqlite3 = await _pieces_median(lambda: _sqlite3_pieces(uri), n)
+            memory = sqlite3.connect(":memory:", uri=True, isolation_level=None)
+            try:
+                pieces_attached = await _pieces_median(lambda: _attached_pieces(memory, uri), n)
+            finally:
+                memory.close()
             pieces_write = await _pieces_median(lambda: _floor_write_pieces(directory, data), n)
             try:
                 pieces_aiosqlite: dict[str, float] | None = await _pieces_median(
@@ -237,18 +271,20 @@ async def run(ctx: Context) -> FigureResult:
             thread_start = median(timed(lambda: threading.Thread(target=_noop).start(), n))
             aiosqlite_total = median(await atimed(lambda: _aiosqlite_probe(uri), n))
             aiosqlite_stop = median(await atimed(lambda: _aiosqlite_probe_stop(uri), n))
-            check = SQLiteCheck(database)
-            check_run = median(await atimed(check.run, n))
+            check_attached = median(await atimed(service.checks[0].run, n))
+            check_fresh = median(await atimed(fresh.checks[0].run, n))
             writer = AtomicWriter(directory / "writer.json")
             writer_hop = median(await atimed(lambda: writer.replace(data), n))
             writer_inline = median(timed(lambda: writer.replace_sync(data), n))
             render = median(timed(lambda: report.to_json().encode("utf-8"), n * 10))
 
         finally:
+            await fresh.stop()
             await service.stop()
 
     cycle_mean, floor_mean = mean(cycles), mean(floors)
     cycle_med, floor_med = median(cycles), median(floors)
+    fresh_mean, fresh_med = mean(fresh_cycles), median(fresh_cycles)
     result.rows += [
         Row(
             "1. cycle cost, mean (`check_now()` vs inline floor)",
@@ -268,14 +304,31 @@ async def run(ctx: Context) -> FigureResult:
             cycle_med / floor_med <= TARGET,
             key="cycle_median",
         ),
+        Row(
+            "1. cycle cost, median, vs a fresh connection per cycle (the fallback; the "
+            "design before)",
+            fmt_time(cycle_med),
+            fmt_time(fresh_med),
+            cycle_med / fresh_med,
+            key="cycle_vs_fresh",
+        ),
+        Row(
+            "1. cycle cost, median, a fresh connection per cycle vs inline floor",
+            fmt_time(fresh_med),
+            fmt_time(floor_med),
+            fresh_med / floor_med,
+            f"≤ {TARGET}{TIMES}",
+            fresh_med / floor_med <= TARGET,
+            key="cycle_fresh_median",
+        ),
     ]
 
     per = {key: value / n_in for key, value in spent.items()}
     rest = in_cycle - per["check"] - per["write"]  # rendering runs inside the write's hop
     share = [
         (
-            "database check: `SQLiteCheck.run()` (aiosqlite: thread start, one hop to open "
-            "and read, one hop to close and end the thread)",
+            "database check: `SQLiteCheck.run()` (one hop to the long-lived connection's "
+            "thread: attach, read the schema, detach)",
             per["check"],
         ),
         (
@@ -288,6 +341,7 @@ async def run(ctx: Context) -> FigureResult:
     floor_write_t = sum(pieces_write.values())
     fsyncs = pieces_write["fsync(temp file)"] + pieces_write["fsync(directory)"]
     result.facts = {
+        "target": TARGET,
         "floor_median": floor_med,
         "floor_probe": floor_probe_t,
         "floor_write": floor_write_t,
@@ -301,11 +355,18 @@ async def run(ctx: Context) -> FigureResult:
         "thread_start": thread_start,
         "loop_busy": meter.busy / n_in if meter.available else 0.0,
         "loop_iterations": meter.iterations / n_in if meter.available else 0.0,
+        "loop_busy_fresh": fresh_meter.busy / n_in if fresh_meter.available else 0.0,
+        "check_attached": check_attached,
+        "check_fresh": check_fresh,
+        "writer_inline": writer_inline,
+        "writer_hop": writer_hop,
     }
     lines = [
-        f"`check_now()` median {fmt_time(cycle_med)}, mean {fmt_time(cycle_mean)}; floor "
-        f"median {fmt_time(floor_med)}, mean {fmt_time(floor_mean)} ({len(cycles)} cycles "
-        f"each, interleaved in {rounds} blocks). The floor itself is "
+        f"`check_now()` median {fmt_time(cycle_med)}, mean {fmt_time(cycle_mean)}; with a "
+        f"fresh connection per cycle median {fmt_time(fresh_med)}, mean "
+        f"{fmt_time(fresh_mean)}; floor median {fmt_time(floor_med)}, mean "
+        f"{fmt_time(floor_mean)} ({len(cycles)} cycles each, interleaved in {rounds} "
+        "blocks). The floor itself is "
         f"{fmt_time(floor_probe_t)} of SQLite and {fmt_time(floor_write_t)} of file "
         f"replacement, {fmt_time(fsyncs)} of it the two fsyncs.",
         "",
@@ -321,10 +382,34 @@ async def run(ctx: Context) -> FigureResult:
     if meter.available:
         lines += [
             f"The event loop is busy (outside `select()`) {fmt_time(meter.busy / n_in)} per "
-            f"cycle over {meter.iterations / n_in:.0f} loop iterations. "
+            f"cycle over {meter.iterations / n_in:.0f} loop iterations; with a fresh "
+            f"connection per cycle {fmt_time(fresh_meter.busy / n_in)} over "
+            f"{fresh_meter.iterations / n_in:.0f}. "
             "Busy time includes waiting for the GIL and for `Thread.start()`.",
             "",
         ]
+    lines += [
+        markdown_table(
+            ["the database check alone", "median"],
+            [
+                [
+                    "`SQLiteCheck.run()`, attached: one hop (attach, schema read, detach)",
+                    fmt_time(check_attached),
+                ],
+                [
+                    "`SQLiteCheck.run()`, fresh connection: thread start, a hop to open and "
+                    "read, a hop to close and end the thread",
+                    fmt_time(check_fresh),
+                ],
+                ["inline sqlite3 probe (the floor's)", fmt_time(floor_probe_t)],
+            ]
+            + [
+                [f"inline on a `:memory:` connection: {name}", fmt_time(t)]
+                for name, t in pieces_attached.items()
+            ],
+        ),
+        "",
+    ]
     if pieces_aiosqlite is not None:
         lines += [
             markdown_table(
@@ -332,11 +417,6 @@ async def run(ctx: Context) -> FigureResult:
                 [[name, fmt_time(t)] for name, t in pieces_aiosqlite.items()]
                 + [
                     ["total (`async with` connect, query, close)", fmt_time(aiosqlite_total)],
-                    [
-                        "`SQLiteCheck.run()` alone (open and read in one hop, close and end "
-                        "the thread in one, in a task)",
-                        fmt_time(check_run),
-                    ],
                 ],
             ),
             "",

@@ -7,12 +7,15 @@ else the benchmarks did is counted. RSS is VmRSS and threads are Threads of
 - footprint: RSS and threads of a process with a running event loop, before healthfile is
   imported, after the import, and with a service running (after 50 cycles and a pause, with
   whatever threads a cycle leaves behind).
-- growth: ``check_now()`` in a loop, RSS sampled every 1000 cycles. A cycle costs about
-  2 ms even on tmpfs (the executor hops, figure 1), so 100k cycles would take over three
-  minutes: the loop runs for a time budget, on tmpfs (/dev/shm, database and health file
-  both, to go faster), and the growth over 100k cycles is extrapolated from the slope
-  (least squares over the samples after a 2000-cycle warm-up) — the table says which.
-  A short diagnostic soak follows: the same with ``MALLOC_ARENA_MAX=1``.
+- growth: ``check_now()`` in a loop, RSS sampled every 1000 cycles, on tmpfs (/dev/shm,
+  database and health file both, to go faster), and every thread started after ``start()``
+  counted (a wrapper around ``threading.Thread.start``). healthfile as it is runs its 100k
+  cycles (about half a millisecond each there); the same with the database read by a fresh
+  connection per cycle (the check's fallback, the design before: a new thread per cycle,
+  1.2 ms or more) runs for a time budget, and its growth over 100k cycles is extrapolated
+  from the slope (least squares over the samples after a 2000-cycle warm-up) — the table
+  says which. A short diagnostic soak follows: the fresh connection per cycle with
+  ``MALLOC_ARENA_MAX=1``.
 
 The original thread design and a lean worker-thread prototype, once measured alongside, are in
 docs/design/benchmarks.md.
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import cast
@@ -39,6 +43,7 @@ from _common import (
     FigureResult,
     Row,
     fmt_bytes,
+    fresh_connection_per_cycle,
     make_database,
     markdown_table,
     rss_bytes,
@@ -50,6 +55,7 @@ from _common import (
 Stages = dict[str, dict[str, int]]
 
 SOAK_CYCLES = 100_000
+FRESH = "fresh connection per cycle (the design before)"
 SOAK_WARMUP = 2_000
 SOAK_SAMPLE = 1_000
 
@@ -81,7 +87,7 @@ async def _footprint_healthfile(directory: Path) -> Stages:
     return {"before": before, "imported": imported, "running": running, "stopped": stopped}
 
 
-async def _soak(directory: Path, budget: float) -> dict[str, object]:
+async def _soak(directory: Path, budget: float, fresh: bool) -> dict[str, object]:
     """Run cycles back to back until 100k or ``budget`` seconds; sample RSS every 1000."""
     database = make_database(directory / "app.db")
     import healthfile
@@ -93,7 +99,10 @@ async def _soak(directory: Path, budget: float) -> dict[str, object]:
         pyproject=None,
         app_version="1.0.0",
     )
+    if fresh:
+        fresh_connection_per_cycle(service)
     await service.start()
+    threads = _count_thread_starts()
     samples: list[tuple[int, int]] = []
     started = time.perf_counter()
     cycles = 0
@@ -106,8 +115,27 @@ async def _soak(directory: Path, budget: float) -> dict[str, object]:
                 if time.perf_counter() - started > budget and cycles >= 3 * SOAK_WARMUP:
                     break
     finally:
+        started_threads = threads[0]
         await service.stop()
-    return {"cycles": cycles, "seconds": time.perf_counter() - started, "samples": samples}
+    return {
+        "cycles": cycles,
+        "seconds": time.perf_counter() - started,
+        "samples": samples,
+        "threads_started": started_threads,
+    }
+
+
+def _count_thread_starts() -> list[int]:
+    """Count every thread started from now on (this worker process only), keeping none."""
+    started = [0]
+    start = threading.Thread.start
+
+    def counting(thread: threading.Thread) -> None:
+        started[0] += 1
+        start(thread)
+
+    threading.Thread.start = counting  # type: ignore[method-assign]
+    return started
 
 
 def _worker(argv: list[str]) -> None:
@@ -115,7 +143,7 @@ def _worker(argv: list[str]) -> None:
     if kind == "healthfile":
         out: object = asyncio.run(_footprint_healthfile(directory))
     else:
-        out = asyncio.run(_soak(directory, float(argv[2])))
+        out = asyncio.run(_soak(directory, float(argv[2]), kind == "soak-fresh"))
     print(json.dumps(out))
 
 
@@ -142,6 +170,7 @@ class Soak:
         self.steady = [s for s in samples if s[0] >= SOAK_WARMUP] or samples
         self.measured = self.steady[-1][1] - self.steady[0][1]
         self.per_100k = _slope(self.steady) * SOAK_CYCLES
+        self.threads_per_1000 = int(raw["threads_started"]) / self.cycles * 1000  # type: ignore[call-overload]
 
 
 def _tmpfs() -> Path | None:
@@ -164,10 +193,16 @@ async def run(ctx: Context) -> FigureResult:
         ours = cast(Stages, await asyncio.to_thread(_spawn, "healthfile", str(directory)))
     soak_root = _tmpfs()
     where = "tmpfs (/dev/shm)" if soak_root is not None else "the default temp dir"
-    # The main soak, then a short diagnostic one: glibc limited to one malloc arena.
+    # healthfile's 100k cycles, the design before for a time budget, then a short diagnostic
+    # soak of the design before: glibc limited to one malloc arena.
     runs = {
-        "healthfile": ("soak", ctx.n(45.0, 8.0), None),
-        "healthfile, MALLOC_ARENA_MAX=1": ("soak", ctx.n(12.0, 4.0), {"MALLOC_ARENA_MAX": "1"}),
+        "healthfile": ("soak", ctx.n(150.0, 8.0), None),
+        FRESH: ("soak-fresh", ctx.n(30.0, 6.0), None),
+        f"{FRESH}, MALLOC_ARENA_MAX=1": (
+            "soak-fresh",
+            ctx.n(12.0, 4.0),
+            {"MALLOC_ARENA_MAX": "1"},
+        ),
     }
     soaks: dict[str, Soak] = {}
     for name, (kind, budget, env) in runs.items():
@@ -195,31 +230,66 @@ async def run(ctx: Context) -> FigureResult:
             key="threads_added",
         ),
     ]
-    main = soaks["healthfile"]
-    extrapolated = main.cycles < SOAK_CYCLES
-    result.rows.append(
+    main, fresh = soaks["healthfile"], soaks[FRESH]
+
+    def growth(soak: Soak) -> str:
+        extrapolated = soak.cycles < SOAK_CYCLES
+        return f" (extrapolated from {soak.cycles // 1000}k on tmpfs)" if extrapolated else ""
+
+    result.rows += [
         Row(
-            "7. RSS growth over 100k cycles"
-            + (f" (extrapolated from {main.cycles // 1000}k on tmpfs)" if extrapolated else ""),
+            "7. RSS growth over 100k cycles" + growth(main),
             fmt_bytes(main.per_100k),
             "—",
             None,
             "≈ 0 (< 1 MiB)",
             main.per_100k < 1024 * 1024,
             key="rss_growth",
-        )
-    )
+        ),
+        Row(
+            "7. RSS growth over 100k cycles, a fresh connection per cycle" + growth(fresh),
+            fmt_bytes(fresh.per_100k),
+            "—",
+            None,
+            "≈ 0 (< 1 MiB)",
+            fresh.per_100k < 1024 * 1024,
+            key="rss_growth_fresh",
+        ),
+        Row(
+            f"7. threads started per 1000 cycles after start() (baseline: {FRESH})",
+            f"{main.threads_per_1000:g}",
+            f"{fresh.threads_per_1000:g}",
+            None,
+            "0",
+            main.threads_per_1000 == 0,
+            key="threads_per_1000",
+        ),
+    ]
     result.facts = {
         "growth": main.per_100k,
-        "growth_one_arena": soaks["healthfile, MALLOC_ARENA_MAX=1"].per_100k,
+        "growth_cycles": main.cycles,
+        "growth_fresh": fresh.per_100k,
+        "growth_fresh_one_arena": soaks[f"{FRESH}, MALLOC_ARENA_MAX=1"].per_100k,
+        "threads_per_1000": main.threads_per_1000,
+        "threads_per_1000_fresh": fresh.threads_per_1000,
     }
     soak_table = markdown_table(
-        ["soak", "cycles", "ms / cycle", "RSS at start", "RSS at end", "measured", "per 100k"],
+        [
+            "soak",
+            "cycles",
+            "ms / cycle",
+            "threads started",
+            "RSS at start",
+            "RSS at end",
+            "measured",
+            "per 100k",
+        ],
         [
             [
                 name,
                 str(soak.cycles),
                 f"{soak.seconds / soak.cycles * 1e3:.2f}",
+                f"{soak.threads_per_1000 * soak.cycles / 1000:.0f}",
                 fmt_bytes(soak.steady[0][1]),
                 fmt_bytes(soak.steady[-1][1]),
                 fmt_bytes(soak.measured),
@@ -243,20 +313,21 @@ async def run(ctx: Context) -> FigureResult:
         "",
         f"Import of healthfile's service (aiosqlite, aiofiles, the service): "
         f"{fmt_bytes(ours['imported']['rss'] - ours['before']['rss'])} of RSS. The "
-        "threads a running healthfile keeps between cycles are the default executor's "
-        "workers (the file hop, and `asyncio.to_thread` at start), which stay alive idle; "
-        "aiosqlite's thread lives only during a check.",
+        "threads a running healthfile keeps between cycles are its worker (`healthfile-worker`:"
+        " the file's writes) and the database check's long-lived connection "
+        "(`healthfile-sqlite`); both end at `stop()`.",
         "",
-        f"Growth, on {where} (a cycle takes about 2 ms even there, so 100k cycles would "
-        "not fit the five minutes: the loop runs for a time budget and the growth per 100k "
-        f"is the least-squares slope after a {SOAK_WARMUP}-cycle warm-up, extrapolated):",
+        f"Growth, on {where}; per 100k is the least-squares slope after a {SOAK_WARMUP}-cycle "
+        "warm-up (extrapolated where a soak ran for a time budget instead of 100k cycles); "
+        "threads started are counted after `start()`:",
         "",
         soak_table,
         "",
-        "If the healthfile row grows and the diagnostic row does not, the growth is not "
-        "Python objects but glibc's per-thread malloc arenas: aiosqlite starts a new thread "
-        "for every connection, so every cycle allocates SQLite's connection memory in "
-        "whichever arena that thread picks.",
+        "A fresh connection per cycle starts a thread per cycle; if its row grows and its "
+        "diagnostic row does not, the growth is not Python objects but glibc's per-thread "
+        "malloc arenas: each cycle allocates SQLite's connection memory in whichever arena "
+        "its new thread picks. healthfile's long-lived connection allocates in one thread's "
+        "arena for the service's life.",
     ]
     return result
 

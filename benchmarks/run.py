@@ -50,6 +50,7 @@ FIGURES = {
     6: "fig6_cold_start",
     7: "fig7_footprint",
     8: "fig8_sidecar",
+    9: "fig9_http",
 }
 HEADER = ["figure", "healthfile", "baseline", "ratio", "target", "met?"]
 

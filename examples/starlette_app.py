@@ -5,8 +5,10 @@
 
 The lifespan starts the health service on the server's own event loop before the first
 request is served (the first report is on disk by then) and stops it at shutdown, which
-writes the final "stopped" report. FastAPI takes the same lifespan:
-``FastAPI(lifespan=lifespan)``.
+writes the final "stopped" report. :func:`healthfile.asgi_app` is mounted at ``/health``:
+``/health/livez``, ``/health/readyz``, ``/health/healthz`` answer what ``healthfile check``
+answers, and ``/health/`` is a status page. FastAPI takes the same lifespan and mount:
+``api = FastAPI(lifespan=lifespan)``, ``api.mount("/health", healthfile.asgi_app(...))``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount
 
 import healthfile
 
@@ -47,15 +47,8 @@ def create_app(
             app.state.health = service
             yield
 
-    async def health(request: Request) -> JSONResponse:
-        """The last report, as in the file; 503 unless online or starting."""
-        report = request.app.state.health.last_report
-        if report is None:
-            return JSONResponse({"status": "unknown"}, status_code=503)
-        healthy = report.status in ("online", "starting")
-        return JSONResponse(report.as_dict(), status_code=200 if healthy else 503)
-
-    return Starlette(routes=[Route("/health", health)], lifespan=lifespan)
+    probes = healthfile.asgi_app(health_file)
+    return Starlette(routes=[Mount("/health", app=probes)], lifespan=lifespan)
 
 
 app = create_app()

@@ -14,7 +14,10 @@ Its checks, by name:
 
 A Kubernetes liveness probe judges the group live alone, ``healthfile check --group live``:
 a restart cures a stuck worker, not a lost database. The readiness probe, ``healthfile
-check``, judges everything. See kubernetes.yaml next to this file.
+check``, judges everything. See kubernetes.yaml next to this file. With HEALTHFILE_HTTP set
+(``0.0.0.0:8081``), the worker also answers the same verdicts over HTTP, ``/livez`` and
+``/readyz``, for httpGet probes (kubernetes-http.yaml; needs h11, the extra
+``healthfile[http]``).
 
 SIGTERM (``docker stop``, ``kubectl delete pod``) or Ctrl-C stops it cleanly: the health file
 says ``stopped`` and the exit status is 0. ``kill -USR1 <pid>`` makes the current job hang
@@ -55,6 +58,7 @@ async def main() -> None:
         # database, health_file: HEALTHFILE_DATABASE and HEALTHFILE_HEALTH_FILE, or defaults
         interval=interval,
         checks=[healthfile.LoopLagCheck(warn_after=1.0, fail_after=5.0), heartbeat],
+        http=os.environ.get("HEALTHFILE_HTTP"),  # HOST:PORT, or None: no HTTP
     ):  # on the way out: the final "stopped" report
         with healthfile.cancel_on_signals():  # SIGTERM, SIGINT: the work unwinds, then stop
             await work(heartbeat, stuck)

@@ -14,8 +14,15 @@ import pytest
 import pytest_asyncio
 
 import healthfile
-from healthfile import _run
-from helpers import ServiceFactory, loop_factory, make_database, mount_tmpfs, unmount
+from healthfile import _run, _sqlite
+from helpers import (
+    ServiceFactory,
+    UriBlindConnection,
+    loop_factory,
+    make_database,
+    mount_tmpfs,
+    unmount,
+)
 
 LOOPS = ("asyncio", "uvloop")
 
@@ -55,6 +62,17 @@ def test_loop(pytestconfig: pytest.Config) -> str:
 def database(tmp_path: Path) -> Path:
     """A real SQLite database file in tmp_path."""
     return make_database(tmp_path / "app.db")
+
+
+@pytest.fixture(params=["attached", "fresh"])
+def sqlite_design(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way the database check reads, for a test to hold on both: "attached" (the file
+    attached to the service's long-lived connection each cycle) and "fresh" (a connection
+    per probe, the fallback, forced by an SQLite that does not read URIs in ATTACH)."""
+    design: str = request.param
+    if design == "fresh":
+        monkeypatch.setattr(_sqlite._Opener, "connection_class", UriBlindConnection)
+    return design
 
 
 @pytest.fixture

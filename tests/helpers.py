@@ -138,6 +138,17 @@ def make_database(path: Path) -> Path:
     return path
 
 
+class UriBlindConnection(sqlite3.Connection):
+    """A connection as an SQLite that does not read URIs in ATTACH makes it: ``file:…`` is a
+    file name there, under a directory ``file:`` that does not exist, so the attach fails."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Refuse ``ATTACH DATABASE ?`` of a ``file:`` name as such an SQLite does."""
+        if sql.lstrip().upper().startswith("ATTACH") and str(parameters[0]).startswith("file:"):
+            raise sqlite3.OperationalError(f"unable to open database: {parameters[0]}")
+        return super().execute(sql, parameters)
+
+
 # Holds an exclusive lock on the database in argv[1] until a line arrives on stdin.
 LOCK_HOLDER = textwrap.dedent(
     """
@@ -384,14 +395,24 @@ def process_ended(pid: int) -> bool:
 EXECUTOR_THREAD = re.compile(r"(asyncio|uvloop)_\d+")
 # healthfile's own worker thread, alive while a service runs (test_worker.py: it ends).
 WORKER_THREAD = "healthfile-worker"
+# The thread of the database check's long-lived connection, alive while a service runs.
+SQLITE_THREAD = "healthfile-sqlite"
+# aiosqlite 0.22 runs each connection in a Thread with this target (in its default name).
+AIOSQLITE_THREAD = "_connection_worker_thread"
+
+
+def is_database_thread(thread: threading.Thread) -> bool:
+    """Whether ``thread`` runs an aiosqlite connection (a fresh probe's, or the long-lived one)."""
+    return thread.name == SQLITE_THREAD or AIOSQLITE_THREAD in thread.name
 
 
 def stray_threads(
     before: Collection[threading.Thread] = (), *, worker: bool = False
 ) -> set[threading.Thread]:
     """The threads alive now but for the main thread, those in ``before`` and the loop's
-    default executor's; with ``worker``, but for healthfile's worker thread too."""
-    return {
+    default executor's; with ``worker``, but for a running service's own too: healthfile's
+    worker thread and the one thread of its database connection (two of those are stray)."""
+    threads = {
         thread
         for thread in threading.enumerate()
         if thread is not threading.main_thread()
@@ -399,6 +420,10 @@ def stray_threads(
         and not EXECUTOR_THREAD.fullmatch(thread.name)
         and not (worker and thread.name == WORKER_THREAD)
     }
+    database = {thread for thread in threads if thread.name == SQLITE_THREAD}
+    if worker and len(database) == 1:
+        threads -= database
+    return threads
 
 
 def healthfile_tasks() -> list[str]:

@@ -23,6 +23,7 @@ HEAVY = ("asyncio", "aiosqlite", "aiofiles", "prometheus_client")
 SERVICE_MODULES = (
     "healthfile._service",
     "healthfile._checks",
+    "healthfile._sqlite",
     "healthfile._cycle",
     "healthfile._publish",
     "healthfile._threads",

@@ -12,26 +12,25 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from healthfile import SQLiteCheck, _checks
+from healthfile import CheckResult, SQLiteCheck, _sqlite
 from helpers import (
     LOCK_HOLDER,
     ServiceFactory,
+    UriBlindConnection,
     generous,
+    is_database_thread,
     is_lock_file,
     make_database,
     read_text,
     wait_until_async,
 )
-
-# aiosqlite 0.22 runs each connection in an unnamed Thread with this target.
-AIOSQLITE_THREAD = "_connection_worker_thread"
 
 # Starts a service in asyncio.run and returns without stop(); with "locked", a probe of a
 # database this same process holds locked is in flight when main() returns.
@@ -81,6 +80,23 @@ def exclusive_lock(path: Path) -> Iterator[sqlite3.Connection]:
         holder.close()
 
 
+@asynccontextmanager
+async def serving(check: SQLiteCheck) -> AsyncIterator[SQLiteCheck]:
+    """The check as a running service holds it: from on_start() to wait_closed() and on_stop()."""
+    check.on_start()
+    try:
+        yield check
+    finally:
+        await check.wait_closed()
+        check.on_stop()
+
+
+async def probe(path: Path, **options: Any) -> CheckResult:
+    """One run of a check on ``path`` as a service runs it (on the design under test)."""
+    async with serving(SQLiteCheck(path, **options)) as check:
+        return await check.run()
+
+
 def listing(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir())
 
@@ -101,8 +117,10 @@ class ConnectionSpy:
         self.connecting = threading.Event()
         self.closed_underneath = threading.Event()  # the sqlite3 connection is closed
         spy = self
+        # Built on the class in use, so that it composes with the sqlite_design fixture.
+        base = _sqlite._Opener.connection_class
 
-        class SpiedConnection(sqlite3.Connection):
+        class SpiedConnection(base):  # type: ignore[valid-type,misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 spy.connecting.set()
                 time.sleep(spy.delay)
@@ -135,10 +153,16 @@ def _is_open(connection: sqlite3.Connection) -> bool:
 def connection_spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConnectionSpy]:
     """Spy on the connections the probe opens (in aiosqlite's thread); close leaks at teardown."""
     spy = ConnectionSpy()
-    monkeypatch.setattr(_checks._Opener, "connection_class", spy.connection_class)
+    monkeypatch.setattr(_sqlite._Opener, "connection_class", spy.connection_class)
     yield spy
     for connection in spy.still_open():
         connection.close()
+
+
+@pytest.fixture
+def uri_blind_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the service read by a fresh connection per probe (list it before connection_spy)."""
+    monkeypatch.setattr(_sqlite._Opener, "connection_class", UriBlindConnection)
 
 
 @pytest.fixture
@@ -149,7 +173,7 @@ def threads_before() -> set[threading.Thread]:
 
 def aiosqlite_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     """aiosqlite's connection threads started since ``before``."""
-    return [t for t in threading.enumerate() if AIOSQLITE_THREAD in t.name and t not in before]
+    return [t for t in threading.enumerate() if is_database_thread(t) and t not in before]
 
 
 # Every way a file at the database path can fail to be a readable database.
@@ -191,9 +215,11 @@ def db_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.asyncio
-async def test_real_database_is_connected(make_service: ServiceFactory, database: Path) -> None:
+async def test_real_database_is_connected(
+    sqlite_design: str, make_service: ServiceFactory, database: Path
+) -> None:
     """A real database reads connected, both directly and through the service."""
-    result = await SQLiteCheck(database).run()
+    result = await probe(database)
     assert result.status == "pass"
     service = make_service(database)
     await service.start()
@@ -207,13 +233,13 @@ async def test_real_database_is_connected(make_service: ServiceFactory, database
 @pytest.mark.parametrize("breakage", list(BROKEN), ids=list(BROKEN))
 @pytest.mark.asyncio
 async def test_broken_database_is_disconnected(
-    make_service: ServiceFactory, db_dir: Path, breakage: str
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path, breakage: str
 ) -> None:
     """A missing path, a directory, random bytes or a bare header read disconnected."""
     path = db_dir / "app.db"
     BROKEN[breakage](path)
     before = listing(db_dir)
-    result = await SQLiteCheck(path).run()
+    result = await probe(path)
     assert result.status == "fail"
     assert result.output is not None
     assert str(path) in result.output
@@ -227,7 +253,9 @@ async def test_broken_database_is_disconnected(
 
 
 @pytest.mark.asyncio
-async def test_missing_database_is_not_created(make_service: ServiceFactory, db_dir: Path) -> None:
+async def test_missing_database_is_not_created(
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path
+) -> None:
     """Probing a missing database creates neither it nor a -journal, -wal or -shm file."""
     path = db_dir / "app.db"
     service = make_service(path)
@@ -243,7 +271,7 @@ async def test_missing_database_is_not_created(make_service: ServiceFactory, db_
 
 @pytest.mark.asyncio
 async def test_empty_file_reads_as_an_empty_database(
-    make_service: ServiceFactory, db_dir: Path
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path
 ) -> None:
     """A 0-byte file is connected and stays 0 bytes.
 
@@ -253,7 +281,7 @@ async def test_empty_file_reads_as_an_empty_database(
     """
     path = db_dir / "app.db"
     path.touch()
-    assert (await SQLiteCheck(path).run()).status == "pass"
+    assert (await probe(path)).status == "pass"
     service = make_service(path)
     await service.start()
     assert service.last_report is not None
@@ -264,7 +292,7 @@ async def test_empty_file_reads_as_an_empty_database(
 
 @pytest.mark.asyncio
 async def test_locked_database_reads_timeout(
-    make_service: ServiceFactory, database: Path, health_file: Path
+    sqlite_design: str, make_service: ServiceFactory, database: Path, health_file: Path
 ) -> None:
     """Held BEGIN EXCLUSIVE: top-level database is timeout, the check fails 'timed out'."""
     service = make_service(database, check_timeout=0.3)
@@ -280,11 +308,13 @@ async def test_locked_database_reads_timeout(
 
 
 @pytest.mark.asyncio
-async def test_locked_database_fails_a_check_with_its_own_timeout(database: Path) -> None:
+async def test_locked_database_fails_a_check_with_its_own_timeout(
+    sqlite_design: str, database: Path
+) -> None:
     """Called directly with its own 0.3 s timeout, the check gives up with 'database is locked'."""
     with exclusive_lock(database):
         started = time.perf_counter()
-        result = await SQLiteCheck(database, timeout=0.3).run()
+        result = await probe(database, timeout=0.3)
         elapsed = time.perf_counter() - started
     assert result.status == "fail"
     assert result.output is not None
@@ -294,7 +324,7 @@ async def test_locked_database_fails_a_check_with_its_own_timeout(database: Path
 
 @pytest.mark.asyncio
 async def test_lock_released_reads_connected_again(
-    make_service: ServiceFactory, database: Path
+    sqlite_design: str, make_service: ServiceFactory, database: Path
 ) -> None:
     """Once the exclusive lock is released, the next check_now() reads connected."""
     service = make_service(database, check_timeout=0.3)
@@ -309,7 +339,7 @@ async def test_lock_released_reads_connected_again(
 
 @pytest.mark.asyncio
 async def test_database_locked_by_another_process_is_not_connected(
-    make_service: ServiceFactory, database: Path
+    sqlite_design: str, make_service: ServiceFactory, database: Path
 ) -> None:
     """A lock held by another process reads timeout; when it lets go, connected again."""
     service = make_service(database, check_timeout=0.3)
@@ -340,7 +370,9 @@ async def test_database_locked_by_another_process_is_not_connected(
 
 
 @pytest.mark.asyncio
-async def test_probe_never_writes_the_database(make_service: ServiceFactory, db_dir: Path) -> None:
+async def test_probe_never_writes_the_database(
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path
+) -> None:
     """After many probes the database's bytes and mtime are unchanged and no journal appears."""
     path = make_database(db_dir / "app.db")
     before = fingerprint(path)
@@ -365,13 +397,13 @@ URI_NAMES = ["my db.db", "what?mode=rwc.db", "hash#frag.db", "pct%41%20%.db", "a
 @pytest.mark.parametrize("name", URI_NAMES)
 @pytest.mark.asyncio
 async def test_path_with_uri_characters_works(
-    make_service: ServiceFactory, tmp_path: Path, name: str
+    sqlite_design: str, make_service: ServiceFactory, tmp_path: Path, name: str
 ) -> None:
     """A path with spaces, '?', '#' and '%' is opened as that very file and nothing else."""
     directory = tmp_path / "dir with spaces #1 ?x=%41"
     path = make_database(directory / name)
     before, files = fingerprint(path), tree(tmp_path)
-    assert (await SQLiteCheck(path).run()).status == "pass"
+    assert (await probe(path)).status == "pass"
     service = make_service(path, health_file=tmp_path / "health.json")
     await service.start()
     assert service.last_report is not None
@@ -380,13 +412,13 @@ async def test_path_with_uri_characters_works(
     # The same path holding garbage must read disconnected: the probe opened this file.
     path.write_bytes(os.urandom(4096))
     assert (await service.check_now()).database == "disconnected"
-    assert (await SQLiteCheck(path).run()).status == "fail"
+    assert (await probe(path)).status == "fail"
     assert tree(tmp_path) == sorted([*files, "health.json"])
 
 
 @pytest.mark.asyncio
 async def test_missing_path_with_uri_characters_is_not_created(
-    make_service: ServiceFactory, db_dir: Path
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path
 ) -> None:
     """A missing path whose name looks like URI parameters is neither opened rw nor created."""
     path = db_dir / "app.db?mode=rwc"
@@ -399,7 +431,7 @@ async def test_missing_path_with_uri_characters_is_not_created(
 
 @pytest.mark.asyncio
 async def test_database_deleted_restored_and_replaced_while_running(
-    make_service: ServiceFactory, db_dir: Path
+    sqlite_design: str, make_service: ServiceFactory, db_dir: Path
 ) -> None:
     """Deleted reads disconnected, restored reads connected, replaced by garbage disconnected."""
     path = make_database(db_dir / "app.db")
@@ -422,6 +454,7 @@ async def test_database_deleted_restored_and_replaced_while_running(
 
 @pytest.mark.asyncio
 async def test_stop_mid_probe_is_prompt_and_leaves_no_connection_thread(
+    sqlite_design: str,
     make_service: ServiceFactory,
     database: Path,
     health_file: Path,
@@ -484,23 +517,25 @@ async def test_probe_cancelled_while_connecting_closes_its_connection(
 
 @pytest.mark.asyncio
 async def test_stop_while_connecting_closes_the_connection(
+    uri_blind_sqlite: None,
     make_service: ServiceFactory,
     database: Path,
     connection_spy: ConnectionSpy,
     threads_before: set[threading.Thread],
 ) -> None:
-    """stop() while the cycle's probe is still opening the database leaves no connection open."""
+    """stop() while a fresh probe is still opening the database leaves no connection open."""
     service = make_service(database)
     await service.start()
     connection_spy.delay = 0.2
     connection_spy.connecting.clear()
+    opened = len(connection_spy.opened)
     cycle = asyncio.ensure_future(service.check_now())
     await wait_until_async(connection_spy.connecting.is_set, timeout=10.0)
     await service.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         await cycle
     await wait_until_async(
-        lambda: not aiosqlite_threads(threads_before) and len(connection_spy.opened) == 2,
+        lambda: not aiosqlite_threads(threads_before) and len(connection_spy.opened) == opened + 1,
         timeout=10.0,
     )
     assert connection_spy.still_open() == []

@@ -737,16 +737,18 @@ def test_systemd_exec_start_notifies_ready_watchdog_and_stopping(
 
 
 def test_starlette_lifespan_runs_the_service(database: Path, tmp_path: Path) -> None:
-    """Starlette's lifespan starts the service before serving and stops it at shutdown."""
+    """Starlette's lifespan starts the service before serving and stops it at shutdown;
+    the mounted asgi_app answers the probe's verdict at /health/readyz."""
     example = load_example("starlette_app")
     health_file = tmp_path / "health.json"
     app = example.create_app(database, health_file=health_file, pyproject=None)
     with TestClient(app) as client:
-        report = report_on_disk(health_file)
-        assert report["status"] == "online"
-        response = client.get("/health")
+        assert report_on_disk(health_file)["status"] == "online"
+        response = client.get("/health/readyz")
         assert response.status_code == 200
-        assert response.json() == report
+        assert response.json()["verdict"] == "online"
+        assert response.json()["health_file"] == str(health_file)
+        assert "<h1>Healthy</h1>" in client.get("/health/").text
     assert report_on_disk(health_file)["status"] == "stopped"
 
 
@@ -765,14 +767,16 @@ def test_starlette_example_names_itself_not_healthfile(
 
 
 def test_starlette_health_route_is_503_when_degraded(tmp_path: Path) -> None:
-    """With its database missing the app still starts; /health answers 503 degraded."""
+    """With its database missing the app still starts; /health/readyz answers 503 degraded
+    while /health/livez, the writer alive, answers 200."""
     example = load_example("starlette_app")
     health_file = tmp_path / "health.json"
     app = example.create_app(tmp_path / "missing.db", health_file=health_file, pyproject=None)
     with TestClient(app) as client:
-        response = client.get("/health")
+        response = client.get("/health/readyz")
         assert response.status_code == 503
-        assert response.json()["status"] == "degraded"
+        assert response.json()["verdict"] == "degraded"
+        assert client.get("/health/livez").status_code == 200
     assert report_on_disk(health_file)["status"] == "stopped"
 
 
@@ -788,16 +792,25 @@ def test_starlette_module_level_app_does_no_io(
 
 @pytest.mark.asyncio
 async def test_aiohttp_cleanup_ctx_runs_the_service(database: Path, tmp_path: Path) -> None:
-    """aiohttp's cleanup_ctx starts the service with the app and stops it at cleanup."""
+    """aiohttp's cleanup_ctx starts the service with the app and stops it at cleanup; the
+    adapter serves asgi_app at /health/ (GET and HEAD alike)."""
     example = load_example("aiohttp_app")
     health_file = tmp_path / "health.json"
     app = example.create_app(database=database, health_file=health_file, pyproject=None)
     async with AiohttpClient(TestServer(app)) as client:
-        report = report_on_disk(health_file)
-        assert report["status"] == "online"
-        response = await client.get("/health")
+        assert report_on_disk(health_file)["status"] == "online"
+        response = await client.get("/health/readyz")
         assert response.status == 200
-        assert await response.json() == report
+        assert (await response.json())["verdict"] == "online"
+        assert response.headers["Cache-Control"] == "no-store"
+        head = await client.head("/health/readyz")
+        assert head.status == 200
+        assert await head.read() == b""
+        assert head.headers["Content-Length"] == response.headers["Content-Length"]
+        post = await client.post("/health/readyz")
+        assert post.status == 405
+        assert post.headers["Allow"] == "GET, HEAD"
+        assert "<h1>Healthy</h1>" in await (await client.get("/health/")).text()
         assert app[example.HEALTH].running
     assert report_on_disk(health_file)["status"] == "stopped"
 

@@ -31,8 +31,8 @@ import pytest
 
 import healthfile._writer
 from healthfile import AtomicWriter, DiskSpaceCheck, SQLiteCheck
-from healthfile._checks import sqlite_readonly_uri
 from healthfile._judge import judge
+from healthfile._sqlite import sqlite_readonly_uri
 from healthfile._systemd import SystemdNotifier
 from healthfile._version import read_app_version
 from helpers import (

@@ -30,6 +30,7 @@ EXPECTED_ALL = {
     "TCPCheck",
     "UnsafeDirectoryError",
     "__version__",
+    "asgi_app",
     "cancel_on_signals",
     "check",
 }
@@ -144,3 +145,18 @@ def test_version_and_report_do_not_import_asyncio() -> None:
 def test_service_import_is_lazy_but_works() -> None:
     """Touching AsyncHealthService imports asyncio then, and only then."""
     assert "asyncio" in modules_after("import healthfile\nhealthfile.AsyncHealthService\n")
+
+
+def test_asgi_app_does_not_import_the_service() -> None:
+    """Touching asgi_app loads neither the service nor aiosqlite nor aiofiles: it only judges."""
+    code = (
+        "import sys, json, healthfile\nhealthfile.asgi_app\n"
+        "print(json.dumps([m for m in ('healthfile._service', 'healthfile._cycle', "
+        "'aiosqlite', 'aiofiles') if m in sys.modules]))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == []

@@ -13,12 +13,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._asgi import asgi_app
     from ._checks import (
         Check,
         DiskSpaceCheck,
         FunctionCheck,
         LoopLagCheck,
-        SQLiteCheck,
         check,
     )
     from ._command import CommandCheck
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._report import CheckResult, HealthReport
     from ._service import AsyncHealthService
     from ._signals import cancel_on_signals
+    from ._sqlite import SQLiteCheck
     from ._threaded import HealthCheckService
     from ._threads import CheckStillRunning
     from ._writer import AtomicWriter, UnsafeDirectoryError
@@ -51,6 +52,7 @@ __all__ = [
     "TCPCheck",
     "UnsafeDirectoryError",
     "__version__",
+    "asgi_app",
     "cancel_on_signals",
     "check",
 ]
@@ -70,9 +72,10 @@ _HOMES = {
     "HealthReport": "._report",
     "HeartbeatCheck": "._heartbeat",
     "LoopLagCheck": "._checks",
-    "SQLiteCheck": "._checks",
+    "SQLiteCheck": "._sqlite",
     "TCPCheck": "._network",
     "UnsafeDirectoryError": "._writer",
+    "asgi_app": "._asgi",
     "cancel_on_signals": "._signals",
     "check": "._checks",
 }

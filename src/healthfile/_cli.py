@@ -108,6 +108,17 @@ def _output_path(text: str) -> str:
     return text
 
 
+def _http_address(text: str) -> str:
+    """``HOST:PORT`` for the built-in HTTP server (checked by the server's own parser)."""
+    from ._server import parse_address
+
+    try:
+        parse_address(text, "--http")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--http must be ", "expected ")) from None
+    return text
+
+
 # (option, parser of its value, help); each is also read from HEALTHFILE_<NAME>, and every
 # one but --config from the config file.
 _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
@@ -145,6 +156,12 @@ _RUN_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
         "also write every report there in the Prometheus text format, for node_exporter's "
         "textfile collector (needs healthfile[prometheus])",
     ),
+    (
+        "--http",
+        _http_address,
+        "serve /livez, /readyz, /healthz and a status page on HOST:PORT, e.g. 127.0.0.1:8081 "
+        "or [::1]:8081 (needs healthfile[http])",
+    ),
 ]
 
 _RUN_DEFAULTS: dict[str, Any] = {
@@ -158,6 +175,7 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "app_name": None,
     "start_period": 0.0,
     "prometheus_file": None,
+    "http": None,
 }
 
 _TRUE = ("true", "yes", "on")
@@ -234,6 +252,8 @@ def _metavar(option: str, parse: Callable[[str], Any]) -> str:
         return "SECONDS"
     if option.endswith("-file") or option in ("--database", "--pyproject", "--config"):
         return "PATH"
+    if option == "--http":
+        return "HOST:PORT"
     return "TEXT"
 
 
@@ -503,6 +523,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "healthfile run: error: --prometheus-file needs prometheus_client (the "
                     "extra healthfile[prometheus]): pip install prometheus_client\n",
                 )
+        if options["http"] is not None:
+            from ._server import require_h11
+
+            try:
+                require_h11()
+            except ImportError as exc:
+                parser.exit(2, f"healthfile run: error: --http: {exc}\n")
         from ._settings import refuse_shared_files
 
         try:

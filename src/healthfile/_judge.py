@@ -108,10 +108,21 @@ class Verdict:
     ``age`` the whole seconds since the report's ``timestamp`` (``None`` likewise);
     ``reason`` the one-line, redacted summary; ``warning`` whether a judged check warns,
     or a non-critical one fails (Nagios' WARNING for an online verdict); ``durations`` each
-    judged check's name and duration in milliseconds.
+    judged check's name and duration in milliseconds; ``report`` the file's JSON object
+    when it is a contract-v1 report (for the status page, which shows more of it than a
+    verdict), else ``None``.
     """
 
-    __slots__ = ("age", "durations", "health_file", "reason", "status", "verdict", "warning")
+    __slots__ = (
+        "age",
+        "durations",
+        "health_file",
+        "reason",
+        "report",
+        "status",
+        "verdict",
+        "warning",
+    )
 
     def __init__(
         self,
@@ -123,6 +134,7 @@ class Verdict:
         age: int | None = None,
         warning: bool = False,
         durations: tuple[tuple[str, float], ...] = (),
+        report: dict[str, Any] | None = None,
     ) -> None:
         self.verdict = verdict
         self.reason = reason
@@ -131,6 +143,7 @@ class Verdict:
         self.age = age
         self.warning = warning
         self.durations = durations
+        self.report = report
 
     def __repr__(self) -> str:
         return f"<Verdict {self.verdict} status={self.status} age={self.age}>"
@@ -229,6 +242,7 @@ def judge(
                 for item in judged
             ),
             durations=tuple(item for item in report.durations if item[0] in judged_names),
+            report=report.data,
         )
 
     described = f"database {report.database}, app_version {report.app_version}"
@@ -437,6 +451,7 @@ class _Report:
     __slots__ = (
         "app_version",
         "checks",
+        "data",
         "database",
         "durations",
         "expires_at",
@@ -448,6 +463,7 @@ class _Report:
     def __init__(self, data: object) -> None:
         if not isinstance(data, dict):
             raise _NotTheContract(f"the JSON is {_json_type(data)}, not an object")
+        self.data: dict[str, Any] = data
         missing = [key for key in _REQUIRED_KEYS if key not in data]
         if missing:
             raise _NotTheContract(f"missing keys: {', '.join(missing)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ __all__ = [
     "HealthStatus",
     "clean_output",
     "describe_exception",
+    "display_path",
     "first_line",
     "fit_report",
     "format_exception",
@@ -56,6 +58,15 @@ def describe_exception(exc: BaseException) -> str:
         message = f"<str() failed: {type(failure).__name__}>"
     text = f"{name}: {message}" if message else name
     return clean_output(text) or name
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid Unicode text for outputs and logs: bytes that are not UTF-8 escaped.
+
+    POSIX allows any bytes in a file name; Python keeps those as lone surrogates, which no
+    UTF-8 file or log can hold. They are shown as ``\\xff``.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def first_line(data: bytes) -> str:

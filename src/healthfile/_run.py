@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ def run_service(options: dict[str, Any]) -> int:
         asyncio.run(_serve(service))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop is not waited for again
         return 130
+    except OSError as exc:  # start() could not bind --http's address: no report was written
+        sys.stderr.write(f"healthfile run: error: {exc.strerror or exc}\n")
+        return 2
     return _final_status(service)
 
 

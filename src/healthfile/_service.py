@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._checks import Check
 from ._cycle import CheckRunner, collect_checks
@@ -33,6 +33,9 @@ from ._report import (
 )
 from ._settings import UNSET, Unset, refuse_shared_files, resolve_settings
 from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
+
+if TYPE_CHECKING:
+    from ._server import HTTPServer
 
 __all__ = ["AsyncHealthService", "OnChange", "serve_until"]
 
@@ -101,16 +104,24 @@ class AsyncHealthService:
         node_exporter's textfile collector (needs the extra ``healthfile[prometheus]``).
     :param notify_systemd: send ``READY=1``, ``WATCHDOG=1`` and ``STOPPING=1`` to
         ``NOTIFY_SOCKET`` when it is set.
-    :raises ImportError: for ``prometheus_file`` without prometheus_client installed.
+    :param http: ``"HOST:PORT"`` (IPv6 as ``"[::1]:8081"``) to serve :func:`asgi_app` on
+        this service's loop from :meth:`start` to :meth:`stop`, with a built-in HTTP/1.1
+        server (needs the extra ``healthfile[http]``); port 0 takes any free port
+        (:attr:`http_address` tells which). It answers from the file on disk, also while
+        this service stands by for another writer.
+    :raises ImportError: for ``prometheus_file`` without prometheus_client installed, or
+        ``http`` without h11.
     :raises TypeError: for an argument of the wrong type (``interval="5"``, a check that is
-        a plain function, ``checks=`` one check rather than a list, ``critical="yes"``).
+        a plain function, ``checks=`` one check rather than a list, ``critical="yes"``,
+        ``http=8081``).
     :raises ValueError: for a value out of range: a non-positive interval or check_timeout,
         a negative start_period, a ``file_mode`` above ``0o777`` or without the owner's read
         bit, duplicate or bad check names (empty, unprintable, over 64 characters, a comma,
         blanks around), bad check options (a timeout or threshold out of range), two of
         database / health_file / prometheus_file that are one file, checks too many to fit
-        in the health file even with their outputs shortened, or a bad value in one of the
-        variables above (the message names it).
+        in the health file even with their outputs shortened, ``http`` that is not
+        ``"HOST:PORT"``, or a bad value in one of the variables above (the message names
+        it).
 
     Every path is made absolute once, at construction: a later ``os.chdir()`` changes
     nothing.
@@ -132,6 +143,7 @@ class AsyncHealthService:
         prometheus_file: str | os.PathLike[str] | None = None,
         notify_systemd: bool = False,
         app_name: str | None = None,
+        http: str | None = None,
     ) -> None:
         self._settings = settings = resolve_settings(
             database=database,
@@ -147,6 +159,13 @@ class AsyncHealthService:
         )
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
+        self._http_address: tuple[str, int] | None = None
+        if http is not None:
+            from ._server import parse_address, require_h11
+
+            self._http_address = parse_address(http)
+            require_h11()
+        self._http: HTTPServer | None = None
         checks_in_order, database_check, options = collect_checks(
             settings.database, checks, settings.check_timeout
         )
@@ -231,6 +250,11 @@ class AsyncHealthService:
         return self._settings.pyproject
 
     @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The host and port the HTTP server listens on while started, else ``None``."""
+        return None if self._http is None else self._http.address
+
+    @property
     def running(self) -> bool:
         """True from the end of :meth:`start` until :meth:`stop` begins."""
         return self._state == "running"
@@ -297,6 +321,7 @@ class AsyncHealthService:
         prepare = self._publisher.open(self._read_identity)
         try:
             self._preparing = asyncio.ensure_future(self._publisher.off_loop(prepare))
+            await self._serve_http(generation)  # a port in use: no report is written
             await asyncio.wait({self._preparing})  # stop() waits for it too: see there
             self._app_name, self._app_version = self._preparing.result()
             self._publisher.report_lock()
@@ -315,6 +340,7 @@ class AsyncHealthService:
             raise
         except BaseException:
             if self._generation == generation and self._state == "starting":
+                self._close_http()
                 self._runner.close()
                 self._publisher.retire_soon()
                 self._state = "stopped"
@@ -385,13 +411,38 @@ class AsyncHealthService:
             await self._runner.wait_abandoned()
             await self._publisher.retire()  # the lock file removed, the worker ended
         finally:
+            http = self._close_http()  # after the final report: probes see "stopped"
             self._loop_task = None
             self._publisher.retire_soon()  # when the stop failed or was cancelled
             self._runner.close()
             self._publisher.close()
             self._state = "stopped"
             self._stopped.set_result(None)
+        if http is not None:
+            await http.wait_closed()  # the port is free when stop() returns
         logger.debug("health service stopped: %r", self)
+
+    async def _serve_http(self, generation: int) -> None:
+        """Start the HTTP server, when ``http`` was given, unless stop() came meanwhile."""
+        if self._http_address is None:
+            return
+        from ._asgi import asgi_app
+        from ._server import HTTPServer
+
+        server = HTTPServer(asgi_app(self.health_file), *self._http_address)
+        await server.start()
+        if self._generation != generation or self._state != "starting":
+            server.close()  # stop() has run (or is past the point where it closes ours)
+            return
+        self._http = server
+
+    def _close_http(self) -> HTTPServer | None:
+        """Close the HTTP server and its connections now; return it to wait for, or None."""
+        server, self._http = self._http, None
+        if server is not None:
+            server.close()
+            server.app.close()
+        return server
 
     def _read_identity(self) -> AppIdentity:
         """Read app_name and app_version once (in the worker), the pyproject at most once."""

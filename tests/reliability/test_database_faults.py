@@ -17,7 +17,8 @@ import pytest
 from healthfile import AsyncHealthService, HealthReport
 from helpers import ServiceFactory, content
 
-pytestmark = pytest.mark.reliability
+# Every test holds on both ways the database check reads (conftest.py: sqlite_design).
+pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("sqlite_design")]
 
 
 CYCLES = 3

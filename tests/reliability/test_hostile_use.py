@@ -380,7 +380,7 @@ def test_the_line_is_under_4_kib_in_bytes_whatever_stdouts_encoding(
 
 def _uri_is_bytes_safe() -> bool:
     """Tell whether sqlite_readonly_uri takes a path that is not UTF-8 (fixed on its own)."""
-    from healthfile._checks import sqlite_readonly_uri
+    from healthfile._sqlite import sqlite_readonly_uri
 
     try:
         sqlite_readonly_uri("/tmp/\udcff.db")
