@@ -660,3 +660,19 @@ async def test_the_fallback_is_logged_once_and_reads_truly(
     ]
     assert logged.levelno == logging.INFO
     assert sorted(os.listdir(db_dir)) == []
+
+
+def test_the_connections_thread_ends_quietly_when_the_loop_has_closed() -> None:
+    """A result handed to a closed loop (a program exiting mid-probe) ends the thread
+    without a traceback; any other error still shows."""
+    from healthfile._sqlite import _quiet_when_the_loop_is_gone
+
+    def closed() -> None:
+        raise RuntimeError("Event loop is closed")
+
+    def other() -> None:
+        raise RuntimeError("something else")
+
+    _quiet_when_the_loop_is_gone(closed)()
+    with pytest.raises(RuntimeError, match="something else"):
+        _quiet_when_the_loop_is_gone(other)()

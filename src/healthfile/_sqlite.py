@@ -328,6 +328,7 @@ class _Attached:
         # application that never stops the service (aiosqlite issues 290, 299).
         thread.daemon = True
         thread.name = _THREAD_NAME
+        thread.run = _quiet_when_the_loop_is_gone(thread.run)  # type: ignore[method-assign]
         try:
             connection = await opening  # starts the thread, opens, checks the capability
         except asyncio.CancelledError:
@@ -636,3 +637,21 @@ class SQLiteCheck(CheckOptions):
                 )
         finally:
             await opener.stop_thread(connection)
+
+
+def _quiet_when_the_loop_is_gone(run: Callable[[], None]) -> Callable[[], None]:
+    """``run`` ending quietly when it cannot hand a result to a loop that has closed.
+
+    A program that exits without stop() (``healthfile run`` given up on by a second signal,
+    an app that never stops the service) closes its loop while a probe may be in flight in
+    this thread: nobody waits for its answer, and a traceback would only alarm.
+    """
+
+    def run_quietly() -> None:
+        try:
+            run()
+        except RuntimeError as exc:
+            if "closed" not in str(exc):
+                raise
+
+    return run_quietly
