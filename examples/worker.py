@@ -54,13 +54,14 @@ async def main() -> None:
     if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 <pid>` makes the current job hang
         loop = asyncio.get_running_loop()
         signal.signal(signal.SIGUSR1, lambda *_: loop.call_soon_threadsafe(stuck.set))
-    async with healthfile.AsyncHealthService(
-        # database, health_file: HEALTHFILE_DATABASE and HEALTHFILE_HEALTH_FILE, or defaults
-        interval=interval,
-        checks=[healthfile.LoopLagCheck(warn_after=1.0, fail_after=5.0), heartbeat],
-        http=os.environ.get("HEALTHFILE_HTTP"),  # HOST:PORT, or None: no HTTP
-    ):  # on the way out: the final "stopped" report
-        with healthfile.cancel_on_signals():  # SIGTERM, SIGINT: the work unwinds, then stop
+    # SIGTERM, SIGINT (also while the service starts): the work unwinds, then the stop.
+    with healthfile.cancel_on_signals():
+        async with healthfile.AsyncHealthService(
+            # database, health_file: HEALTHFILE_DATABASE and HEALTHFILE_HEALTH_FILE, or defaults
+            interval=interval,
+            checks=[healthfile.LoopLagCheck(warn_after=1.0, fail_after=5.0), heartbeat],
+            http=os.environ.get("HEALTHFILE_HTTP"),  # HOST:PORT, or None: no HTTP
+        ):  # on the way out: the final "stopped" report
             await work(heartbeat, stuck)
 
 

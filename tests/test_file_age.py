@@ -235,3 +235,14 @@ def test_file_age_check_takes_the_common_options(tmp_path: Path) -> None:
         ("live",),
     )
     assert repr(check) == f"<FileAgeCheck 'worker' path={str(check.path)!r} max_age=90.0>"
+
+
+@pytest.mark.asyncio
+async def test_a_check_run_on_its_own_keeps_no_thread(tmp_path: Path) -> None:
+    """Outside a service (no on_start), each run's reading thread ends after it."""
+    check = FileAgeCheck(touched(tmp_path), max_age=60, name="alone")
+    assert (await check.run()).status == "pass"
+    await wait_until_async(
+        lambda: not [t for t in threading.enumerate() if t.name == "healthfile-check-alone"],
+        "the reading thread to end",
+    )

@@ -712,7 +712,7 @@ async def test_cycle_that_raises_is_logged_and_loop_goes_on(
     service = make_service(interval=0.05)
     await service.start()
     boom = ZeroDivisionError("unexpected in a cycle")
-    original = service._new_report
+    original = service._reporter.report
     calls: list[int] = []
 
     def fail_once(*args: Any, **kwargs: Any) -> HealthReport:
@@ -721,7 +721,7 @@ async def test_cycle_that_raises_is_logged_and_loop_goes_on(
             raise boom
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(service, "_new_report", fail_once)
+    monkeypatch.setattr(service._reporter, "report", fail_once)
     await wait_until_async(
         lambda: service.last_report is not None and service.last_report.sequence >= 3, timeout=20.0
     )

@@ -27,7 +27,9 @@ from ._report import (
     HealthStatus,
     describe_exception,
     format_exception,
+    refuse_oversized,
 )
+from ._settings import Settings, refuse_shared_files
 from ._steps import LoopShare, StepTimer, timed
 from ._threads import CheckStillRunning, threads_can_start, unwrap_thread_exception
 
@@ -159,6 +161,35 @@ class CheckRunner:
             for option, check in zip(options, self.checks, strict=True)
         }
         self._started = time.monotonic()
+
+    @classmethod
+    def of_settings(cls, settings: Settings, checks: Iterable[Check]) -> CheckRunner:
+        """The runner of a service's checks: ``settings.database``'s first, then ``checks``.
+
+        :raises ValueError: for bad or duplicate check names or options, the database at
+            the health file's (or the Prometheus file's, or the lock's) path, or checks too
+            many to fit in the health file.
+        :raises TypeError: for what is not a check.
+        """
+        ordered, database_check, options = collect_checks(
+            settings.database, checks, settings.check_timeout
+        )
+        refuse_shared_files(
+            getattr(database_check, "path", None),
+            settings.health_file,
+            settings.prometheus_file,
+            labels=settings.given,
+        )
+        refuse_oversized(
+            [option.name for option in options],
+            [option.groups for option in options],
+            app_version=settings.app_version,
+            app_name=settings.app_name,
+            interval=settings.interval,
+        )
+        return cls(
+            ordered, options, database_check=database_check, start_period=settings.start_period
+        )
 
     @property
     def longest_timeout(self) -> float:

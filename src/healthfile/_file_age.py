@@ -74,14 +74,20 @@ class FileAgeCheck(CheckOptions):
         # A kept thread, not a fresh one per run: starting a thread blocks the loop until it
         # runs, which costs more than the stat (benchmarks, figure 8).
         self._thread: WorkerThread | None = None
+        self._kept = False  # the thread is kept across runs between on_start() and on_stop()
         self._reading: Future[float] | None = None
         self._reading_since = datetime.now(timezone.utc)
 
     def __repr__(self) -> str:
         return f"<FileAgeCheck {self.name!r} path={str(self.path)!r} max_age={self.max_age}>"
 
+    def on_start(self) -> None:
+        """Keep the reading thread across runs while the service runs."""
+        self._kept = True
+
     def on_stop(self) -> None:
         """Let the reading thread end (at once, or when a hung stat returns)."""
+        self._kept = False
         if self._thread is not None:
             self._thread.shutdown(wait=False)
             self._thread = None
@@ -94,8 +100,12 @@ class FileAgeCheck(CheckOptions):
             self._thread = WorkerThread(f"healthfile-check-{self.name}")
         self._reading = self._thread.submit(_modified, self.path)
         self._reading_since = datetime.now(timezone.utc)
-        # A cancelled wait leaves a stat that has started to finish in the thread.
-        return await asyncio.wrap_future(self._reading)
+        try:
+            # A cancelled wait leaves a stat that has started to finish in the thread.
+            return await asyncio.wrap_future(self._reading)
+        finally:
+            if not self._kept:
+                self.on_stop()  # run on its own, outside a service: no thread is kept
 
     async def run(self) -> CheckResult:
         """Read the file's modification time (in a daemon thread) and judge its age."""

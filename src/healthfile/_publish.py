@@ -11,19 +11,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from ._changes import ChangeLog, why_changed
 from ._limits import MAX_FILE_BYTES
-from ._lock import WriterLock
 from ._on_change import ChangeCallback, OnChange
 from ._prometheus import render_textfile, require_prometheus_client
 from ._report import HealthReport, fit_report, printable
+from ._role import LockState, WriterRole
 from ._systemd import SystemdNotifier
 from ._threads import WorkerThread
 from ._version import AppIdentity
@@ -38,12 +37,6 @@ T = TypeVar("T")
 # How long a start() waits for the previous start's worker to release the lock (a write hung
 # on a dead disk holds it) before trying anyway.
 _RELEASE_WAIT = 5.0
-
-# Whether this service writes the file: "held" the lock (or none can be had on this
-# platform), "standby" while another process holds it, "unlocked" when the lock file itself
-# fails (then it writes without the lock), "lost" when the lock file held was removed or
-# replaced (found at a write), "unknown" before the first attempt of a start().
-_LockState = Literal["unknown", "held", "standby", "unlocked", "lost"]
 
 
 class Publisher:
@@ -78,12 +71,7 @@ class Publisher:
         self._on_change = None if on_change is None else ChangeCallback(on_change, callback_timeout)
         self._live = live
         self._systemd = SystemdNotifier() if notify_systemd else None
-        self._lock = WriterLock(health_file)  # one writer per file, Prometheus file included
-        self._lock_state: _LockState = "unknown"
-        self._lock_holder: int | None = None
-        self._lock_error: str | None = None
-        self._logged_holder: int | None = None
-        self._logged_error: str | None = None
+        self._role = WriterRole(health_file)
         self._worker: WorkerThread | None = None  # healthfile's own thread, one per start()
         self._retiring: concurrent.futures.Future[None] | None = None  # the last lock release
         self._released = False  # the lock released in the final write's hop, since start()
@@ -98,10 +86,7 @@ class Publisher:
     @property
     def writing(self) -> bool:
         """True while this service writes the file; False while it stands by for another."""
-        if self._lock_state == "held":
-            # Not in a child forked from the writer: its copy of the lock holds nothing.
-            return self._lock.held or not self._lock.enforced
-        return self._lock_state == "unlocked"
+        return self._role.writing
 
     @property
     def last_report(self) -> HealthReport | None:
@@ -132,8 +117,7 @@ class Publisher:
         """
         self._ready = False
         self._released = False
-        self._lock_state = "unknown"
-        self._lock = WriterLock(self.writer.path)
+        self._role.renew()
         self._worker = WorkerThread()
         self.writer.executor = self._worker
         if self.prometheus_writer is not None:
@@ -170,9 +154,9 @@ class Publisher:
         worker, self._worker = self._worker, None
         if worker is not None:
             # This start's lock; queued again unless surely released (it is idempotent).
-            self._retiring = None if self._released else worker.submit(self._lock.release)
+            self._retiring = None if self._released else worker.submit(self._role.lock.release)
             worker.shutdown(wait=False)
-        self._lock_state = "unknown"
+        self._role.state = "unknown"
 
     def close(self) -> None:
         """Close the connection to systemd (at stop())."""
@@ -212,49 +196,12 @@ class Publisher:
 
     def _take_lock(self) -> None:
         """Try once to become the file's writer; on becoming it, sweep (in the worker)."""
-        try:
-            taken = self._lock.acquire()
-        except OSError as exc:
-            self._lock_state = "unlocked"
-            self._lock_error = f"{type(exc).__name__}: {exc}"
-            return
-        if taken:
-            self._lock_state = "held"
-            # Only under the lock: another writer's temporary file would be live.
-            self._sweep()
-        else:
-            self._lock_state = "standby"
-            self._lock_holder = self._lock.holder()
+        if self._role.take():
+            self._sweep()  # only under the lock: another writer's temporary file would be live
 
-    def report_lock(self, before: _LockState = "unknown") -> None:
+    def report_lock(self, before: LockState = "unknown") -> None:
         """Log entering standby (once per holder), a take-over, a lock that fails."""
-        path, lock = printable(str(self.writer.path)), printable(str(self._lock.path))
-        if self._lock_state == "standby" and (
-            before != "standby" or self._lock_holder != self._logged_holder
-        ):
-            self._logged_holder = self._lock_holder
-            holder = "unknown" if self._lock_holder is None else self._lock_holder
-            logger.warning(
-                "pid %s writes %s; this service (pid %d) stands by and takes over when it "
-                "stops (lock %s)",
-                holder,
-                path,
-                os.getpid(),
-                lock,
-            )
-        elif self._lock_state == "held" and before == "standby":
-            logger.info("took over writing %s (from pid %s)", path, self._logged_holder)
-        elif self._lock_state == "unlocked" and self._lock_error != self._logged_error:
-            logger.error(
-                "cannot lock %s: %s; writing %s without the lock (one writer per file is "
-                "not enforced; retrying every cycle)",
-                lock,
-                printable(self._lock_error or ""),
-                path,
-            )
-        if self._lock_state != "standby":
-            self._logged_holder = None
-        self._logged_error = self._lock_error if self._lock_state == "unlocked" else None
+        self._role.report(before)
 
     def _sweep(self) -> None:
         """Remove temporary files a killed writer left (in the worker)."""
@@ -288,7 +235,7 @@ class Publisher:
                 logger.warning(
                     "the lock file %s was removed or replaced while this service held it; "
                     "taking the lock again",
-                    printable(str(self._lock.path)),
+                    printable(str(self._role.lock.path)),
                 )
                 # Even at stop(): the file was this service's to keep until now.
                 if await self._retake():
@@ -318,13 +265,13 @@ class Publisher:
         ``then`` runs in the last write's hop, after it.
         """
         self._sequence = report.sequence  # before the write: a stop() meanwhile counts on
-        guard = self._lock.confirm if self._lock_state == "held" else None
+        guard = self._role.lock.confirm if self._role.state == "held" else None
         rendering = _Rendering(report, guard)
         last = self.prometheus_writer is None
         try:
             written = await self._write(self.writer, rendering, then if last else None)
         except _LockLost:
-            self._lock_state = "lost"
+            self._role.state = "lost"
             return False
         # Made, written or not (a failed write is in write_error): as written, outputs maybe
         # shortened, when the write got as far as rendering it.
@@ -343,8 +290,8 @@ class Publisher:
         report written once more.
         """
         worker = self._worker
-        if self._lock.held:
-            self._lock.release()
+        if self._role.lock.held:
+            self._role.lock.release()
             self._released = True
             if worker is not None:
                 worker.shutdown(wait=False)  # it ends as soon as this call returns
@@ -380,7 +327,7 @@ class Publisher:
         Never at stop(): a standby's final report is not written. It only waits for a lock
         attempt still under way in the worker (from a cycle stop() cancelled).
         """
-        if self._lock_state != "held":
+        if self._role.state != "held":
             if not final:
                 return await self._retake()
             await self.off_loop(_nothing)
@@ -388,7 +335,7 @@ class Publisher:
 
     async def _retake(self) -> bool:
         """Try once to take the lock (in the worker), log what changed; whether it writes."""
-        before = self._lock_state
+        before = self._role.state
         await self.off_loop(self._take_lock)
         self.report_lock(before)
         if self.writing:

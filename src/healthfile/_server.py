@@ -159,6 +159,11 @@ class HTTPServer:
             self._sweeper.cancel()
             self._sweeper = None
 
+    def shut_down(self) -> None:
+        """Close the server and every connection now, and the app's file reader."""
+        self.close()
+        self.app.close()
+
     async def wait_closed(self) -> None:
         """Wait (a moment at most) until the port and every connection are released."""
         server = self._server

@@ -9,30 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from ._checks import Check
-from ._cycle import CheckRunner, collect_checks
-from ._limits import MAX_IDENTITY_CHARS
+from ._cycle import CheckRunner
 from ._publish import OnChange, Publisher
 from ._report import (
-    UNKNOWN_APP_NAME,
-    CheckResult,
-    DatabaseState,
     HealthReport,
-    HealthStatus,
-    ceil_to_second,
     format_exception,
-    refuse_oversized,
 )
-from ._settings import UNSET, Unset, refuse_shared_files, resolve_settings
-from ._version import UNKNOWN_VERSION, AppIdentity, read_app_identity
+from ._reporting import Reporter
+from ._schedule import Schedule, Stopped
+from ._settings import UNSET, Configured, Unset, resolve_settings
+from ._version import AppIdentity
 
 if TYPE_CHECKING:
     from ._server import HTTPServer
@@ -58,11 +51,7 @@ logger = logging.getLogger("healthfile")
 _State = Literal["stopped", "starting", "running", "stopping"]
 
 
-class _Stopped(Exception):
-    """stop() cancelled the cycle this caller was waiting for."""
-
-
-class AsyncHealthService:
+class AsyncHealthService(Configured):
     """Check the application's health every ``interval`` seconds and keep the health file true.
 
     Runs as one task on the running event loop of whoever calls :meth:`start`. Every cycle
@@ -109,19 +98,13 @@ class AsyncHealthService:
         server (needs the extra ``healthfile[http]``); port 0 takes any free port
         (:attr:`http_address` tells which). It answers from the file on disk, also while
         this service stands by for another writer.
-    :raises ImportError: for ``prometheus_file`` without prometheus_client installed, or
-        ``http`` without h11.
-    :raises TypeError: for an argument of the wrong type (``interval="5"``, a check that is
-        a plain function, ``checks=`` one check rather than a list, ``critical="yes"``,
-        ``http=8081``).
-    :raises ValueError: for a value out of range: a non-positive interval or check_timeout,
-        a negative start_period, a ``file_mode`` above ``0o777`` or without the owner's read
-        bit, duplicate or bad check names (empty, unprintable, over 64 characters, a comma,
-        blanks around), bad check options (a timeout or threshold out of range), two of
-        database / health_file / prometheus_file that are one file, checks too many to fit
-        in the health file even with their outputs shortened, ``http`` that is not
-        ``"HOST:PORT"``, or a bad value in one of the variables above (the message names
-        it).
+    :raises ImportError: for ``prometheus_file`` without prometheus_client, ``http``
+        without h11.
+    :raises TypeError: for an argument of the wrong type (``interval="5"``, a function
+        where a check goes, one check rather than a list); the message names it.
+    :raises ValueError: for a value out of range (see docs/api.md): bad or duplicate check
+        names or options, two of database / health_file / prometheus_file that are one
+        file, checks too many for the health file, a bad variable above (named).
 
     Every path is made absolute once, at construction: a later ``os.chdir()`` changes
     nothing.
@@ -156,32 +139,12 @@ class AsyncHealthService:
             app_name=app_name,
             file_mode=file_mode,
             prometheus_file=prometheus_file,
+            http=http,
         )
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {type(on_change).__name__}")
-        self._http_address: tuple[str, int] | None = None
-        if http is not None:
-            from ._server import parse_address, require_h11
-
-            self._http_address = parse_address(http)
-            require_h11()
         self._http: HTTPServer | None = None
-        checks_in_order, database_check, options = collect_checks(
-            settings.database, checks, settings.check_timeout
-        )
-        refuse_shared_files(
-            getattr(database_check, "path", None),
-            settings.health_file,
-            settings.prometheus_file,
-            labels=settings.given,
-        )
-        refuse_oversized(
-            [option.name for option in options],
-            [option.groups for option in options],
-            app_version=settings.app_version,
-            app_name=settings.app_name,
-            interval=settings.interval,
-        )
+        self._runner = CheckRunner.of_settings(settings, checks)
         self._publisher = Publisher(
             settings.health_file,
             settings.prometheus_file,
@@ -189,27 +152,14 @@ class AsyncHealthService:
             notify_systemd=notify_systemd,
             on_change=on_change,
             callback_timeout=settings.check_timeout,
-            live=lambda: self._state in ("starting", "running"),
+            live=self._live,
         )
-        self._runner = CheckRunner(
-            checks_in_order,
-            options,
-            database_check=database_check,
-            start_period=settings.start_period,
-        )
-        # A report stays fresh for one interval, the longest check, and a second of slack
-        # for the write and the rounding of the timestamps.
-        self._freshness = timedelta(seconds=settings.interval + self._runner.longest_timeout + 1.0)
+        self._reporter = Reporter(settings, self._runner.longest_timeout)
 
         self._state: _State = "stopped"
         self._generation = 0  # counts start() calls, so a start() that stop() overtook knows
-        self._app_version = UNKNOWN_VERSION
-        self._app_name = UNKNOWN_APP_NAME
-        self._started_at = datetime.now(timezone.utc)
-        self._grid_origin = 0.0
+        self._schedule = Schedule(settings.interval, self._cycle, self._live)
         self._loop_task: asyncio.Task[None] | None = None
-        self._cycle_task: asyncio.Task[HealthReport] | None = None
-        self._cycle_lock: asyncio.Lock | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._preparing: asyncio.Future[AppIdentity] | None = None
 
@@ -218,36 +168,6 @@ class AsyncHealthService:
             f"<AsyncHealthService {self._state} interval={self.interval} "
             f"health_file={str(self.health_file)!r}>"
         )
-
-    @property
-    def interval(self) -> float:
-        """Seconds between the starts of two cycles."""
-        return self._settings.interval
-
-    @property
-    def check_timeout(self) -> float:
-        """Seconds a check without its own ``timeout`` may run; also bounds ``on_change``."""
-        return self._settings.check_timeout
-
-    @property
-    def start_period(self) -> float:
-        """Seconds after :meth:`start` in which never-passed failing checks read ``starting``."""
-        return self._settings.start_period
-
-    @property
-    def health_file(self) -> Path:
-        """The health file, absolute."""
-        return self._settings.health_file
-
-    @property
-    def prometheus_file(self) -> Path | None:
-        """The Prometheus textfile, absolute, or ``None``."""
-        return self._settings.prometheus_file
-
-    @property
-    def pyproject(self) -> Path | None:
-        """The pyproject.toml ``app_version`` (and ``app_name``) are read from, or ``None``."""
-        return self._settings.pyproject
 
     @property
     def http_address(self) -> tuple[str, int] | None:
@@ -314,22 +234,21 @@ class AsyncHealthService:
         self._state = "starting"
         self._generation += 1
         generation = self._generation
-        self._cycle_lock = asyncio.Lock()
-        self._started_at = datetime.now(timezone.utc)
+        self._reporter.started_at = datetime.now(timezone.utc)
         self._runner.restart_clock()
-        self._grid_origin = loop.time()
-        prepare = self._publisher.open(self._read_identity)
+        self._schedule.begin(loop)
+        prepare = self._publisher.open(self._reporter.read_identity)
         try:
             self._preparing = asyncio.ensure_future(self._publisher.off_loop(prepare))
             await self._serve_http(generation)  # a port in use: no report is written
             await asyncio.wait({self._preparing})  # stop() waits for it too: see there
-            self._app_name, self._app_version = self._preparing.result()
+            self._reporter.identity = self._preparing.result()
             self._publisher.report_lock()
             if self._generation != generation or self._state != "starting":
                 return  # stop() was called meanwhile
             self._runner.start_checks()
-            await self._run_cycle()
-        except _Stopped:
+            await self._schedule.run_once()
+        except Stopped:
             return  # stop() was called while starting: it has written the final report
         except asyncio.CancelledError:
             # The caller was cancelled while starting (a stop signal through
@@ -346,9 +265,9 @@ class AsyncHealthService:
                 self._state = "stopped"
             raise
         if self._generation != generation or self._state != "starting":
-            return  # pragma: no cover - stop() cancels the first cycle, raising _Stopped
+            return  # pragma: no cover - stop() cancels the first cycle, raising Stopped
         self._state = "running"
-        self._loop_task = loop.create_task(self._run_loop(), name="healthfile-service")
+        self._loop_task = loop.create_task(self._schedule.run_forever(), name="healthfile-service")
         self._loop_task.add_done_callback(_report_loop_death)
         logger.debug("health service started: %r", self)
 
@@ -358,7 +277,7 @@ class AsyncHealthService:
         # The lock and the identity are decided there; the final report needs both.
         await asyncio.wait({self._preparing})
         if not self._preparing.cancelled() and self._preparing.exception() is None:
-            self._app_name, self._app_version = self._preparing.result()
+            self._reporter.identity = self._preparing.result()
         await self.stop()
 
     async def check_now(self) -> HealthReport:
@@ -369,8 +288,8 @@ class AsyncHealthService:
         if self._state != "running":
             raise RuntimeError(f"AsyncHealthService is not running ({self._state})")
         try:
-            return await self._run_cycle()
-        except _Stopped:
+            return await self._schedule.run_once()
+        except Stopped:
             raise RuntimeError("AsyncHealthService was stopped during check_now()") from None
 
     async def stop(self) -> None:
@@ -389,7 +308,7 @@ class AsyncHealthService:
         self._state = "stopping"
         self._stopped = asyncio.get_running_loop().create_future()
         self._publisher.notify("STOPPING=1")
-        tasks = {task for task in (self._loop_task, self._cycle_task) if task is not None}
+        tasks = {task for task in (self._loop_task, self._schedule.task) if task is not None}
         for task in tasks:
             task.cancel()
         try:
@@ -400,8 +319,11 @@ class AsyncHealthService:
                 # asyncio.wait never raises the tasks' own CancelledError (the one we caused);
                 # it raises only when our caller is cancelled, which must propagate.
                 await asyncio.wait(tasks)
-            await self._publisher.publish(self._final_report(), final=True)
-            while (cycle := self._cycle_task) is not None and cycle not in tasks:
+            final = self._reporter.final_report(
+                self._publisher.previous, self._publisher.sequence + 1
+            )
+            await self._publisher.publish(final, final=True)
+            while (cycle := self._schedule.task) is not None and cycle not in tasks:
                 # A cycle whose task was being created when stop() began (an eager task
                 # factory runs a check's first step, which may call stop(), inside
                 # create_task): it publishes nothing (_cycle sees the state), and ends here.
@@ -424,133 +346,43 @@ class AsyncHealthService:
 
     async def _serve_http(self, generation: int) -> None:
         """Start the HTTP server, when ``http`` was given, unless stop() came meanwhile."""
-        if self._http_address is None:
-            return
-        from ._asgi import asgi_app
-        from ._server import HTTPServer
+        if self._settings.http_address is not None:
+            from ._asgi import asgi_app
+            from ._server import HTTPServer
 
-        server = HTTPServer(asgi_app(self.health_file), *self._http_address)
-        await server.start()
-        if self._generation != generation or self._state != "starting":
-            server.close()  # stop() has run (or is past the point where it closes ours)
-            return
-        self._http = server
+            server = HTTPServer(asgi_app(self.health_file), *self._settings.http_address)
+            await server.start()
+            if self._generation != generation or self._state != "starting":
+                server.shut_down()  # stop() has run, or is past the point where it closes ours
+            else:
+                self._http = server
 
     def _close_http(self) -> HTTPServer | None:
         """Close the HTTP server and its connections now; return it to wait for, or None."""
         server, self._http = self._http, None
         if server is not None:
-            server.close()
-            server.app.close()
+            server.shut_down()
         return server
 
-    def _read_identity(self) -> AppIdentity:
-        """Read app_name and app_version once (in the worker), the pyproject at most once."""
-        name, version = self._settings.app_name, self._settings.app_version
-        if name is None or version is None:
-            read = read_app_identity(self._settings.pyproject)
-            name = _identity("app_name", read.name) if name is None else name
-            version = _identity("app_version", read.version) if version is None else version
-        return AppIdentity(name, version)
-
-    async def _run_loop(self) -> None:
-        """Run a cycle at every due time on the monotonic grid until cancelled by stop()."""
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            due = (
-                self._grid_origin
-                + (math.floor((now - self._grid_origin) / self.interval) + 1) * self.interval
-            )
-            # stop() cancels this task: the sleep is the stop wait, and a cancellation can
-            # only end it, never be swallowed by it (unlike wait_for on 3.10/3.11, gh-86296).
-            await asyncio.sleep(due - now)
-            try:
-                await self._run_cycle()
-            except _Stopped:  # pragma: no cover - stop() cancels this task first
-                return
-            except Exception as exc:
-                logger.error("health check cycle failed: %s", format_exception(exc))
-
-    async def _run_cycle(self) -> HealthReport:
-        """Run one cycle in its own task, one cycle at a time, so that stop() can cancel it."""
-        cycle_lock = self._cycle_lock
-        if cycle_lock is None:
-            raise _Stopped  # never started
-        async with cycle_lock:
-            if self._state not in ("starting", "running"):
-                raise _Stopped
-            task = asyncio.get_running_loop().create_task(self._cycle(), name="healthfile-cycle")
-            self._cycle_task = task
-            try:
-                await asyncio.wait({task})
-            except asyncio.CancelledError:
-                # Our caller was cancelled: take the cycle down with it, and do not leave
-                # it running behind the lock.
-                task.cancel()
-                await asyncio.wait({task})
-                raise
-            finally:
-                self._cycle_task = None
-        if task.cancelled():
-            raise _Stopped
-        return task.result()
+    def _live(self) -> bool:
+        """Whether cycles may run: the service is starting or running."""
+        return self._state in ("starting", "running")
 
     async def _cycle(self) -> HealthReport:
         """Run every check, build the report, publish it."""
         outcome = await self._runner.run()
-        if self._state not in ("starting", "running"):
+        if not self._live():
             # stop() began while the checks ran and did not cancel this task (it was still
             # being created: an eager task factory): its `stopped` report is the last.
-            raise _Stopped
-        report = self._new_report(outcome.status, outcome.database, outcome.checks, outcome.now)
+            raise Stopped
+        report = self._reporter.report(
+            outcome.status,
+            outcome.database,
+            outcome.checks,
+            outcome.now,
+            self._publisher.sequence + 1,  # counted when written
+        )
         return await self._publisher.publish(report)
-
-    def _new_report(
-        self,
-        status: HealthStatus,
-        database: DatabaseState,
-        checks: dict[str, CheckResult],
-        now: datetime,
-    ) -> HealthReport:
-        """Make the report of a cycle judged at ``now``."""
-        expires = now + self._freshness
-        return HealthReport(
-            status=status,
-            database=database,
-            timestamp=now,
-            app_version=self._app_version,
-            app_name=self._app_name,
-            interval_seconds=self._settings.interval,
-            expires_at=ceil_to_second(expires),
-            sequence=self._publisher.sequence + 1,  # counted when written
-            started_at=self._started_at,
-            pid=os.getpid(),
-            checks=checks,
-        )
-
-    def _final_report(self) -> HealthReport:
-        """Make the ``stopped`` report: the last one's database and checks, dated now."""
-        previous = self._publisher.previous
-        return self._new_report(
-            "stopped",
-            previous.database if previous is not None else "disconnected",
-            dict(previous.checks) if previous is not None else {},
-            datetime.now(timezone.utc),
-        )
-
-
-def _identity(what: str, value: str) -> str:
-    """Keep a name or version read from the project, unless it is too long for the file."""
-    if len(value) <= MAX_IDENTITY_CHARS:
-        return value
-    logger.warning(
-        "%s read from the project is longer than %d characters; written as %r",
-        what,
-        MAX_IDENTITY_CHARS,
-        UNKNOWN_VERSION,
-    )
-    return UNKNOWN_VERSION
 
 
 def _report_loop_death(task: asyncio.Task[None]) -> None:

@@ -21,6 +21,7 @@ from ._options import absolute, validate_file_mode, validate_seconds
 __all__ = [
     "ENVIRONMENT",
     "UNSET",
+    "Configured",
     "Settings",
     "Unset",
     "refuse_shared_files",
@@ -68,9 +69,46 @@ class Settings:
     app_name: str | None
     file_mode: int
     prometheus_file: Path | None
+    http_address: tuple[str, int] | None  # where the built-in HTTP server binds, or None
     # How the caller gave each path, for messages: "health_file='x'", "HEALTHFILE_…='x'",
     # or "health_file='data/health.json' (the default)".
     given: Mapping[str, str]
+
+
+class Configured:
+    """What a service was made with, read-only: its settings as properties."""
+
+    _settings: Settings
+
+    @property
+    def interval(self) -> float:
+        """Seconds between the starts of two cycles."""
+        return self._settings.interval
+
+    @property
+    def check_timeout(self) -> float:
+        """Seconds a check without its own ``timeout`` may run; also bounds ``on_change``."""
+        return self._settings.check_timeout
+
+    @property
+    def start_period(self) -> float:
+        """Seconds after ``start()`` in which never-passed failing checks read ``starting``."""
+        return self._settings.start_period
+
+    @property
+    def health_file(self) -> Path:
+        """The health file, absolute."""
+        return self._settings.health_file
+
+    @property
+    def prometheus_file(self) -> Path | None:
+        """The Prometheus textfile, absolute, or ``None``."""
+        return self._settings.prometheus_file
+
+    @property
+    def pyproject(self) -> Path | None:
+        """The pyproject.toml ``app_version`` (and ``app_name``) are read from, or ``None``."""
+        return self._settings.pyproject
 
 
 def resolve_settings(
@@ -85,14 +123,23 @@ def resolve_settings(
     app_name: str | None,
     file_mode: int,
     prometheus_file: str | os.PathLike[str] | None,
+    http: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Validate the arguments; fill the ones not passed from the environment, then defaults.
 
     ``database`` is not passed when it is :data:`UNSET`; the others when ``None``.
     :raises ValueError: for a bad value, naming the argument or the variable it came from.
+    :raises TypeError: for a value of the wrong type.
+    :raises ImportError: for ``http`` without h11 installed.
     """
     env = os.environ if environ is None else environ
+    http_address = None
+    if http is not None:
+        from ._server import parse_address, require_h11
+
+        http_address = parse_address(http)
+        require_h11()
     passed = {"database": database, "health_file": health_file, "prometheus_file": prometheus_file}
     if database is UNSET:
         database = _from_env(env, "database", _path) or "data/app.db"
@@ -133,6 +180,7 @@ def resolve_settings(
         app_name=app_name,
         file_mode=validate_file_mode(file_mode),
         prometheus_file=None if prometheus_file is None else absolute(prometheus_file),
+        http_address=http_address,
         given={
             option: _given_as(option, passed[option], resolved[option], env) for option in passed
         },

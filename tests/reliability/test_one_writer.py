@@ -227,7 +227,7 @@ async def main():
     await service.start()
     child = os.fork()
     if child == 0:
-        state = f"{os.getpid()} {service.writing} {service._publisher._lock.held}"
+        state = f"{os.getpid()} {service.writing} {service._publisher._role.lock.held}"
         with open(state_file + ".tmp", "w") as file:
             file.write(state)
         os.replace(state_file + ".tmp", state_file)
