@@ -506,3 +506,21 @@ async def test_the_file_is_read_in_the_apps_own_daemon_thread(app_for: Any) -> N
 def test_the_default_read_timeout_is_below_a_kubernetes_probe_timeout() -> None:
     """By default a hung read is answered 503 before a probe's default 1 s timeout ends."""
     assert asgi_app("h.json")._read_timeout == DEFAULT_READ_TIMEOUT < 1.0
+
+
+@pytest.mark.asyncio
+async def test_an_app_dropped_without_close_lets_its_reader_thread_end(tmp_path: Path) -> None:
+    """The file reader's thread belongs to its app: once the app is gone, the thread ends."""
+    import gc
+
+    before = set(threading.enumerate())
+    app = asgi_app(tmp_path / "health.json")
+    await call_app(app, "/readyz")
+    readers = [t for t in set(threading.enumerate()) - before if t.name == "healthfile-http"]
+    assert len(readers) == 1
+    del app
+    gc.collect()
+    deadline = time.monotonic() + generous(10)
+    while any(thread.is_alive() for thread in readers):
+        assert time.monotonic() < deadline, "the reader thread outlived its app"
+        time.sleep(0.01)

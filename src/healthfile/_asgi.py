@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -165,6 +166,8 @@ class HealthApp:
         reader = self._reader
         if reader is None:
             reader = self._reader = WorkerThread("healthfile-http")
+            # An app dropped without close() lets its reader end too.
+            weakref.finalize(self, reader.shutdown, False)
         future = asyncio.wrap_future(reader.submit(self._timed, judged))
         done, _ = await asyncio.wait({future}, timeout=self._read_timeout)
         if not done:

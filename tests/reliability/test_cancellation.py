@@ -175,12 +175,13 @@ async def test_random_cancellations_leave_nothing_behind_and_always_reach_the_ca
 ) -> None:
     """Hundreds of randomised cancels and stops: no temp file, fd or thread left; still usable."""
     rng = random.Random(SEED)
+    earlier = set(threading.enumerate())  # other tests' daemon threads in this process
     service = make_service(check_timeout=5.0)
     await service.start()
     await service.check_now()
     assert await poll_async(
-        lambda: stray_threads(worker=True) == set(), timeout=SETTLE, every=0.002
-    )
+        lambda: stray_threads(earlier, worker=True) == set(), timeout=SETTLE, every=0.002
+    ), stray_threads(earlier, worker=True)
     leaks = Leaks()
     mid_write: dict[str, int] = dict.fromkeys(SCENARIOS, 0)
 
@@ -203,12 +204,13 @@ async def test_cancelling_some_of_many_concurrent_callers_spares_the_others(
 ) -> None:
     """Of five queued check_now() callers, the cancelled end cancelled, the others get reports."""
     rng = random.Random(SEED + 1)
+    earlier = set(threading.enumerate())  # other tests' daemon threads in this process
     service = make_service(check_timeout=5.0)
     await service.start()
     await service.check_now()
     assert await poll_async(
-        lambda: stray_threads(worker=True) == set(), timeout=SETTLE, every=0.002
-    )
+        lambda: stray_threads(earlier, worker=True) == set(), timeout=SETTLE, every=0.002
+    ), stray_threads(earlier, worker=True)
     leaks = Leaks()
 
     for number in range(60):
