@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -19,10 +18,7 @@ from ._sqlite import SQLiteCheck, sqlite_readonly_uri
 from ._threads import CheckStillRunning, DaemonThreadRunner, call_off_loop, is_async_callable
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from typing import Unpack
-    else:
-        from typing_extensions import Unpack
+    from ._options import Unpack
 
 __all__ = [
     "Check",

@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +20,7 @@ from ._options import CheckOptions, CommonOptions
 from ._report import CheckResult, describe_exception, first_line
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from typing import Unpack
-    else:
-        from typing_extensions import Unpack
+    from ._options import Unpack
 
 __all__ = ["MAX_OUTPUT_BYTES", "CommandCheck"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from concurrent.futures import Future
 from datetime import datetime, timezone
@@ -17,10 +16,7 @@ from ._report import CheckResult
 from ._threads import CheckStillRunning, WorkerThread
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from typing import Unpack
-    else:
-        from typing_extensions import Unpack
+    from ._options import Unpack
 
 __all__ = ["FileAgeCheck"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -10,10 +9,7 @@ from ._checks import graded
 from ._options import LIVE, CheckOptions, CommonOptions, validate_seconds
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from typing import Unpack
-    else:
-        from typing_extensions import Unpack
+    from ._options import Unpack
 from ._report import CheckResult
 
 __all__ = ["HeartbeatCheck"]

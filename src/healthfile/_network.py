@@ -13,7 +13,6 @@ import contextlib
 import os
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from types import ModuleType
@@ -25,10 +24,7 @@ from ._redact import hide_values
 from ._report import CheckResult, describe_exception, first_line
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from typing import Unpack
-    else:
-        from typing_extensions import Unpack
+    from ._options import Unpack
 
 __all__ = [
     "HTTP_EXTRA",

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, TypedDict
 from ._limits import MAX_NAME_CHARS, MAX_SECONDS, MIN_SECONDS
 from ._redact import redact
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Unpack, for the checks' **options (re-exported: written once)
     if sys.version_info >= (3, 11):
-        pass
+        from typing import Unpack as Unpack
     else:
-        pass
+        from typing_extensions import Unpack as Unpack
 
 __all__ = [
     "LIVE",

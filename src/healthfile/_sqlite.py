@@ -24,7 +24,6 @@ import os
 import secrets
 import sqlite3
 import stat
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -41,10 +40,7 @@ from ._report import CheckResult, describe_exception, display_path
 from ._threads import CheckStillRunning
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from typing import Unpack
-    else:
-        from typing_extensions import Unpack
+    from ._options import Unpack
 
 __all__ = ["SQLiteCheck", "sqlite_readonly_uri"]
 
