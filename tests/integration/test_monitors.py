@@ -154,7 +154,7 @@ def test_node_exporter_serves_the_healthfile_metrics(
     assert samples[("node_textfile_scrape_error", ())] == 0
     assert samples[("healthfile_up", (app,))] == 1
     assert samples[("healthfile_status", (app, ("status", "online")))] == 1
-    assert samples[("healthfile_check_up", (app, ("check", "database")))] == 1
+    assert samples[("healthfile_check_up", (app, ("check", "database"), ("critical", "true")))] == 1
     info = (("api_version", "v1"), app, ("app_version", "3.1.4"))
     assert samples[("healthfile_info", info)] == 1
     stamp = samples[("healthfile_report_timestamp_seconds", (app,))]
@@ -217,7 +217,10 @@ def test_node_exporter_serves_three_apps_from_one_textfile_directory(tmp_path: P
         label = ("app", app)
         assert samples[("healthfile_up", (label,))] == 1, app
         assert samples[("healthfile_status", (label, ("status", "online")))] == 1, app
-        assert samples[("healthfile_check_up", (label, ("check", "database")))] == 1, app
+        assert (
+            samples[("healthfile_check_up", (label, ("check", "database"), ("critical", "true")))]
+            == 1
+        ), app
         assert (
             samples[("healthfile_info", (("api_version", "v1"), label, ("app_version", "1.0")))]
             == 1
