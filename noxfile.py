@@ -38,7 +38,7 @@ nox.options.error_on_missing_interpreters = True
 @nox.session(python=PRESENT or PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the suite on one Python, once on each event loop (one install serves both)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,release]")
     for loop in ("asyncio", "uvloop"):
         session.log(f"event loop: {loop}")
         session.run("pytest", *PYTEST, f"--loop={loop}", *session.posargs)
@@ -47,7 +47,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=NEWEST)
 def debug(session: nox.Session) -> None:
     """Run the suite with PYTHONASYNCIODEBUG=1: no slow callbacks, no forgotten awaits."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,release]")
     session.run(
         "pytest",
         *PYTEST,
@@ -59,7 +59,7 @@ def debug(session: nox.Session) -> None:
 @nox.session(python=NEWEST)
 def foreign(session: nox.Session) -> None:
     """Run the suite as on a foreign platform: no dir_fd, no directory open, no fchmod, ..."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,release]")
     session.run(
         "pytest",
         *PYTEST,

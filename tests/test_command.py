@@ -393,7 +393,7 @@ async def test_a_run_leaves_no_descriptor_and_no_zombie(tmp_path: Path) -> None:
     for check in checks:
         await run(check)
     slow = CommandCheck(script(tmp_path, "sleep 300\n", "c.sh"))
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # the builtin TimeoutError from 3.11 only
         await asyncio.wait_for(slow.run(), 0.2)
 
     (child,) = pids_in(pidfile)

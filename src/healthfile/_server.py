@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import os
 import socket
 from collections.abc import Callable
 from email.utils import formatdate
@@ -519,6 +520,8 @@ def _peer(transport: asyncio.BaseTransport, which: str) -> tuple[str, int] | Non
 
 def _reason(exc: OSError) -> str:
     """What an OSError says, without its errno prefix or asyncio's own wording."""
+    if exc.errno is not None:  # the OS's own words (asyncio's wording differs by version)
+        return os.strerror(exc.errno)
     text = exc.strerror or str(exc)
     if text.startswith("error while attempting to bind"):  # asyncio's words around the OS's
         text = text.rsplit(": ", 1)[-1]
