@@ -340,3 +340,39 @@ def test_the_kinds_cover_the_agreement_test() -> None:
     """Every kind the HTTP tests use makes a file (or, for missing, none)."""
     assert kind_of_file("missing") is None
     assert isinstance(kind_of_file("online"), dict)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (0, "0 s"),
+        (59.9, "59 s"),
+        (300, "5 min"),
+        (3 * 3600, "3 h"),
+        (3 * 3600 + 20 * 60, "3 h 20 min"),
+        (2 * 86400 + 5, "2 d"),
+        (-5, "0 s"),
+    ],
+)
+def test_spans_read_as_a_person_says_them(seconds: float, words: str) -> None:
+    """Ages and durations on the page are in seconds, minutes, hours or days."""
+    from healthfile._page import _span
+
+    assert _span(seconds) == words
+
+
+def test_times_durations_and_numbers_the_file_may_lack_are_said_plainly() -> None:
+    """An unknown time, a missing duration or number, another day: plain words, no error."""
+    from healthfile._page import _at, _clock, _duration, _number, _when
+
+    now = 1_800_000_000.0
+    assert _at(None, now) == _when(None, now) == "an unknown time"
+    assert _clock(now - 3 * 86400, now).count("-") == 2  # another day: with its date
+    assert _when(int(now) + 30, now).endswith("(in 30 s)")
+    assert (_duration(None), _duration(True), _duration(2500), _duration(0.5)) == (
+        "—",
+        "—",
+        "2.50 s",
+        "0.50 ms",
+    )
+    assert (_number("x"), _number(False), _number(30.0)) == ("?", "?", "30")

@@ -658,3 +658,31 @@ def test_the_server_repr_shows_its_state_and_address() -> None:
     server = HTTPServer(asgi_app("h.json"), "::1", 8081)
 
     assert repr(server) == "<HTTPServer closed [::1]:8081>"
+
+
+@pytest.mark.asyncio
+async def test_a_slow_client_is_cut_at_the_request_bound(
+    make_server: ServerFactory, connect: Connect
+) -> None:
+    """The same bound made short: a head trickling in past it gets 408 and the close."""
+    server = await make_server("online", request_seconds=0.5)
+    client = await connect(server.address)
+    data = request_bytes("/readyz") + b"x-slow: " + b"a" * 200
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        for index in range(len(data)):
+            try:
+                client.writer.write(data[index : index + 1])
+                await client.writer.drain()
+            except ConnectionError:
+                return
+            await asyncio.sleep(0.02)
+
+    sender = asyncio.ensure_future(trickle())
+    rest = await client.rest(generous(5))
+    sender.cancel()
+
+    assert rest is not None
+    assert rest.startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started >= 0.5

@@ -130,8 +130,8 @@ class CommandCheck(CheckOptions):
         """Run the program once; kill and reap its process group if cancelled (the timeout)."""
         loop = asyncio.get_running_loop()
         collector = _Collector(loop)
-        try:
-            transport, _ = await loop.subprocess_exec(
+        starting = asyncio.ensure_future(
+            loop.subprocess_exec(
                 lambda: collector,
                 *self.argv,
                 stdin=subprocess.DEVNULL,
@@ -139,6 +139,21 @@ class CommandCheck(CheckOptions):
                 stderr=subprocess.STDOUT,
                 **_GROUP,
             )
+        )
+        try:
+            # asyncio.wait, not await: cancelled while the program starts, asyncio would kill
+            # the program alone and leave what it has started so far running.
+            await asyncio.wait({starting})
+        except asyncio.CancelledError:
+            await asyncio.wait({starting})  # a start takes milliseconds: let it end
+            if not starting.cancelled() and starting.exception() is None:
+                started, _ = starting.result()
+                _kill_group(started)
+                await asyncio.wait({collector.exited}, timeout=_PIPE_GRACE)
+                started.close()
+            raise
+        try:
+            transport, _ = starting.result()
         except FileNotFoundError:
             return CheckResult("fail", f"no such program: {self.argv[0]}")
         except PermissionError:
