@@ -20,7 +20,7 @@ import os
 import socket
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from ._asgi import HealthApp, Message
@@ -242,8 +242,9 @@ class _Connection(asyncio.Protocol):
         self._address: tuple[str, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, whatever its class: uvloop's is no asyncio.Transport subclass.
+        self._transport = cast(asyncio.Transport, transport)
+        transport = self._transport
         if not self._server.admit(self):
             transport.abort()  # refused, not queued: the client learns at once
             return
