@@ -287,12 +287,9 @@ async def test_an_idle_connection_is_closed_at_the_bound(
     assert await kept.rest(generous(5)) == b""
 
 
-@pytest.mark.asyncio
-@pytest.mark.slow
-async def test_a_slow_client_is_cut_after_5_s(make_server: ServerFactory, connect: Connect) -> None:
-    """A client sending its head a byte every 0.2 s is cut 5 s after it connected."""
-    server = await make_server("online")
-    client = await connect(server.address)
+async def trickled(client: Any, *, every: float, wait: float) -> tuple[bytes | None, float]:
+    """Send a request head a byte every ``every`` seconds until the server cuts it; return
+    what the server sent (within generous(``wait``)) and the seconds it took."""
     data = request_bytes("/readyz") + b"x-slow: " + b"a" * 200
     started = time.monotonic()
 
@@ -303,12 +300,21 @@ async def test_a_slow_client_is_cut_after_5_s(make_server: ServerFactory, connec
                 await client.writer.drain()
             except ConnectionError:
                 return
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(every)
 
     sender = asyncio.ensure_future(trickle())
-    rest = await client.rest(generous(10))
+    rest: bytes | None = await client.rest(generous(wait))
     took = time.monotonic() - started
     sender.cancel()
+    return rest, took
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_a_slow_client_is_cut_after_5_s(make_server: ServerFactory, connect: Connect) -> None:
+    """A client sending its head a byte every 0.2 s is cut 5 s after it connected."""
+    server = await make_server("online")
+    rest, took = await trickled(await connect(server.address), every=0.2, wait=10)
 
     assert rest is not None
     assert rest.startswith(b"HTTP/1.1 408 ")
@@ -666,23 +672,8 @@ async def test_a_slow_client_is_cut_at_the_request_bound(
 ) -> None:
     """The same bound made short: a head trickling in past it gets 408 and the close."""
     server = await make_server("online", request_seconds=0.5)
-    client = await connect(server.address)
-    data = request_bytes("/readyz") + b"x-slow: " + b"a" * 200
-    started = time.monotonic()
-
-    async def trickle() -> None:
-        for index in range(len(data)):
-            try:
-                client.writer.write(data[index : index + 1])
-                await client.writer.drain()
-            except ConnectionError:
-                return
-            await asyncio.sleep(0.02)
-
-    sender = asyncio.ensure_future(trickle())
-    rest = await client.rest(generous(5))
-    sender.cancel()
+    rest, took = await trickled(await connect(server.address), every=0.02, wait=5)
 
     assert rest is not None
     assert rest.startswith(b"HTTP/1.1 408 ")
-    assert time.monotonic() - started >= 0.5
+    assert took >= 0.5
