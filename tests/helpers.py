@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import math
 import os
 import re
 import shutil
@@ -249,6 +250,41 @@ def is_online(report: dict[str, Any]) -> bool:
 def stamp(seconds: float) -> str:
     """A contract timestamp for Unix time ``seconds``."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def write_fresh_report(
+    path: Path, status: str, check_status: str | None = None, output: str | None = None
+) -> Path:
+    """Write a fresh contract-v1 report, as plain JSON, with one database check.
+
+    The check passes when ``status`` is online and fails otherwise, unless ``check_status``
+    says; ``output`` is its output.
+    """
+    now = time.time()
+    check = check_status or ("pass" if status == "online" else "fail")
+    report = {
+        "status": status,
+        "database": "connected" if check == "pass" else "disconnected",
+        "timestamp": stamp(now),
+        "app_version": "1.0",
+        "api_version": "v1",
+        "interval_seconds": 30.0,
+        "expires_at": stamp(math.ceil(now + 60)),
+        "sequence": 1,
+        "started_at": stamp(now),
+        "pid": os.getpid(),
+        "checks": {
+            "database": {
+                "status": check,
+                "output": output,
+                "duration_ms": 1.0,
+                "consecutive_failures": 0 if check == "pass" else 1,
+                "last_success": None,
+            }
+        },
+    }
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return path
 
 
 def one_line(text: str) -> str:

@@ -7,7 +7,6 @@ probe must not pay for the service's imports.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import generous, stamp
+from helpers import generous, write_fresh_report
 
 HEAVY = ("asyncio", "aiosqlite", "aiofiles", "prometheus_client")
 SERVICE_MODULES = (
@@ -44,46 +43,14 @@ def probe_environment() -> dict[str, str]:
     }
 
 
-def write_report(path: Path, status: str, check_status: str = "pass") -> Path:
-    """Write a fresh contract-v1 report with one database check."""
-    now = time.time()
-    path.write_text(
-        json.dumps(
-            {
-                "status": status,
-                "database": "connected",
-                "timestamp": stamp(now),
-                "app_version": "1.0",
-                "api_version": "v1",
-                "interval_seconds": 30.0,
-                "expires_at": stamp(math.ceil(now + 60)),
-                "sequence": 1,
-                "started_at": stamp(now),
-                "pid": os.getpid(),
-                "checks": {
-                    "database": {
-                        "status": check_status,
-                        "output": None if check_status == "pass" else "password=x refused",
-                        "duration_ms": 0.4,
-                        "consecutive_failures": 0,
-                        "last_success": None,
-                    }
-                },
-            },
-            indent=2,
-        )
-    )
-    return path
-
-
 @pytest.fixture(params=["online", "degraded", "missing", "garbage"])
 def probed_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """A health file of each kind the probe meets: live, degraded, absent, not JSON."""
     path = tmp_path / "health.json"
     if request.param == "online":
-        write_report(path, "online")
+        write_fresh_report(path, "online")
     elif request.param == "degraded":
-        write_report(path, "degraded", "fail")
+        write_fresh_report(path, "degraded", "fail", "password=x refused")
     elif request.param == "garbage":
         path.write_bytes(b"\x00not json")
     return path
@@ -166,7 +133,7 @@ def test_importing_the_package_alone_is_light() -> None:
 
 def test_check_starts_well_within_the_kubernetes_probe_timeout(tmp_path: Path) -> None:
     """The median cold `python -m healthfile check` takes under a second (Kubernetes' default)."""
-    path = write_report(tmp_path / "health.json", "online")
+    path = write_fresh_report(tmp_path / "health.json", "online")
     durations = []
     for _ in range(5):
         started = time.perf_counter()

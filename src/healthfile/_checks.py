@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ._options import LIVE, CheckOptions, CommonOptions, absolute, validate_seconds
+from ._options import LIVE, CheckOptions, CommonOptions, absolute, validate_grades
 from ._report import CheckResult, display_path
 from ._sqlite import SQLiteCheck, sqlite_readonly_uri
 from ._threads import CheckStillRunning, DaemonThreadRunner, call_off_loop, is_async_callable
@@ -211,10 +211,7 @@ class LoopLagCheck(CheckOptions):
         name: str = "event_loop",
         **options: Unpack[CommonOptions],
     ) -> None:
-        self.warn_after = validate_seconds("warn_after", warn_after)
-        self.fail_after = validate_seconds("fail_after", fail_after)
-        if self.warn_after > self.fail_after:
-            raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
+        self.warn_after, self.fail_after = validate_grades(warn_after, fail_after)
         options.setdefault("groups", (LIVE,))
         super().__init__(name=name, **options)
         self._period = max(0.01, min(0.1, self.warn_after / 2))

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ._checks import graded
-from ._options import LIVE, CheckOptions, CommonOptions, validate_seconds
+from ._options import LIVE, CheckOptions, CommonOptions, validate_grades
 
 if TYPE_CHECKING:
     from ._options import Unpack
@@ -43,10 +43,7 @@ class HeartbeatCheck(CheckOptions):
         fail_after: float = 5.0,
         **options: Unpack[CommonOptions],
     ) -> None:
-        self.warn_after = validate_seconds("warn_after", warn_after)
-        self.fail_after = validate_seconds("fail_after", fail_after)
-        if self.warn_after > self.fail_after:
-            raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
+        self.warn_after, self.fail_after = validate_grades(warn_after, fail_after)
         options.setdefault("groups", (LIVE,))
         super().__init__(name=name, **options)
         self._last_beat: float | None = None

@@ -96,6 +96,15 @@ def validate_seconds(name: str, value: object, *, allow_zero: bool = False) -> f
     return float(value)
 
 
+def validate_grades(warn_after: object, fail_after: object) -> tuple[float, float]:
+    """The seconds after which a check warns and fails: each valid, the first not larger."""
+    warn = validate_seconds("warn_after", warn_after)
+    fail = validate_seconds("fail_after", fail_after)
+    if warn > fail:
+        raise ValueError(f"warn_after ({warn_after}) must not exceed fail_after ({fail_after})")
+    return warn, fail
+
+
 def validate_timeout(timeout: object, what: str = "timeout") -> float | None:
     """A check's own timeout in seconds, or ``None`` for the service's ``check_timeout``."""
     return None if timeout is None else validate_seconds(what, timeout)

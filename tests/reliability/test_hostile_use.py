@@ -143,6 +143,22 @@ def _probe(path: Path, *options: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
+def _refused_run(cwd: Path, *options: str) -> bytes:
+    """Run `healthfile run` with ``options`` in ``cwd``; assert it exits 2 with one line on
+    stderr and nothing on stdout; return that line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "healthfile", "run", *options],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        cwd=cwd,
+    )
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert done.stderr.count(b"\n") == 1
+    return done.stderr
+
+
 @pytest.mark.asyncio
 async def test_a_thousand_passing_checks_make_a_file_the_probe_accepts(
     make_service: ServiceFactory, health_file: Path
@@ -439,28 +455,11 @@ def test_healthfile_run_refuses_the_database_as_health_file_and_keeps_it(
     """`healthfile run` with the database as --health-file exits 2 with one line; the data stays."""
     before = database.read_bytes()
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "healthfile",
-            "run",
-            *("--database", "app.db"),
-            "--health-file",
-            "./app.db",
-            "--interval",
-            "0.1",
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-        cwd=tmp_path,
+    stderr = _refused_run(
+        tmp_path, "--database", "app.db", "--health-file", "./app.db", "--interval", "0.1"
     )
 
-    assert done.returncode == 2
-    assert done.stdout == b""
-    assert done.stderr.count(b"\n") == 1
-    assert done.stderr.startswith(
+    assert stderr.startswith(
         b"healthfile run: error: --database app.db and --health-file ./app.db are the same file"
     )
     assert database.read_bytes() == before
@@ -658,21 +657,11 @@ def test_healthfile_run_refuses_the_database_at_the_lock_files_path_and_keeps_it
     database.rename(sidecar)
     before = sidecar.read_bytes()
 
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "healthfile", "run"),
-            *("--database", sidecar.name, "--health-file", "health.json", "--interval", "0.1"),
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-        cwd=tmp_path,
+    stderr = _refused_run(
+        tmp_path, "--database", sidecar.name, "--health-file", "health.json", "--interval", "0.1"
     )
 
-    assert done.returncode == 2
-    assert done.stdout == b""
-    assert done.stderr.count(b"\n") == 1
-    assert done.stderr.startswith(
+    assert stderr.startswith(
         b"healthfile run: error: --database .health.json.lock and the lock file of "
         b"--health-file health.json are the same file"
     )

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import child_environment, generous, stamp
+from helpers import child_environment, generous, write_fresh_report
 
 pytestmark = pytest.mark.reliability
 
@@ -24,35 +21,6 @@ def console_script() -> str:
     script = shutil.which("healthfile", path=os.path.dirname(sys.executable))
     assert script is not None, "the healthfile console script is not installed"
     return script
-
-
-def write_report(path: Path, status: str) -> Path:
-    """Write a fresh contract-v1 report with the given status and one database check."""
-    now = time.time()
-    check = "pass" if status == "online" else "fail"
-    report = {
-        "status": status,
-        "database": "connected" if check == "pass" else "disconnected",
-        "timestamp": stamp(now),
-        "app_version": "1.0",
-        "api_version": "v1",
-        "interval_seconds": 30.0,
-        "expires_at": stamp(math.ceil(now + 60)),
-        "sequence": 1,
-        "started_at": stamp(now),
-        "pid": os.getpid(),
-        "checks": {
-            "database": {
-                "status": check,
-                "output": None,
-                "duration_ms": 1.0,
-                "consecutive_failures": 0 if check == "pass" else 1,
-                "last_success": None,
-            }
-        },
-    }
-    path.write_text(json.dumps(report))
-    return path
 
 
 Start = Callable[[list[str]], subprocess.Popen[bytes]]
@@ -113,7 +81,7 @@ def test_the_exit_status_is_the_verdicts_whatever_stdout_is(
     status (Nagios' too), and writes no traceback."""
     health_file = tmp_path / "health.json"
     if status != "missing":
-        write_report(health_file, status)
+        write_fresh_report(health_file, status)
     process = stdout([console_script(), "check", "--health-file", str(health_file), *flags])
     _, stderr = process.communicate(timeout=generous(30))
     assert b"Traceback" not in stderr, stderr.decode()
