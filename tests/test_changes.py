@@ -12,7 +12,6 @@ import pytest
 
 from healthfile._changes import MAX_CHANGES, MAX_WHY_CHARS, ChangeLog, why_changed
 from healthfile._limits import MAX_FILE_BYTES
-
 from helpers import NONBLOCKING_FIFOS
 
 GOOD = {"at": "2026-12-07T18:00:00Z", "status": "online", "previous": "degraded", "why": "db pass"}
