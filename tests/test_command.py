@@ -331,6 +331,47 @@ async def test_a_cancelled_run_kills_and_reaps_the_whole_group(tmp_path: Path) -
 @needs_proc
 @needs_process_groups
 @pytest.mark.asyncio
+async def test_a_run_cancelled_while_its_program_starts_kills_the_whole_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the start is still under way (the process forked, its pipes not yet
+    connected), the run lets the start end, then kills the whole group, not the program alone."""
+    loop = asyncio.get_running_loop()
+    real_exec = loop.subprocess_exec
+    connecting = asyncio.Event()
+    connected = asyncio.Event()
+    pidfile = tmp_path / "pids"
+
+    async def slow_start(*args: Any, **kwargs: Any) -> Any:
+        started = await real_exec(*args, **kwargs)
+        connecting.set()  # the program runs; the start has not returned yet
+        await connected.wait()
+        return started
+
+    try:
+        monkeypatch.setattr(loop, "subprocess_exec", slow_start)
+    except AttributeError:  # uvloop's loop takes no attribute of its own
+        pytest.skip("this loop's subprocess_exec cannot be wrapped")
+    check = CommandCheck([*script(tmp_path, SPAWNS_A_GRANDCHILD), str(pidfile)])
+    task = loop.create_task(check.run())
+    await connecting.wait()
+    await wait_until_async(pidfile.exists, "the script to start its grandchild")
+
+    task.cancel()
+    await asyncio.sleep(0)  # the cancellation arrives while the start is still under way
+    connected.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    child, grandchild = pids_in(pidfile)
+    await wait_until_async(lambda: process_state(child) is None, "the child to be reaped")
+    await wait_until_async(lambda: process_ended(grandchild), "the grandchild to be killed")
+
+
+@needs_sh
+@needs_proc
+@needs_process_groups
+@pytest.mark.asyncio
 async def test_what_the_program_leaves_of_its_group_is_killed_when_it_exits(
     tmp_path: Path,
 ) -> None:
