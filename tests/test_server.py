@@ -23,7 +23,7 @@ from healthfile._asgi import asgi_app
 from healthfile._judge import judge
 from healthfile._page import render_page
 from healthfile._server import HTTPServer, parse_address
-from helpers import ServiceFactory, generous, read_report
+from helpers import ServiceFactory, generous, read_report, wait_until_async
 from httphelpers import Client, as_probe_says, entry, request_bytes, write_kind
 from test_judge import report
 
@@ -442,23 +442,56 @@ async def test_a_client_that_does_not_read_its_answers_is_cut(
     assert received < 100 * page
 
 
+class _App:
+    """An ASGI application made of ``answer``, closable as the server's apps are."""
+
+    def __init__(self, answer: Any) -> None:
+        self._answer = answer
+
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        return self._answer(scope, receive, send)
+
+    def close(self) -> None:
+        pass
+
+
+async def _raises(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("broken")
+
+
+async def _returns_silently(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+
+
+async def _sends_nonsense(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.trailers"})
+
+
+async def _raises_midway(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"half", "more_body": True})
+    raise RuntimeError("broken midway")
+
+
 @pytest.mark.asyncio
-async def test_an_application_failure_is_500_and_closes(
-    make_server: ServerFactory, connect: Connect
+@pytest.mark.parametrize(
+    ("answer", "logged"),
+    [
+        (_raises, "broken"),
+        (_returns_silently, "the application returned without a whole answer"),
+        (_sends_nonsense, "unexpected ASGI message 'http.response.trailers'"),
+    ],
+)
+async def test_an_application_failure_before_its_answer_is_500_and_closes(
+    make_server: ServerFactory,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+    answer: Any,
+    logged: str,
 ) -> None:
-    """An application that raises before answering gets a 500 and a closed connection."""
-
-    async def broken(scope: Any, receive: Any, send: Any) -> None:
-        raise RuntimeError("broken")
-
-    class Broken:
-        def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
-            return broken(scope, receive, send)
-
-        def close(self) -> None:
-            pass
-
-    server = await make_server(app=Broken())
+    """An application that raises, returns half an answer or sends what is not an answer
+    gets a 500 and a closed connection; the failure is logged with its target."""
+    server = await make_server(app=_App(answer))
     client = await connect(server.address)
     client.writer.write(request_bytes("/readyz"))
 
@@ -466,6 +499,92 @@ async def test_an_application_failure_is_500_and_closes(
 
     assert rest is not None
     assert rest.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    failures = [r for r in caplog.records if r.getMessage().startswith("HTTP: the application")]
+    assert [r.getMessage() for r in failures] == ["HTTP: the application failed on /readyz"]
+    assert logged in str(failures[0].exc_info[1] if failures[0].exc_info else None)
+
+
+@pytest.mark.asyncio
+async def test_an_application_failing_mid_answer_cuts_the_connection(
+    make_server: ServerFactory, connect: Connect
+) -> None:
+    """Once its answer has begun, a failing application's connection is cut: a client never
+    takes half an answer for a whole one."""
+    server = await make_server(app=_App(_raises_midway))
+    client = await connect(server.address)
+    client.writer.write(request_bytes("/readyz"))
+
+    rest = await client.rest(generous(5))
+
+    assert rest is not None
+    head, _, body = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body == b"4\r\nhalf\r\n"  # the body began, and its last chunk never came
+
+
+@pytest.mark.asyncio
+async def test_pipelined_requests_past_64_kib_pause_reading_until_answered(
+    make_server: ServerFactory, connect: Connect
+) -> None:
+    """While an answer is under way, a client's pipelined requests are read up to about
+    64 KiB, then the server stops reading; answered, it reads on and answers every one."""
+    release = asyncio.Event()
+    targets: list[str] = []
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        targets.append(scope["path"] + "?" + scope["query_string"].decode()[:3])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(len(targets)).encode()})
+
+    server = await make_server(app=_App(answer))
+    client = await connect(server.address)
+    paths = [f"/{index}?{'x' * 1000}" for index in range(100)]  # 100 KiB in all
+    client.writer.write(request_bytes(paths[0]))
+    await wait_until_async(lambda: targets, "the first request")
+    client.writer.write(b"".join(request_bytes(path) for path in paths[1:]))
+    (connection,) = server._connections
+    await wait_until_async(lambda: connection._reading_paused, "the server to stop reading")
+    assert targets == ["/0?xxx"]  # the first is answered before the next is read
+
+    release.set()
+    answers = []
+    for path in paths:
+        client.h11.send(h11.Request(method="GET", target=path, headers=[("host", "test")]))
+        client.h11.send(h11.EndOfMessage())
+        answers.append(await client.answer())
+
+    assert [answer.body for answer in answers] == [str(n).encode() for n in range(1, 101)]
+    assert targets == [f"/{index}?xxx" for index in range(100)]
+    assert not connection._reading_paused
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_status_has_no_reason_phrase_and_a_second_receive_is_a_disconnect(
+    make_server: ServerFactory, connect: Connect
+) -> None:
+    """A status without a standard phrase goes out with an empty one; the request is read
+    once, and reading again says the client is gone (as ASGI servers say)."""
+    received: list[str] = []
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        received.append((await receive())["type"])
+        received.append((await receive())["type"])
+        await send({"type": "http.response.start", "status": 599, "headers": []})
+        await send({"type": "http.response.body", "body": b"odd"})
+
+    server = await make_server(app=_App(answer))
+    client = await connect(server.address)
+
+    got = await client.request("/readyz")
+
+    assert (got.status, got.body) == (599, b"odd")
+    assert received == ["http.request", "http.disconnect"]
+    client.writer.write(request_bytes("/readyz"))
+    await client.writer.drain()
+    raw = await client.reader.readuntil(b"\r\n")
+    assert raw == b"HTTP/1.1 599 \r\n"
 
 
 @pytest.mark.asyncio
