@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import signal
 import socket
 import sys
 import textwrap
@@ -16,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from healthfile import CheckResult, CommandCheck
-from healthfile._command import MAX_OUTPUT_BYTES, _Collector
+from healthfile._command import MAX_OUTPUT_BYTES, _Collector, judge_exit
 from healthfile._report import CheckStatus
 from helpers import (
     ServiceFactory,
@@ -197,6 +199,29 @@ async def test_a_program_that_cannot_be_run_fails_saying_so(tmp_path: Path) -> N
     result = await run(CommandCheck([str(path)]))
 
     assert result == CheckResult("fail", f"cannot run {path}: permission denied")
+
+
+@needs_sh
+@pytest.mark.asyncio
+async def test_a_program_the_system_cannot_start_fails_in_its_words(tmp_path: Path) -> None:
+    """An executable file in no format the system runs fails with the OS's reason."""
+    path = tmp_path / "check_garbage"
+    path.write_bytes(b"\x00\x01 not a program\n")
+    path.chmod(0o755)
+
+    result = await run(CommandCheck([str(path)]))
+
+    assert result == CheckResult("fail", f"cannot run {path}: {os.strerror(errno.ENOEXEC)}")
+
+
+def test_a_signal_without_a_name_is_said_by_its_number() -> None:
+    """A process ended by a signal number the platform has no name for is still named."""
+    unnamed = next(n for n in range(200, 1000) if n not in set(signal.Signals))
+
+    assert judge_exit(-unnamed, b"") == CheckResult("fail", f"killed by signal {unnamed}")
+    assert judge_exit(-unnamed, b"last words\n") == CheckResult(
+        "fail", f"killed by signal {unnamed}: last words"
+    )
 
 
 @pytest.mark.asyncio

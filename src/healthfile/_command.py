@@ -158,8 +158,9 @@ class CommandCheck(CheckOptions):
             return CheckResult("fail", f"no such program: {self.argv[0]}")
         except PermissionError:
             return CheckResult("fail", f"cannot run {self.argv[0]}: permission denied")
-        except OSError as exc:
-            return CheckResult("fail", f"cannot run {self.argv[0]}: {describe_exception(exc)}")
+        except OSError as exc:  # the OS's words, without the path said twice
+            reason = exc.strerror or describe_exception(exc)
+            return CheckResult("fail", f"cannot run {self.argv[0]}: {reason}")
         try:
             # asyncio.wait, not await: a cancellation must not cancel the futures themselves.
             await asyncio.wait({collector.exited})
