@@ -66,6 +66,7 @@ class FigureResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     facts: dict[str, float] = field(default_factory=dict)
+    failed: bool = False  # the figure raised: its one row says what
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

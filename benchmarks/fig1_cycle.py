@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from _common import (
@@ -163,10 +164,10 @@ def _instrumented(service: healthfile.AsyncHealthService) -> Iterator[dict[str, 
         finally:
             spent["check"] += time.perf_counter() - start
 
-    async def replace(data: bytes) -> None:
+    async def replace(data: Any, **options: Any) -> None:
         start = time.perf_counter()
         try:
-            await writer_replace(data)
+            await writer_replace(data, **options)
         finally:
             spent["write"] += time.perf_counter() - start
 

@@ -69,6 +69,7 @@ async def _run_all(ctx: Context, which: list[int]) -> list[FigureResult]:
             result = FigureResult(
                 f"{number}. failed",
                 [Row(f"{number}. failed: {type(exc).__name__}: {exc}", "—", "—")],
+                failed=True,
             )
         result.seconds = time.perf_counter() - started
         print(f"figure {number} done in {result.seconds:.1f} s", file=sys.stderr, flush=True)
@@ -115,10 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(head) + "\n\n" + table)
 
+    failed = [number for number, result in zip(which, results, strict=True) if result.failed]
     if args.only:  # a partial run: its notes here, the results and the pages untouched
         for result in results:
             print(f"\n### {result.title} ({result.seconds:.0f} s)\n", *result.notes, sep="\n")
-        return 0
+        return 1 if failed else 0
+    if failed:  # a page would cite numbers this run does not have
+        print(
+            f"figure {', '.join(map(str, failed))} failed: results.json and the pages are left "
+            "as they were",
+            file=sys.stderr,
+        )
+        return 1
     data = {
         "run": {
             "stamp": stamp,
