@@ -18,6 +18,9 @@ VENV_PYTHON = ROOT / ".venv" / ("Scripts" if os.name == "nt" else "bin") / "pyth
 # of seconds, memory over many cycles, HTTP load per server) run in make matrix.
 QUICK_FIGURES = (1, 4, 6, 8)
 
+# A quick run of the long figures takes a minute alone, several on a loaded machine.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture
 def bench_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
@@ -41,7 +44,7 @@ def run_figures(figures: str, tmp_path: Path) -> subprocess.CompletedProcess[str
         [str(VENV_PYTHON), str(BENCHMARKS / "run.py"), "--quick", "--only", figures],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=540,
         check=False,
         cwd=ROOT,
         env={**os.environ, "HEALTHFILE_BENCH_DIR": str(tmp_path)},
