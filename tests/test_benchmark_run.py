@@ -11,6 +11,8 @@ from types import ModuleType
 
 import pytest
 
+from helpers import needs_directory_fsync
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 VENV_PYTHON = ROOT / ".venv" / ("Scripts" if os.name == "nt" else "bin") / "python"
@@ -51,6 +53,8 @@ def run_figures(figures: str, tmp_path: Path) -> subprocess.CompletedProcess[str
     )
 
 
+# The floors the figures measure against are POSIX writes (fsync of an open directory).
+@needs_directory_fsync
 @pytest.mark.parametrize("figure", QUICK_FIGURES)
 def test_a_figure_runs_through(figure: int, tmp_path: Path) -> None:
     """A quick run of the figure exits 0 with rows and no failure, and writes no results."""
@@ -66,6 +70,7 @@ def test_a_figure_runs_through(figure: int, tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []  # its temporary directories are gone
 
 
+@needs_directory_fsync
 @pytest.mark.slow
 def test_the_long_figures_run_through(tmp_path: Path) -> None:
     """Figures 2, 5, 7 and 9 run through quickly too (9 says so when wrk is missing)."""
