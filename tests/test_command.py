@@ -331,6 +331,15 @@ async def test_at_the_timeout_the_child_and_the_grandchild_are_killed_and_reaped
         os.kill(grandchild, 9)
 
 
+async def group_gone_after(task: asyncio.Task[CheckResult], pidfile: Path) -> None:
+    """Await the cancelled ``task``; the child and grandchild in ``pidfile`` are then gone."""
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    child, grandchild = pids_in(pidfile)
+    await wait_until_async(lambda: process_state(child) is None, "the child to be reaped")
+    await wait_until_async(lambda: process_ended(grandchild), "the grandchild to be killed")
+
+
 @needs_sh
 @needs_proc
 @needs_process_groups
@@ -343,12 +352,7 @@ async def test_a_cancelled_run_kills_and_reaps_the_whole_group(tmp_path: Path) -
     await wait_until_async(pidfile.exists, "the script to start")
 
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    child, grandchild = pids_in(pidfile)
-    await wait_until_async(lambda: process_state(child) is None, "the child to be reaped")
-    await wait_until_async(lambda: process_ended(grandchild), "the grandchild to be killed")
+    await group_gone_after(task, pidfile)
 
 
 @needs_sh
@@ -384,12 +388,7 @@ async def test_a_run_cancelled_while_its_program_starts_kills_the_whole_group(
     task.cancel()
     await asyncio.sleep(0)  # the cancellation arrives while the start is still under way
     connected.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    child, grandchild = pids_in(pidfile)
-    await wait_until_async(lambda: process_state(child) is None, "the child to be reaped")
-    await wait_until_async(lambda: process_ended(grandchild), "the grandchild to be killed")
+    await group_gone_after(task, pidfile)
 
 
 @needs_sh
