@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._options import CheckOptions, CommonOptions
-from ._report import CheckResult, describe_exception, first_line
+from ._report import CheckResult, first_line, os_reason
 
 if TYPE_CHECKING:
     from ._options import Unpack
@@ -148,9 +148,10 @@ class CommandCheck(CheckOptions):
             await asyncio.wait({starting})  # a start takes milliseconds: let it end
             if not starting.cancelled() and starting.exception() is None:
                 started, _ = starting.result()
-                _kill_group(started)
-                await asyncio.wait({collector.exited}, timeout=_PIPE_GRACE)
-                started.close()
+                try:
+                    await _end_group(started, collector)
+                finally:
+                    started.close()
             raise
         try:
             transport, _ = starting.result()
@@ -158,24 +159,27 @@ class CommandCheck(CheckOptions):
             return CheckResult("fail", f"no such program: {self.argv[0]}")
         except PermissionError:
             return CheckResult("fail", f"cannot run {self.argv[0]}: permission denied")
-        except OSError as exc:  # the OS's words, without the path said twice
-            reason = exc.strerror or describe_exception(exc)
-            return CheckResult("fail", f"cannot run {self.argv[0]}: {reason}")
+        except OSError as exc:
+            return CheckResult("fail", f"cannot run {self.argv[0]}: {os_reason(exc)}")
         try:
             # asyncio.wait, not await: a cancellation must not cancel the futures themselves.
             await asyncio.wait({collector.exited})
             _kill_group(transport)  # what the program left of its group: nothing outlives it
             await asyncio.wait({collector.ended}, timeout=_PIPE_GRACE)
         except asyncio.CancelledError:
-            # The timeout or stop(): kill the whole group, and reap it before going on.
-            _kill_group(transport)
-            await asyncio.wait({collector.exited}, timeout=_PIPE_GRACE)
+            await _end_group(transport, collector)
             raise
         finally:
             transport.close()  # releases the pipe, even one an escaped process holds
         returncode = transport.get_returncode()
         assert returncode is not None  # it exited
         return judge_exit(returncode, bytes(collector.kept))
+
+
+async def _end_group(transport: asyncio.SubprocessTransport, collector: _Collector) -> None:
+    """The timeout or stop(): kill the whole group, and reap it (a moment at most)."""
+    _kill_group(transport)
+    await asyncio.wait({collector.exited}, timeout=_PIPE_GRACE)
 
 
 def _kill_group(transport: asyncio.SubprocessTransport) -> None:

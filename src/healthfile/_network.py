@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ._options import CheckOptions, CommonOptions, absolute
 from ._redact import hide_values
-from ._report import CheckResult, describe_exception, first_line
+from ._report import CheckResult, describe_exception, first_line, os_reason
 
 if TYPE_CHECKING:
     from ._options import Unpack
@@ -72,15 +71,6 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _reason(exc: OSError) -> str:
-    """Why a connection failed, in the system's words (``Connection refused``)."""
-    if isinstance(exc, socket.gaierror) and exc.strerror:
-        return exc.strerror
-    if isinstance(exc.errno, int) and exc.errno > 0:
-        return os.strerror(exc.errno)
-    return describe_exception(exc)
-
-
 class TCPCheck(CheckOptions):
     """Pass when a TCP connection to ``host``:``port`` opens; it is closed at once.
 
@@ -122,7 +112,7 @@ class TCPCheck(CheckOptions):
         try:
             _, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
-            return CheckResult("fail", f"cannot connect to {address}: {_reason(exc)}")
+            return CheckResult("fail", f"cannot connect to {address}: {os_reason(exc)}")
         took = elapsed_text(started)
         writer.close()
         # The connection opened: a reset while it closes says nothing more about the port.
@@ -311,7 +301,7 @@ class HTTPCheck(CheckOptions):
                 "fail", f"{where}: TLS certificate not trusted: {exc.certificate_error}"
             )
         except aiohttp.ClientConnectorError as exc:
-            return CheckResult("fail", f"cannot connect to {where}: {_reason(exc.os_error)}")
+            return CheckResult("fail", f"cannot connect to {where}: {os_reason(exc.os_error)}")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             # ValueError: what aiohttp refuses to send (a password in the URL and an
             # Authorization header both).

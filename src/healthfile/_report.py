@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -58,6 +59,16 @@ def describe_exception(exc: BaseException) -> str:
         message = f"<str() failed: {type(failure).__name__}>"
     text = f"{name}: {message}" if message else name
     return clean_output(text) or name
+
+
+def os_reason(exc: OSError) -> str:
+    """Why an OS call failed, in the system's words (``Connection refused``): no errno
+    prefix, no path said again."""
+    if isinstance(exc, socket.gaierror) and exc.strerror:  # EAI_* codes are no errno
+        return exc.strerror
+    if isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return describe_exception(exc)
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
