@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -174,6 +176,19 @@ def read_report(path: Path) -> dict[str, Any] | None:
     report = json.loads(text)
     assert isinstance(report, dict)
     return report
+
+
+def import_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py, imported from its file (benchmarks/ is no package), registered as
+    ``healthfile_benchmark_NAME`` (dataclasses look their module up in sys.modules)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"healthfile_benchmark_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def integration_unavailable(reason: str) -> NoReturn:

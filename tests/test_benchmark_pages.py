@@ -5,7 +5,6 @@ alike, so that a hand edit, or prose that contradicts the table, fails here."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +13,16 @@ from typing import Any
 
 import pytest
 
+from helpers import import_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 PERFORMANCE = ROOT / "docs" / "performance.md"
 
 
 @pytest.fixture(scope="module")
 def render() -> ModuleType:
-    """benchmarks/render.py, imported from its file (benchmarks/ is no package; the module
-    puts its own directory on sys.path for _common)."""
-    name = "healthfile_benchmark_render"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "render.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/render.py (it puts its own directory on sys.path for _common)."""
+    return import_benchmark("render")
 
 
 @pytest.fixture

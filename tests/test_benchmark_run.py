@@ -3,7 +3,6 @@ figure that fails makes the run exit 1 and leaves results.json and the pages as 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from helpers import needs_directory_fsync
+from helpers import import_benchmark, needs_directory_fsync
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -29,11 +28,7 @@ def bench_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
     """benchmarks/run.py, imported from its file, its work and its results under tmp_path."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.setenv("HEALTHFILE_BENCH_DIR", str(tmp_path))
-    spec = importlib.util.spec_from_file_location("healthfile_benchmark_run", BENCHMARKS / "run.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_benchmark("run")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results.json")
     return module
 
