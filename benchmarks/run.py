@@ -85,12 +85,25 @@ def _load_average() -> str:
         return "?"
 
 
+def _figures(text: str) -> list[int]:
+    """The figure numbers of ``--only``: each one that exists, in the order given."""
+    try:
+        numbers = [int(number) for number in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not figure numbers: {text!r}") from None
+    unknown = [number for number in numbers if number not in FIGURES]
+    if unknown:
+        known = ", ".join(map(str, sorted(FIGURES)))
+        raise argparse.ArgumentTypeError(f"no figure {unknown[0]} (the figures are {known})")
+    return numbers
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--only", help="comma-separated figure numbers, e.g. 1,4")
+    parser.add_argument("--only", type=_figures, help="comma-separated figure numbers, e.g. 1,4")
     args = parser.parse_args(argv)
-    which = sorted(FIGURES) if not args.only else [int(n) for n in args.only.split(",")]
+    which = args.only or sorted(FIGURES)
     # The service logs one line per status change; a benchmark wants none of them.
     logging.basicConfig(level=logging.CRITICAL)
 

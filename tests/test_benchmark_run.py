@@ -119,3 +119,21 @@ def test_a_full_run_writes_the_results_and_the_pages(
 
     assert '"key": "fine"' in (tmp_path / "results.json").read_text(encoding="utf-8")
     assert page.read_text(encoding="utf-8") == "rendered\n"
+
+
+@pytest.mark.parametrize(
+    ("only", "said"),
+    [
+        ("x", "argument --only: not figure numbers: 'x'"),
+        ("1,3", "argument --only: no figure 3 (the figures are 1, 2, 4, 5, 6, 7, 8, 9)"),
+    ],
+)
+def test_a_bad_figure_list_is_refused_naming_it(
+    bench_run: ModuleType, capsys: pytest.CaptureFixture[str], only: str, said: str
+) -> None:
+    """--only with a figure that is not a number, or does not exist, exits 2 naming it."""
+    with pytest.raises(SystemExit) as ended:
+        bench_run.main(["--only", only])
+
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"benchmarks/run.py: error: {said}"
