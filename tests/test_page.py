@@ -112,12 +112,18 @@ def test_the_status_is_told_in_plain_words(tmp_path: Path, kind: str, headline: 
     assert re.search(r"<title>" + re.escape(headline), document.source)
 
 
+def clock(at: float, now: float) -> str:
+    """A moment as the page writes it: the time of day, with the date when not today (UTC)."""
+    same_day = time.gmtime(at)[:3] == time.gmtime(now)[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", time.gmtime(at))
+
+
 def test_degraded_says_since_when_from_the_changes(tmp_path: Path) -> None:
     """A degraded file with changes says which check fails and since when (UTC)."""
     now = time.time()
     data = report("degraded", database="disconnected", checks={"database": entry("fail", "gone")})
     with_changes(data, (125, "degraded", "online", "database fail: gone"))
-    at = time.strftime("%H:%M:%S", time.gmtime(now - 125))
+    at = clock(now - 125, now)
 
     document = Document(page_of(tmp_path, data, now))
 
@@ -143,19 +149,21 @@ def test_stale_says_what_the_last_report_said_and_until_when(tmp_path: Path) -> 
     document = Document(page_of(tmp_path, "stale"))
 
     assert "The last report, made at " in document.text
-    assert re.search(r"said online and held until [0-9:]+ UTC \((59 s|1 min) ago\)", document.text)
+    held = r"said online and held until (?:[0-9-]{10} )?[0-9:]{8} UTC \((59 s|1 min) ago\)"
+    assert re.search(held, document.text)
 
 
 def test_report_age_and_expiry_are_shown(tmp_path: Path) -> None:
     """The page says when the report was made, how long ago, and until when it holds."""
     now = time.time()
     data = report(age=12, expires_in=48)
-    made = time.strftime("%H:%M:%S", time.gmtime(now - 12))
+    made = clock(now - 12, now)
 
     text = Document(page_of(tmp_path, data, now)).text
 
     assert f"Report made at {made} UTC (12 s ago); it holds until " in text
-    assert re.search(r"holds until [0-9:]+ UTC \(in (47|48) s\)", text)
+    # The date shows too when the report holds into the next day (just before midnight).
+    assert re.search(r"holds until (?:[0-9-]{10} )?[0-9:]{8} UTC \(in (47|48) s\)", text)
     assert "Database: connected." in text
     assert "a report every 30 s" in text
 
