@@ -111,6 +111,17 @@ def generous(seconds: float) -> float:
     return seconds * SLOWNESS
 
 
+def not_before(seconds: float) -> float:
+    """The least wall-clock time a loop timer of ``seconds`` may be seen to take.
+
+    uvloop keeps its clock in whole milliseconds, so a timer it runs can fire up to a
+    millisecond before ``time.monotonic()`` says its delay is over (a CI run saw a 0.2 s
+    read timeout end after 0.19996 s). A lower bound on something a loop timer ends goes
+    through this function; bounds on the library's own clock (check durations) do not.
+    """
+    return seconds - 0.002
+
+
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     """The function that makes a new event loop of kind ``name`` (pytest --loop=NAME)."""
     if name == "uvloop":
