@@ -101,12 +101,20 @@ def probe_body(path: Path | str, **options: Any) -> bytes:
 async def as_probe_says(
     path: Path | str, fetch: Callable[[], Awaitable[Answer]], **options: Any
 ) -> Answer:
-    """Fetch an answer between two judgements of the file; assert its body is one of them
-    (a second may pass meanwhile: the age in the body is in whole seconds)."""
-    before = probe_body(path, **options)
-    answer = await fetch()
-    after = probe_body(path, **options)
-    assert answer.body in (before, after), (answer.body, before, after)
+    """Fetch an answer while the file's judgement holds still; assert the body is it.
+
+    The judgement is taken before and after the fetch, again until the two agree: the age
+    in the body is in whole seconds, and a live writer may replace the file meanwhile, so an
+    answer between two judgements that differ could be either of them, or neither.
+    """
+    for _ in range(20):
+        before = probe_body(path, **options)
+        answer = await fetch()
+        after = probe_body(path, **options)
+        if before == after:
+            break
+    assert before == after, "the file's judgement never held still"
+    assert answer.body == before, (answer.body, before)
     return answer
 
 

@@ -46,7 +46,7 @@ async def as_probe_says_of(
     app: HealthApp, path: str, query: bytes = b"", root_path: str = "", **options: Any
 ) -> Answer:
     """The application's answer to ``path``, asserted to carry what ``healthfile check
-    --json`` prints with ``options`` (within the second's tick: see as_probe_says)."""
+    --json`` prints with ``options`` (while it holds still: see as_probe_says)."""
     return await as_probe_says(
         app.health_file,
         lambda: call_app(app, path, query=query, root_path=root_path),
