@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from healthfile import AsyncHealthService
+from healthfile import AsyncHealthService, _lock
 from healthfile._writer import _posix_modes
 
 ServiceFactory = Callable[..., AsyncHealthService]
@@ -46,6 +46,10 @@ needs_nonblocking_fifos = pytest.mark.skipif(
     not NONBLOCKING_FIFOS, reason="needs FIFOs and O_NONBLOCK (os.mkfifo; not Windows)"
 )
 needs_fifos = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (not Windows)")
+# msvcrt locks a byte of the open lock file, which cannot then be removed (Windows).
+needs_flock = pytest.mark.skipif(
+    _lock._fcntl is None, reason="needs fcntl.flock (a lock file that can be removed while held)"
+)
 
 
 def _can_open_directories() -> bool:

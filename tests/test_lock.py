@@ -18,7 +18,7 @@ import pytest
 
 from healthfile import _lock
 from healthfile._lock import WriterLock, lock_path
-from helpers import ServiceFactory, generous, needs_nonblocking_fifos, read_report
+from helpers import ServiceFactory, generous, needs_flock, needs_nonblocking_fifos, read_report
 
 
 @pytest.fixture
@@ -224,11 +224,6 @@ async def test_a_lock_file_that_cannot_be_opened_is_logged_once_and_the_file_sti
     assert errors[0].levelno == logging.ERROR
     await service.stop()
     assert victim.read_bytes() == b"precious"
-
-
-needs_flock = pytest.mark.skipif(
-    _lock._fcntl is None, reason="needs fcntl.flock (a lock file that can be removed while held)"
-)
 
 
 @pytest.mark.reliability

@@ -336,6 +336,96 @@ def test_failed_replace_sync_removes_temp_file_and_keeps_old_file(
     assert target.read_bytes() == OLD
 
 
+def sweeping_replace(times: int) -> tuple[Callable[..., None], list[str]]:
+    """os.replace that, its first ``times`` calls, first removes the file it is to move
+    (what another writer's sweep does to a temporary file under a write); and the list of
+    the names removed."""
+    real_replace = os.replace
+    removed: list[str] = []
+
+    def replace(source: Any, target: Any, **kwargs: Any) -> None:
+        if len(removed) < times:
+            os.unlink(source, dir_fd=kwargs.get("src_dir_fd"))
+            removed.append(os.path.basename(os.fsdecode(source)))
+        real_replace(source, target, **kwargs)
+
+    return replace, removed
+
+
+@pytest.mark.reliability
+@pytest.mark.asyncio
+async def test_a_temporary_file_removed_under_the_write_makes_it_start_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary file gone at the rename is written again, rendered again (a guard in the
+    rendering is asked again), and the new bytes land."""
+    target = existing_target(tmp_path)
+    replace, removed = sweeping_replace(1)
+    monkeypatch.setattr(writer_os, "replace", replace)
+    renders: list[bytes] = []
+
+    def render() -> bytes:
+        renders.append(NEW)
+        return NEW
+
+    await AtomicWriter(target).replace(render)
+
+    assert len(removed) == 1
+    assert len(renders) == 2
+    assert target.read_bytes() == NEW
+    assert names_in(tmp_path) == {"health.json"}
+
+
+@pytest.mark.asyncio
+async def test_a_guard_that_fails_on_the_second_rendering_ends_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the second rendering raises (a lock found lost) propagates; nothing is written."""
+    target = existing_target(tmp_path)
+    replace, removed = sweeping_replace(1)
+    monkeypatch.setattr(writer_os, "replace", replace)
+    guards = iter([True, False])
+
+    def render() -> bytes:
+        if not next(guards):
+            raise LookupError("the lock is another's now")
+        return NEW
+
+    with pytest.raises(LookupError, match="another's"):
+        await AtomicWriter(target).replace(render)
+
+    assert removed
+    assert target.read_bytes() == OLD
+    assert names_in(tmp_path) == {"health.json"}
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_temporary_file_removed_twice_fails_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    """Once more only: a temporary file removed again is the FileNotFoundError of the rename,
+    and the old bytes stay."""
+    target = existing_target(tmp_path)
+    replace, removed = sweeping_replace(3)
+    monkeypatch.setattr(writer_os, "replace", replace)
+    writer = AtomicWriter(target)
+
+    def write() -> None:
+        if sync:
+            writer.replace_sync(NEW)
+        else:
+            asyncio.run(writer.replace(NEW))
+
+    with pytest.raises(FileNotFoundError):
+        write()
+
+    assert len(removed) == 2
+    assert len(set(removed)) == 2  # a fresh temporary file each time
+    assert target.read_bytes() == OLD
+    assert names_in(tmp_path) == {"health.json"}
+
+
 @pytest.mark.asyncio
 async def test_short_writes_are_completed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, temp_files: TempFiles

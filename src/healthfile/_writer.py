@@ -74,6 +74,14 @@ class _Abandoned(Exception):
     """The awaiting task was cancelled before the rename: the write must not land."""
 
 
+class _TemporaryGone(Exception):
+    """The temporary file was gone at the rename: removed under the write."""
+
+    def __init__(self, error: FileNotFoundError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class AtomicWriter:
     """Replace one file atomically and durably, from the event loop or from a thread.
 
@@ -161,20 +169,28 @@ class AtomicWriter:
     ) -> None:
         """Render the data if asked, then replace the file; every failure is an OSError.
 
-        ``then`` is called last, whatever happened.
+        ``then`` is called last, whatever happened. A temporary file removed under the write
+        (by a writer that took over a lock file removed meanwhile, sweeping what it takes for
+        a killed writer's files) makes the write start once more, rendering included, so that
+        a guard in ``data`` is asked again.
         """
         try:
-            if callable(data):
-                data = data()
-            try:
-                self._replace_rendered(data, abandoned)
-            except _Abandoned:
-                return
-            except (NotImplementedError, AttributeError, ValueError) as exc:
-                # A call this platform lacks, or a path it cannot take (an embedded NUL): the
-                # callers promise to handle OSError only, and the write failed like any other.
-                code = errno.EINVAL if isinstance(exc, ValueError) else errno.ENOSYS
-                raise OSError(code, f"{type(exc).__name__}: {exc}", str(self.path)) from exc
+            for last in (False, True):
+                rendered = data() if callable(data) else data
+                try:
+                    self._replace_rendered(rendered, abandoned)
+                    return
+                except _TemporaryGone as gone:
+                    if last:
+                        raise gone.error from None
+                except _Abandoned:
+                    return
+                except (NotImplementedError, AttributeError, ValueError) as exc:
+                    # A call this platform lacks, or a path it cannot take (an embedded NUL):
+                    # the callers promise to handle OSError only, and the write failed like
+                    # any other.
+                    code = errno.EINVAL if isinstance(exc, ValueError) else errno.ENOSYS
+                    raise OSError(code, f"{type(exc).__name__}: {exc}", str(self.path)) from exc
         finally:
             if then is not None:
                 then()
@@ -208,6 +224,8 @@ class AtomicWriter:
                 try:
                     directory.replace(temp_name, self.path.name)
                     return
+                except FileNotFoundError as exc:
+                    raise _TemporaryGone(exc) from exc
                 except PermissionError:
                     delay = next(delays, None)
                     if delay is None:

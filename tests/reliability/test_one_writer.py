@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from helpers import generous, make_database, temp_files, wait_until
+from helpers import generous, make_database, needs_flock, temp_files, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -209,6 +209,34 @@ def test_a_starting_process_never_sweeps_the_writers_live_temporary_file(
     assert first.lines("FileNotFoundError") == []
 
 
+@needs_flock
+def test_a_writer_whose_lock_file_goes_mid_write_stands_by_without_a_write_error(
+    start_writer: Callable[..., Writer], tmp_path: Path
+) -> None:
+    """The lock file removed while the writer is mid-write, a second process takes a new one
+    and sweeps the writer's live temporary file as a killed writer's: the writer then says
+    its lock was removed or replaced and stands by, and reports no failed write."""
+    health_file = tmp_path / "health.json"
+    hold = tmp_path / "hold"
+    first = start_writer("first", interval=0.1, hold=hold)
+    wait_until(lambda: written_by(health_file, first), "the first writer's report", every=0.005)
+    hold.touch()
+    wait_until(Path(f"{hold}.inside").exists, "the writer to freeze inside a write", every=0.005)
+    [live] = temp_files(tmp_path)
+
+    (tmp_path / ".health.json.lock").unlink()
+    second = start_writer("second")
+    wait_until(lambda: written_by(health_file, second), "the second process to write", every=0.005)
+    assert live not in temp_files(tmp_path)  # swept from under the frozen write
+    hold.unlink()
+
+    wait_until(lambda: first.lines("stands by"), "the first process to stand by", every=0.005)
+    assert first.lines("was removed or replaced while this service held it")
+    assert first.lines("cannot write") == []
+    assert second.lines("cannot write") == []
+    assert written_by(health_file, second)
+
+
 # A pre-fork server: the service starts, then the process forks a worker that lives on. The
 # worker writes whether it thinks it writes the file and holds the lock, then sleeps.
 FORKING_SCRIPT = """\
@@ -299,6 +327,7 @@ def writers_seen(path: Path, seconds: float) -> list[int]:
     return pids
 
 
+@needs_flock
 @pytest.mark.parametrize("how", ["lock file removed", "directory removed and made again"])
 def test_a_removed_lock_file_leaves_one_writer_within_a_cycle_or_two(
     start_writer: Callable[..., Writer], tmp_path: Path, how: str
