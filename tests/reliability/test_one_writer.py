@@ -175,17 +175,26 @@ def test_second_process_stands_by_logs_the_writer_once_and_takes_over_after_kill
     assert (report["status"], report["pid"]) == ("stopped", second.pid)
 
 
+def frozen_mid_write(
+    start_writer: Callable[..., Writer], health_file: Path
+) -> tuple[Writer, Path, str]:
+    """A first writer, frozen inside a write once it has written a report: the writer, the
+    hold file whose removal lets it go on, and the name of its live temporary file."""
+    hold = health_file.parent / "hold"
+    first = start_writer("first", interval=0.1, hold=hold)
+    wait_until(lambda: written_by(health_file, first), "the first writer's report", every=0.005)
+    hold.touch()
+    wait_until(Path(f"{hold}.inside").exists, "the writer to freeze inside a write", every=0.005)
+    [live] = temp_files(health_file.parent)
+    return first, hold, live
+
+
 def test_a_starting_process_never_sweeps_the_writers_live_temporary_file(
     start_writer: Callable[..., Writer], tmp_path: Path
 ) -> None:
     """A second process starting while the writer is mid-write leaves its temporary file alone."""
     health_file = tmp_path / "health.json"
-    hold = tmp_path / "hold"
-    first = start_writer("first", interval=0.1, hold=hold)
-    wait_until(lambda: written_by(health_file, first), "the first writer's report", every=0.005)
-    hold.touch()
-    wait_until(Path(f"{hold}.inside").exists, "the writer to freeze inside a write", every=0.005)
-    [live] = temp_files(tmp_path)
+    first, hold, live = frozen_mid_write(start_writer, health_file)
 
     second = start_writer("second")
     wait_until(
@@ -217,12 +226,7 @@ def test_a_writer_whose_lock_file_goes_mid_write_stands_by_without_a_write_error
     and sweeps the writer's live temporary file as a killed writer's: the writer then says
     its lock was removed or replaced and stands by, and reports no failed write."""
     health_file = tmp_path / "health.json"
-    hold = tmp_path / "hold"
-    first = start_writer("first", interval=0.1, hold=hold)
-    wait_until(lambda: written_by(health_file, first), "the first writer's report", every=0.005)
-    hold.touch()
-    wait_until(Path(f"{hold}.inside").exists, "the writer to freeze inside a write", every=0.005)
-    [live] = temp_files(tmp_path)
+    first, hold, live = frozen_mid_write(start_writer, health_file)
 
     (tmp_path / ".health.json.lock").unlink()
     second = start_writer("second")
