@@ -3,6 +3,7 @@ called in-process as an ASGI server calls it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -485,6 +486,68 @@ async def test_a_hung_read_answers_503_within_the_read_timeout(
     deadline = time.monotonic() + generous(5)
     while (await call_app(app, "/readyz")).status != 200:
         assert time.monotonic() < deadline
+
+
+@pytest.mark.asyncio
+async def test_a_read_given_up_on_is_not_queued_behind_even_if_it_began_late(
+    app_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that began late in the reader thread (behind a slow one) and then hung: once a
+    request has given up on it, the next request is answered at once, not after another
+    read_timeout (the thread's own start time says it has not hung that long yet)."""
+    app = app_for("online", read_timeout=0.2)
+    release = threading.Event()
+    opened: list[str] = []
+    real_open = os.open
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fspath(path) == app.health_file:
+            opened.append(app.health_file)
+            if len(opened) == 1:
+                time.sleep(0.15)  # slow, and answered
+            else:
+                release.wait(timeout=generous(30))  # hung
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    try:
+        slow = asyncio.ensure_future(call_app(app, "/readyz"))
+        await asyncio.sleep(0.01)
+        given_up = await call_app(app, "/readyz")  # queued behind the slow read, then hung
+        started = time.monotonic()
+        after = await call_app(app, "/readyz")
+        after_took = time.monotonic() - started
+        assert (await slow).status == 200
+    finally:
+        release.set()
+
+    assert given_up.json()["verdict"] == "unreadable"
+    assert after.json()["verdict"] == "unreadable"
+    assert after_took < generous(0.15)
+    assert len(opened) == 2  # nothing more was queued behind the hung read
+
+
+@pytest.mark.asyncio
+async def test_a_read_hung_past_the_bound_whose_request_went_away_queues_nothing(
+    app_for: Any, hung_reads: tuple[set[str], threading.Event]
+) -> None:
+    """A hung read whose request was cancelled (the client went away) before read_timeout:
+    once it has hung past the bound, the next request is answered at once."""
+    hung, _ = hung_reads
+    app = app_for("online", read_timeout=0.2)
+    hung.add(app.health_file)
+    gone = asyncio.ensure_future(call_app(app, "/readyz"))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    await asyncio.sleep(0.25)
+
+    started = time.monotonic()
+    answer = await call_app(app, "/readyz")
+    took = time.monotonic() - started
+
+    assert gone.cancelled()
+    assert answer.json()["verdict"] == "unreadable"
+    assert took < generous(0.15)
 
 
 @pytest.mark.asyncio

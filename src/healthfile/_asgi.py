@@ -10,6 +10,7 @@ never holds the event loop or a request for long).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
 import os
@@ -75,6 +76,8 @@ class HealthApp:
         self._reader: WorkerThread | None = None
         # When the read in the reader thread began (monotonic), None while it is idle.
         self._busy_since: float | None = None
+        # The last read a request gave up waiting for, and when it was asked for (monotonic).
+        self._overdue: tuple[concurrent.futures.Future[Verdict], float] | None = None
 
     def __repr__(self) -> str:
         return f"<healthfile ASGI app health_file={self._health_file!r}>"
@@ -159,18 +162,24 @@ class HealthApp:
 
     async def _read(self, judged: Callable[[], Verdict]) -> Verdict:
         """Run the judge in the reader thread, for at most ``read_timeout`` seconds."""
-        busy = self._busy_since
-        if busy is not None and time.monotonic() - busy > self._read_timeout:
-            # A read has hung past the bound: queue nothing more behind it.
-            return self._timed_out(time.monotonic() - busy)
+        now = time.monotonic()
+        busy, overdue = self._busy_since, self._overdue
+        if overdue is not None and not overdue[0].done():
+            # A request gave up on a read that still hangs: queue nothing more behind it.
+            return self._timed_out(now - overdue[1])
+        if busy is not None and now - busy > self._read_timeout:
+            return self._timed_out(now - busy)  # hung past the bound, its request gone
         reader = self._reader
         if reader is None:
             reader = self._reader = WorkerThread("healthfile-http")
             # An app dropped without close() lets its reader end too.
             weakref.finalize(self, reader.shutdown, False)
-        future = asyncio.wrap_future(reader.submit(self._timed, judged))
+        submitted = reader.submit(self._timed, judged)
+        future = asyncio.wrap_future(submitted)
         done, _ = await asyncio.wait({future}, timeout=self._read_timeout)
         if not done:
+            # Known hung from now on, whatever the clock says of when the thread began it.
+            self._overdue = (submitted, now)
             return self._timed_out(self._read_timeout)
         return future.result()
 
