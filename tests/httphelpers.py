@@ -101,21 +101,30 @@ def probe_body(path: Path | str, **options: Any) -> bytes:
 async def as_probe_says(
     path: Path | str, fetch: Callable[[], Awaitable[Answer]], **options: Any
 ) -> Answer:
-    """Fetch an answer while the file's judgement holds still; assert the body is it.
+    """Fetch an answer while the file and its judgement hold still; assert the body is it.
 
-    The judgement is taken before and after the fetch, again until the two agree: the age
-    in the body is in whole seconds, and a live writer may replace the file meanwhile, so an
-    answer between two judgements that differ could be either of them, or neither.
+    The file and its judgement are taken before and after the fetch, again until both
+    agree: the age in the body is in whole seconds, and a live writer may replace the file
+    meanwhile (with a report judged alike but a second younger), so an answer between two
+    different moments could be either of them, or neither.
     """
     for _ in range(20):
-        before = probe_body(path, **options)
+        before = file_bytes(path), probe_body(path, **options)
         answer = await fetch()
-        after = probe_body(path, **options)
+        after = file_bytes(path), probe_body(path, **options)
         if before == after:
             break
-    assert before == after, "the file's judgement never held still"
-    assert answer.body == before, (answer.body, before)
+    assert before == after, "the file and its judgement never held still"
+    assert answer.body == before[1], (answer.body, before[1])
     return answer
+
+
+def file_bytes(path: Path | str) -> bytes | None:
+    """The file's bytes, or None where there are none to read (missing, a directory)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None
 
 
 @dataclass
