@@ -179,12 +179,16 @@ def test_run_http_answers_what_check_answers(
 ) -> None:
     """A real `healthfile run --http 127.0.0.1:0` serves what `healthfile check --json`
     prints, 200 for exit 0 and 503 for exit 1, until SIGTERM; then the port is closed."""
-    running = run_cli(*service_options(database, health_file, "--http", "127.0.0.1:0"))
+    # A report every 5 s, not every 0.2 s: the file must hold still across two probes.
+    options = service_options(database, health_file, "--http", "127.0.0.1:0", "--interval", "5")
+    running = run_cli(*options)
     running.wait_for_stderr("serving HTTP on http://127.0.0.1:")
     match = re.search(r"serving HTTP on http://127\.0\.0\.1:(\d+)/", running.stderr)
     assert match is not None
     base = f"http://127.0.0.1:{match.group(1)}"
-    wait_for_report(health_file, is_online, alive=running.assert_alive)
+    assert (
+        wait_for_report(health_file, is_online, alive=running.assert_alive)["interval_seconds"] == 5
+    )
 
     for path, flags in (("/readyz", ()), ("/livez", ("--group", "live"))):
         # Compared while the file and its age hold still: a new report (judged alike, but
